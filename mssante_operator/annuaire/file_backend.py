@@ -1,0 +1,89 @@
+"""The embedded annuaire: a JSON file (``{"entries": [...]}``) read into memory.
+
+It is the default for a demo kit and small operators. The file is re-read when it changes on disk
+(checked at most once a second), so an import or an edit takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from .base import Annuaire, AnnuaireUnavailable, MailboxEntry
+
+log = logging.getLogger(__name__)
+
+
+def load_entries(path: Path) -> dict[str, MailboxEntry]:
+    """Read the file into a dict keyed by lower-cased address; raises ValueError naming the entry."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise ValueError(f"{path}: expected an object with an 'entries' list")
+    entries: dict[str, MailboxEntry] = {}
+    for index, raw in enumerate(data["entries"]):
+        try:
+            entry = MailboxEntry.from_json(raw)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: entries[{index}] is invalid: {exc!r}") from exc
+        entries[entry.address] = entry
+    return entries
+
+
+def save_entries(path: Path, entries: list[MailboxEntry]) -> None:
+    """Write entries atomically (temporary file, fsync, rename) so readers never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    payload = json.dumps({"entries": [e.to_json() for e in entries]}, ensure_ascii=False, indent=1)
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+class FileAnnuaire(Annuaire):
+    """Annuaire backed by a JSON file, reloaded when its modification time changes."""
+
+    def __init__(self, path: Path, *, check_interval: float = 1.0) -> None:
+        self.path = path
+        self._check_interval = check_interval
+        self._entries: dict[str, MailboxEntry] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._checked_at = 0.0
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._check_interval:
+            return
+        self._checked_at = now
+        try:
+            stat = self.path.stat()
+        except OSError as exc:
+            if not self._entries:
+                raise AnnuaireUnavailable(f"annuaire file {self.path} cannot be read: {exc}") from exc
+            log.error("annuaire file %s cannot be read, keeping the loaded entries: %s", self.path, exc)
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            self._entries = load_entries(self.path)
+        except (OSError, ValueError) as exc:
+            if force and not self._entries:
+                raise AnnuaireUnavailable(str(exc)) from exc
+            log.error("annuaire file not reloaded, keeping the loaded entries: %s", exc)
+            return
+        self._stamp = stamp
+        log.info("annuaire loaded from %s: %d mailboxes", self.path, len(self._entries))
+
+    async def lookup(self, address: str) -> MailboxEntry | None:
+        self._refresh()
+        return self._entries.get(address.strip().lower())
+
+    def all_entries(self) -> list[MailboxEntry]:
+        """Every entry, liste rouge included (for exports, not for searches)."""
+        self._refresh()
+        return list(self._entries.values())

@@ -1,0 +1,135 @@
+"""Builds the operator from its settings and runs its listeners and timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+from .annuaire.file_backend import FileAnnuaire
+from .config import ListenerSettings, Settings
+from .smtp.local_delivery import LocalDelivery
+from .smtp.mta import MtaContext, MtaHandler
+from .smtp.server import ConnectionLimiter, GuardedSMTP
+from .store.facade import Store
+from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
+from .trust_space.space import TrustSpace
+from .trust_space.tls import server_context
+
+log = logging.getLogger(__name__)
+
+
+def dkim_key_source(settings: Settings) -> KeySource:
+    dkim = settings.dkim
+    if dkim.key_source == "static":
+        return StaticKeys(dkim.static_keys)
+    return DnsKeys(timeout=dkim.dns_timeout)
+
+
+class Operator:
+    """Every service of one HOME: MTA listeners over a store, an annuaire and the trust space."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
+        self.trust = TrustSpace(settings)
+        self.annuaire = FileAnnuaire(settings.path(settings.annuaire.file))
+        self.delivery = LocalDelivery(self.store)
+        self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
+        self._servers: list[asyncio.AbstractServer] = []
+        self._refresher: asyncio.Task[None] | None = None
+        self.mta_context = MtaContext(
+            hostname=settings.operator.hostname,
+            local_domains=settings.operator.local_domains,
+            max_recipients=settings.limits.max_recipients,
+            annuaire=self.annuaire,
+            liste_blanche=self.trust.liste_blanche,
+            revocations=self.trust.revocations,
+            dkim_keys=dkim_key_source(settings),
+            delivery=self.delivery,
+            cpu_executor=self.cpu,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        s = self.settings
+        return server_context(s.path(s.tls.cert), s.path(s.tls.key), s.path(s.trust_space.ca_bundle))
+
+    async def _start_mta(self, name: str, listener: ListenerSettings) -> None:
+        loop = asyncio.get_running_loop()
+        context = self._tls_context()
+        implicit = listener.tls == "implicit"
+        limiter = ConnectionLimiter(self.settings.limits.max_connections, self.settings.limits.max_connections_per_ip)
+        handler = MtaHandler(self.mta_context)
+
+        def factory() -> GuardedSMTP:
+            return GuardedSMTP(
+                handler,
+                limits=self.settings.limits,
+                limiter=limiter,
+                hostname=self.settings.operator.hostname,
+                implicit_tls=implicit,
+                tls_context=None if implicit else context,
+                require_starttls=not implicit,
+                loop=loop,
+            )
+
+        server = await loop.create_server(
+            factory, listener.host, listener.port, ssl=context if implicit else None,
+            ssl_handshake_timeout=30 if implicit else None, reuse_address=True,
+        )
+        self._servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, port, listener.tls)
+
+    async def start(self) -> None:
+        """Migrate the store, then open every configured listener."""
+        await asyncio.to_thread(self.store.migrate)
+        removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
+        if removed:
+            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+        for name in ("mta", "mtas"):
+            listener = getattr(self.settings.listeners, name)
+            if listener is not None:
+                await self._start_mta(name, listener)
+        self._refresher = asyncio.create_task(self._refresh_periodically())
+
+    def reload(self) -> None:
+        """Re-read the liste blanche and the CRLs (SIGHUP and timer); connections stay up."""
+        log.info("reloading the trust space")
+        self.trust.reload()
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.trust_space.refresh_interval)
+            self.reload()
+
+    async def stop(self) -> None:
+        """Stop accepting, finish commits in progress, close the store."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        await self.delivery.close()
+        self.cpu.shutdown(wait=False, cancel_futures=True)
+        await self.annuaire.close()
+        self.store.close()
+        log.info("operator stopped")
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the trust space."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
+        log.info("operator %s ready", self.settings.operator.domain)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()

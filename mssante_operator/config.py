@@ -1,0 +1,175 @@
+"""The operator's settings: one TOML file (HOME/config.toml), typed and validated at start-up.
+
+Relative paths in the file are relative to HOME, so a demo kit can be moved as a whole. Errors name
+the file and the dotted key that is wrong, because an operator reading a start-up failure at 3 a.m.
+should not have to guess.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> float:
+    """Turn "90s", "5m", "4h", "5d" or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as '30s', '5m', '4h' or '5d'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration such as '30s', '5m', '4h' or '5d'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OperatorSettings(_Section):
+    """Who this operator is on the trust space."""
+
+    domain: str
+    hostname: str
+    local_domains: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _own_domain_is_local(self) -> OperatorSettings:
+        if self.domain.lower() not in (d.lower() for d in self.local_domains):
+            object.__setattr__(self, "local_domains", [self.domain, *self.local_domains])
+        return self
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite:///store.db"
+    blob_dir: Path = Path("blobs")
+
+
+class ListenerSettings(_Section):
+    """One listening socket. ``tls`` says whether TLS starts at once or after STARTTLS."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    tls: Literal["starttls", "implicit"] = "starttls"
+
+
+class ListenersSettings(_Section):
+    mta: ListenerSettings | None = None
+    mtas: ListenerSettings | None = None
+
+
+class TlsSettings(_Section):
+    """This operator's certificate (full chain, leaf first) and key, used as server and as client."""
+
+    cert: Path
+    key: Path
+
+
+class TrustSpaceSettings(_Section):
+    ca_bundle: Path
+    crl_files: list[Path] = Field(default_factory=list)
+    liste_blanche: Path
+    refresh_interval: Duration = 86400.0
+
+
+class DkimSettings(_Section):
+    """Our own signing key, and where peers' public keys come from (DNS, or a static table)."""
+
+    selector: str
+    private_key: Path
+    key_source: Literal["dns", "static"] = "dns"
+    static_keys: dict[str, str] = Field(default_factory=dict)
+    dns_timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _static_needs_keys(self) -> DkimSettings:
+        if self.key_source == "static" and not self.static_keys:
+            raise ValueError("key_source = 'static' needs a [dkim.static_keys] table")
+        return self
+
+
+class AnnuaireSettings(_Section):
+    backend: Literal["file"] = "file"
+    file: Path = Path("annuaire.json")
+
+
+class LimitsSettings(_Section):
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    max_line_length: int = Field(default=998, ge=78)
+    max_connections: int = Field(default=200, ge=1)
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    idle_timeout: Duration = 300.0
+    session_timeout: Duration = 1800.0
+
+
+class Settings(_Section):
+    """Everything the operator reads from config.toml, with paths resolved against HOME."""
+
+    home: Path
+    operator: OperatorSettings
+    storage: StorageSettings = StorageSettings()
+    listeners: ListenersSettings
+    tls: TlsSettings
+    trust_space: TrustSpaceSettings
+    dkim: DkimSettings
+    annuaire: AnnuaireSettings = AnnuaireSettings()
+    limits: LimitsSettings = LimitsSettings()
+
+    def path(self, value: Path) -> Path:
+        """A configured path, relative paths being taken from HOME."""
+        return value if value.is_absolute() else self.home / value
+
+    @property
+    def database_url(self) -> str:
+        """The storage URL with a relative SQLite file placed in HOME."""
+        prefix = "sqlite:///"
+        url = self.storage.url
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str(self.path(Path(url[len(prefix):])))
+        return url
+
+
+def _format_errors(file: Path, error: ValidationError) -> str:
+    lines = [f"{file}: invalid configuration"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(home: Path) -> Settings:
+    """Read and validate HOME/config.toml, raising ConfigError that names the file and keys."""
+    home = home.resolve()
+    file = home / CONFIG_FILE
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: not found (create a demo kit with `mssante-operator init {home}`)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    if "home" in data:
+        raise ConfigError(f"{file}: home: unknown key (HOME is the folder that holds the file)")
+    try:
+        return Settings.model_validate({**data, "home": home})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(file, exc)) from exc

@@ -1,0 +1,1 @@
+"""SMTP: listeners, policy checks, routing and delivery targets."""

@@ -1,0 +1,107 @@
+"""Header work on incoming messages: reading the few fields we index, adding trace headers.
+
+Only the header block is parsed (the body of a 20 MB report is never decoded here), and a
+malformed header never raises: the message is stored as received and the fields are best effort.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime
+
+_PARSER = BytesHeaderParser(policy=email.policy.compat32)
+_HEADER_END = re.compile(rb"\r\n\r\n")
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """The header fields the store indexes and the policy reads."""
+
+    from_values: list[str]
+    from_text: str
+    subject: str
+    message_id: str | None
+
+
+def split_header(message: bytes) -> tuple[bytes, bytes]:
+    """(header block with its final CRLF, rest from the blank line on)."""
+    match = _HEADER_END.search(message)
+    if match is None:
+        return message, b""
+    return message[: match.start() + 2], message[match.start() + 2 :]
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def summarise(message: bytes) -> HeaderSummary:
+    """Decoded From, Subject and Message-ID of a message, tolerant of malformed headers."""
+    header, _ = split_header(message)
+    parsed = _PARSER.parsebytes(header)
+    from_values = [str(v) for v in parsed.get_all("From", [])]
+    message_id = parsed.get("Message-ID")
+    message_id = " ".join(str(message_id).split()) if message_id else None
+    return HeaderSummary(
+        from_values=from_values,
+        from_text=" ".join(_decoded(str(v)) for v in from_values),
+        subject=" ".join(_decoded(str(parsed.get("Subject", ""))).split()),
+        message_id=message_id or None,
+    )
+
+
+def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
+    """Drop Authentication-Results headers claiming to be ours (RFC 8601 section 5): they are forged."""
+    header, body = split_header(message)
+    lines = header.split(b"\r\n")
+    kept: list[bytes] = []
+    skipping = False
+    pattern = re.compile(rb"^authentication-results:\s*" + re.escape(authserv_id.encode()) + rb"\s*(;|$)", re.I)
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = bool(pattern.match(line))
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept) + body
+
+
+def received_header(
+    *, helo: str, client_ip: str, hostname: str, protocol: str, tls: str, queue_id: str,
+    recipient: str | None, when: datetime,
+) -> bytes:
+    """An RFC 5321 Received trace header."""
+    for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
+    return (
+        f"Received: from {helo} ([{client_ip}])\r\n\tby {hostname} with {protocol} ({tls})\r\n"
+        f"\tid {queue_id}{for_clause}; {format_datetime(when)}\r\n"
+    ).encode()
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def authentication_results_value(authserv_id: str, results: list[str]) -> str:
+    """The value of an Authentication-Results header, one method result per folded line."""
+    return authserv_id + ";" + "".join(f"\r\n\t{result}" for result in results) if results else authserv_id + "; none"
+
+
+def dkim_result_text(result: str, domain: str, selector: str, b_prefix: str, reason: str) -> str:
+    text = f"dkim={result}"
+    if reason and result != "pass":
+        text += f" ({reason[:120]})"
+    return text + f" header.d={domain} header.s={selector} header.b={b_prefix}"
+
+
+def tls_result_text(dn_text: str, mail_from_domain: str) -> str:
+    """Our record of the mutual-TLS check: the peer certificate DN listed for the sender domain."""
+    return f"x-mssante-tls=pass smtp.mailfrom={mail_from_domain or '<>'} policy.peer-dn={_quote(dn_text)}"

@@ -1,0 +1,133 @@
+"""Inbound policy of the MTA listener, as pure functions over data.
+
+Each check returns ``None`` (accept) or the :class:`Refusal` that the listener sends. Checks run in
+the order of the SMTP dialogue: connection (TLS, certificate) -> MAIL -> RCPT -> DATA. Keeping them
+free of I/O makes every refusal testable on its own and keeps the listener a thin adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from email.utils import getaddresses
+
+from ..annuaire import MailboxEntry
+from ..errors import Refusal
+from ..trust_space.dkim import DkimResult
+from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
+from ..trust_space.tls import PeerTls
+
+TLS_REQUIRED = Refusal(530, "5.7.0", "Must issue a STARTTLS command first: this MSSanté MTA accepts mail only over TLS")
+CERTIFICATE_REQUIRED = Refusal(
+    530, "5.7.0",
+    "A client certificate of the MSSanté trust space (IGC-Santé) is required; none was presented",
+)
+CERTIFICATE_REVOKED = Refusal(550, "5.7.1", "Your client certificate has been revoked by its certification authority")
+ANNUAIRE_DOWN = Refusal(451, "4.4.3", "The annuaire cannot be reached now; please try again later")
+STORE_FAILED = Refusal(451, "4.3.0", "The message could not be stored now; please try again later")
+BARE_LINE_ENDING = Refusal(
+    550, "5.6.0",
+    "Message refused: it contains a bare CR or LF; lines must end with CRLF (SMTP smuggling protection)",
+)
+
+
+def address_domain(address: str) -> str:
+    """The domain of ``local@domain`` (lower-cased), or "" when there is none."""
+    _, at, domain = address.rpartition("@")
+    return normalise_domain(domain) if at else ""
+
+
+def check_peer_certificate(peer: PeerTls | None, revoked: bool) -> Refusal | None:
+    """The connection must be TLS with a (chain-verified) client certificate that is not revoked."""
+    if peer is None:
+        return TLS_REQUIRED
+    if peer.certificate is None:
+        return CERTIFICATE_REQUIRED
+    if revoked:
+        return CERTIFICATE_REVOKED
+    return None
+
+
+def check_sender_domain(domain: str, peer: PeerTls, liste: ListeBlanche) -> Refusal | None:
+    """The sender domain must be listed, and listed with the DN of the certificate presented."""
+    if not domain:
+        return Refusal(553, "5.1.7", "The sender address has no domain")
+    if not liste.is_listed(domain):
+        return Refusal(550, "5.7.1", f"Sender domain {domain} is not in the MSSanté trust space (liste blanche)")
+    if peer.dn is None or not liste.dn_allowed(domain, peer.dn):
+        return Refusal(
+            550, "5.7.1",
+            f"Certificate DN {peer.dn_text} is not registered for domain {domain} in the liste blanche",
+        )
+    return None
+
+
+def check_recipient_domain(domain: str, local_domains: Iterable[str]) -> Refusal | None:
+    """We accept mail only for the domains we host: this MTA is never a relay."""
+    if domain not in {normalise_domain(d) for d in local_domains}:
+        return Refusal(550, "5.7.1", f"Relaying denied: {domain or 'that domain'} is not hosted by this operator")
+    return None
+
+
+def check_recipient_entry(address: str, entry: MailboxEntry | None) -> Refusal | None:
+    """The recipient must be an annuaire mailbox that can receive (APP mailboxes only send)."""
+    if entry is None:
+        return Refusal(550, "5.1.1", f"Mailbox {address} does not exist in the annuaire")
+    if not entry.can_receive:
+        return Refusal(550, "5.7.1", f"Mailbox {address} is an applicative mailbox and cannot receive mail")
+    return None
+
+
+def check_recipient_count(already: int, maximum: int) -> Refusal | None:
+    if already >= maximum:
+        return Refusal(452, "4.5.3", f"Too many recipients: at most {maximum} per message, send the rest again")
+    return None
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def check_line_endings(data: bytes) -> Refusal | None:
+    """Refuse bare CR and bare LF anywhere in the data: they enable SMTP smuggling."""
+    if _BARE_CR.search(data) or _BARE_LF.search(data):
+        return BARE_LINE_ENDING
+    return None
+
+
+def from_domains(from_header_values: list[str]) -> list[str]:
+    """Domains of the addresses in the From header(s)."""
+    return [address_domain(addr) for _, addr in getaddresses(from_header_values) if addr]
+
+
+def check_from_header(domains: list[str], peer: PeerTls, liste: ListeBlanche) -> Refusal | None:
+    """Exactly one From address, whose domain this peer may send for (no sender spoofing)."""
+    if len(domains) != 1 or not domains[0]:
+        return Refusal(550, "5.6.0", "The message must have exactly one From address with a domain (RFC 5322)")
+    refusal = check_sender_domain(domains[0], peer, liste)
+    if refusal is not None:
+        return Refusal(refusal.code, refusal.enhanced, "From header: " + refusal.text)
+    return None
+
+
+def dkim_aligned(signing_domain: str, from_domain: str) -> bool:
+    """``d=`` is the From domain or one of its parents (relaxed alignment)."""
+    signing_domain, from_domain = normalise_domain(signing_domain), normalise_domain(from_domain)
+    return bool(signing_domain) and (
+        from_domain == signing_domain or from_domain.endswith("." + signing_domain)
+    )
+
+
+def check_dkim(results: list[DkimResult], from_domain: str) -> Refusal | None:
+    """At least one valid signature aligned with the From domain; a key we could not fetch is 4xx."""
+    aligned = [r for r in results if dkim_aligned(r.domain, from_domain)]
+    if any(r.result == "pass" for r in aligned):
+        return None
+    if any(r.result == "temperror" for r in aligned):
+        return Refusal(451, "4.7.5", f"The DKIM key of {from_domain} could not be fetched now; please try again later")
+    if not results:
+        return Refusal(550, "5.7.20", "No DKIM signature: messages of the trust space must be DKIM-signed")
+    if not aligned:
+        return Refusal(550, "5.7.20", f"No DKIM signature for the From domain {from_domain} or a parent domain")
+    reasons = "; ".join(sorted({r.reason for r in aligned if r.reason}))
+    return Refusal(550, "5.7.20", f"No valid DKIM signature for {from_domain}" + (f" ({reasons})" if reasons else ""))

@@ -1,0 +1,181 @@
+"""A hardened aiosmtpd session shared by our SMTP listeners.
+
+aiosmtpd parses the protocol; this subclass adds what a public-facing MTA needs on top of it:
+connection limits (total and per IP), an idle timeout and a whole-session deadline that answer
+``421`` before closing, strict CRLF on command lines, enhanced status codes on every reply, the
+ESMTP extensions we honour (PIPELINING, ENHANCEDSTATUSCODES), and the peer's TLS identity read once
+after the handshake (STARTTLS or implicit TLS) and kept on the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from ..config import LimitsSettings
+from ..trust_space.tls import peer_tls
+from .replies import with_enhanced_code
+
+log = logging.getLogger(__name__)
+
+
+class BareLineEnding(Exception):
+    """A command line ended with a bare LF (or held a bare CR)."""
+
+
+class ConnectionLimiter:
+    """Counts open connections, in total and per client IP, shared by the sessions of a listener."""
+
+    def __init__(self, maximum: int, per_ip: int) -> None:
+        self.maximum = maximum
+        self.per_ip = per_ip
+        self._by_ip: Counter[str] = Counter()
+
+    @property
+    def open(self) -> int:
+        return sum(self._by_ip.values())
+
+    def acquire(self, ip: str) -> str | None:
+        """Count a new connection; return the refusal reply when over a limit."""
+        if self._by_ip[ip] >= self.per_ip:
+            return "421 4.7.0 Too many connections from your address; try again later"
+        if self.open >= self.maximum:
+            return "421 4.3.2 Too many connections; try again later"
+        self._by_ip[ip] += 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self._by_ip[ip] -= 1
+        if self._by_ip[ip] <= 0:
+            del self._by_ip[ip]
+
+
+class _StrictLineReader(asyncio.StreamReader):
+    """Refuses command lines that do not end with CRLF (SMTP smuggling uses bare line endings)."""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        line = await super().readuntil(separator)
+        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
+            raise BareLineEnding
+        return line
+
+
+class GuardedSMTP(SMTP):
+    """aiosmtpd's SMTP with limits, timeouts, strict line endings and enhanced status codes."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limits: LimitsSettings,
+        limiter: ConnectionLimiter,
+        hostname: str,
+        implicit_tls: bool,
+        **kwargs: Any,
+    ) -> None:
+        # Class attribute read by SMTP.__init__ for the stream limit: 998 + transparent dot + CRLF.
+        self.line_length_limit = limits.max_line_length + 3
+        super().__init__(
+            handler,
+            data_size_limit=limits.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=hostname,
+            ident="ESMTP MSSanté operator",
+            timeout=limits.idle_timeout,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            **kwargs,
+        )
+        self.limits = limits
+        self._limiter = limiter
+        self._implicit_tls = implicit_tls
+        self._client_ip: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._ehlo_lines: list[str] | None = None
+
+    # --- connection life cycle -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self._original_transport is None
+        if first:
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if peer else "?"
+            refusal = self._limiter.acquire(ip)
+            if refusal is not None:
+                log.warning("connection refused peer=%s reason=%r", ip, refusal)
+                transport.write(refusal.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._client_ip = ip
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.limits.session_timeout, self._close_with, "421 4.4.2 Session too long; closing"
+            )
+        super().connection_made(transport)
+        if first:
+            self._reader.__class__ = _StrictLineReader
+        assert self.session is not None
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.session.peer_tls = peer_tls(ssl_object) if ssl_object is not None else None  # type: ignore[attr-defined]
+        if ssl_object is not None:
+            log.info("tls peer=%s version=%s dn=%r", self._client_ip, self.session.peer_tls.version,
+                     self.session.peer_tls.dn_text)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client_ip is not None:
+            self._limiter.release(self._client_ip)
+            self._client_ip = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.session is None:  # refused in connection_made: aiosmtpd never started
+            return
+        super().connection_lost(error)
+
+    def _close_with(self, reply: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("closing peer=%s reply=%r", self._client_ip, reply)
+            self.transport.write(reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        self._close_with("421 4.4.2 Idle for too long; closing")
+
+    # --- replies -------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, bytes):
+            status = status.decode("utf-8")
+        if self._ehlo_lines is not None:
+            self._ehlo_lines.append(status)
+            return
+        await super().push(
+            with_enhanced_code(status, max_line=self.limits.max_line_length, max_size=self.limits.max_message_size)
+        )
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._ehlo_lines = []
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            lines, self._ehlo_lines = self._ehlo_lines, None
+        if len(lines) == 1:  # a syntax error, not a greeting
+            await self.push(lines[0])
+            return
+        await self._push_ehlo([line[4:] for line in lines])
+
+    async def _push_ehlo(self, keywords: list[str]) -> None:
+        """Send the EHLO reply: our host name, then the extensions we honour."""
+        kept = [k for k in keywords[1:] if not k.startswith(("AUTH", "HELP"))]
+        keywords = [keywords[0], *kept, "PIPELINING", "ENHANCEDSTATUSCODES"]
+        for index, keyword in enumerate(keywords):
+            separator = " " if index == len(keywords) - 1 else "-"
+            await super().push(f"250{separator}{keyword}")
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineEnding):
+            return "500 5.5.2 Command lines must end with CRLF; bare LF or CR refused"
+        log.exception("session error peer=%s", self._client_ip)
+        return "451 4.3.0 Internal error; please try again later"

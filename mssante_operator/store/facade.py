@@ -1,0 +1,441 @@
+"""The Store facade: the only way the rest of the operator reads or writes mail.
+
+Synchronous on purpose (callers run it in threads). Delivery order is what makes the SMTP 250 safe:
+blob written and fsync'd first, then one transaction allocates UIDs and inserts the rows, and only
+the commit makes the message visible.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from mssante_operator.store.blobs import BlobFile, BlobStore
+from mssante_operator.store.models import Account, Blob, Mailbox, Message
+
+INBOX = "INBOX"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+ORPHAN_MIN_AGE = timedelta(hours=1)
+# PostgreSQL btree entries are limited to ~2.7 kB: longer Message-IDs cannot be indexed for dedup.
+MAX_MESSAGE_ID_BYTES = 900
+# Serialises concurrent `migrate()` calls of several nodes sharing one PostgreSQL database.
+_MIGRATION_LOCK_ID = 0x6D7373616E7465  # "mssante"
+_WRITE_OPTION = "mssante_write"
+
+
+class MessageNotFoundError(LookupError):
+    """No message with that UID in that mailbox of that address."""
+
+
+class DeliveryOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message ready to be stored; the headers are decoded by the caller."""
+
+    raw: bytes
+    message_id: str | None
+    from_addr: str
+    subject: str
+    authentication_results: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as `mailbox ls` (and IMAP FETCH) sees it."""
+
+    uid: int
+    message_id: str | None
+    from_addr: str
+    subject: str
+    size: int
+    received_at: datetime
+    authentication_results: str
+    internaldate: datetime
+    modseq: int
+    flags: frozenset[str]
+
+
+def normalize_address(address: str) -> str:
+    """Accounts are keyed by the lower-cased address, as the annuaire lists them."""
+    normalized = address.strip().lower()
+    if not normalized:
+        raise ValueError("empty mailbox address")
+    return normalized
+
+
+def _dedup_key(message_id: str | None) -> str | None:
+    """The Message-ID as stored and deduplicated on; None when absent, blank or too long to index."""
+    if message_id is None:
+        return None
+    message_id = message_id.strip()
+    if not message_id or len(message_id.encode("utf-8", "replace")) > MAX_MESSAGE_ID_BYTES:
+        return None
+    return message_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Durable, multi-process-safe SQLite: WAL, full fsync, busy wait, FKs, explicit BEGIN.
+
+    Write transactions start with BEGIN IMMEDIATE so that they wait (busy_timeout) for the write lock
+    up front, instead of failing when a read transaction has to be upgraded under contention.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _build_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+class Store:
+    """Mail storage over SQLite (embedded default) or PostgreSQL (shared by several nodes)."""
+
+    def __init__(self, url: str, blob_dir: Path) -> None:
+        self._engine = _build_engine(url)
+        self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
+        self._dialect = self._engine.dialect.name
+        self.blobs = BlobStore(blob_dir)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest revision; cheap and safe at every start-up."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        with self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def deliver(self, message: NewMessage, addresses: list[str]) -> dict[str, DeliveryOutcome]:
+        """Store `message` once in the INBOX of each address; durable when this returns."""
+        return self.deliver_many([(message, addresses)])[0]
+
+    def deliver_many(self, items: list[tuple[NewMessage, list[str]]]) -> list[dict[str, DeliveryOutcome]]:
+        """Group commit: write every blob (fsync each), then one transaction for all the rows.
+
+        Outcomes are keyed by the addresses as given; spellings of one address share one delivery.
+        """
+        for message, _ in items:
+            if message.received_at.utcoffset() is None:
+                raise ValueError("received_at must be timezone-aware")
+        targets = [sorted({normalize_address(a) for a in addresses}) for _, addresses in items]
+        inboxes = self._ensure_inboxes(a for group in targets for a in group)
+        contents = [m.raw if group else None for (m, _), group in zip(items, targets, strict=True)]
+        blobs = self._write_blobs(contents)
+        with self._writer.begin() as conn:
+            try:
+                stored = self._insert_all(conn, items, targets, blobs, inboxes)
+            except BaseException:
+                self._remove_blobs(blobs)  # nothing was committed: the files are certainly unreferenced
+                raise
+        # Were COMMIT itself to fail, it may still have happened: files are left to collect_orphan_blobs().
+        self._remove_blobs(b for b, outcome in zip(blobs, stored, strict=True) if not _any_stored(outcome))
+        return [
+            {address: outcome[normalize_address(address)] for address in addresses}
+            for (_, addresses), outcome in zip(items, stored, strict=True)
+        ]
+
+    def _insert_all(
+        self,
+        conn: Connection,
+        items: list[tuple[NewMessage, list[str]]],
+        targets: list[list[str]],
+        blobs: list[BlobFile | None],
+        inboxes: dict[str, int],
+    ) -> list[dict[str, DeliveryOutcome]]:
+        self._lock_mailboxes(conn, sorted({inboxes[a] for group in targets for a in group}))
+        return [
+            self._insert_one(conn, message, group, blob, inboxes)
+            for (message, _), group, blob in zip(items, targets, blobs, strict=True)
+        ]
+
+    def _insert_one(
+        self,
+        conn: Connection,
+        message: NewMessage,
+        group: list[str],
+        blob: BlobFile | None,
+        inboxes: dict[str, int],
+    ) -> dict[str, DeliveryOutcome]:
+        """Rows for one message: its blob row (only if some recipient stores it), then one row per mailbox."""
+        outcome: dict[str, DeliveryOutcome] = {}
+        blob_id: int | None = None
+        for address in group:
+            if self._is_duplicate(conn, inboxes[address], message):
+                outcome[address] = DeliveryOutcome.DUPLICATE
+                continue
+            if blob_id is None:
+                assert blob is not None
+                blob_id = self._insert_blob(conn, blob)
+            outcome[address] = self._insert_message(conn, inboxes[address], message, blob_id)
+        if blob_id is not None and not _any_stored(outcome):  # only after an ON CONFLICT race
+            conn.execute(delete(Blob).where(Blob.id == blob_id))
+        return outcome
+
+    def _ensure_inboxes(self, addresses: Iterable[str]) -> dict[str, int]:
+        """INBOX id per normalised address, creating accounts on first delivery (own short commit)."""
+        wanted = set(addresses)
+        if not wanted:
+            return {}
+        with self._engine.connect() as conn:
+            found = self._inbox_ids(conn, wanted)
+        missing = sorted(wanted - found.keys())  # sorted: same lock order in concurrent creations
+        if missing:
+            with self._writer.begin() as conn:
+                self._create_accounts(conn, missing)
+                found.update(self._inbox_ids(conn, set(missing)))
+        return found
+
+    @staticmethod
+    def _inbox_ids(conn: Connection, addresses: set[str]) -> dict[str, int]:
+        rows = conn.execute(
+            select(Account.address, Mailbox.id)
+            .join(Mailbox, Mailbox.account_id == Account.id)
+            .where(Account.address.in_(addresses), Mailbox.name == INBOX)
+        )
+        return {address: mailbox_id for address, mailbox_id in rows}
+
+    def _create_accounts(self, conn: Connection, addresses: list[str]) -> None:
+        now = _now()
+        conn.execute(
+            self._insert(Account).on_conflict_do_nothing(index_elements=["address"]),
+            [{"address": a, "created_at": now} for a in addresses],
+        )
+        account_ids = conn.scalars(select(Account.id).where(Account.address.in_(addresses))).all()
+        conn.execute(
+            self._insert(Mailbox).on_conflict_do_nothing(index_elements=["account_id", "name"]),
+            [
+                {
+                    "account_id": i,
+                    "name": INBOX,
+                    "uidvalidity": _new_uidvalidity(),
+                    "uidnext": 1,
+                    "highestmodseq": 1,
+                }
+                for i in account_ids
+            ],
+        )
+
+    @staticmethod
+    def _lock_mailboxes(conn: Connection, mailbox_ids: list[int]) -> None:
+        """Lock every target mailbox row up front, in id order, so group commits cannot deadlock.
+
+        Holding the lock also makes the duplicate check below race-free: any other writer to the same
+        mailbox must take this lock before allocating a UID. (SQLite: BEGIN IMMEDIATE already did.)
+        """
+        if mailbox_ids:
+            conn.execute(
+                select(Mailbox.id).where(Mailbox.id.in_(mailbox_ids)).order_by(Mailbox.id).with_for_update()
+            ).all()
+
+    @staticmethod
+    def _is_duplicate(conn: Connection, mailbox_id: int, message: NewMessage) -> bool:
+        key = _dedup_key(message.message_id)
+        if key is None:
+            return False
+        found = conn.scalar(
+            select(Message.id).where(Message.mailbox_id == mailbox_id, Message.message_id == key).limit(1)
+        )
+        return found is not None
+
+    @staticmethod
+    def _insert_blob(conn: Connection, blob: BlobFile) -> int:
+        return conn.execute(
+            insert(Blob)
+            .values(key=blob.key, size=blob.size, sha256=blob.sha256, created_at=_now())
+            .returning(Blob.id)
+        ).scalar_one()
+
+    def _insert_message(
+        self, conn: Connection, mailbox_id: int, message: NewMessage, blob_id: int
+    ) -> DeliveryOutcome:
+        uid, modseq = self._allocate_uid(conn, mailbox_id)
+        values = {
+            "mailbox_id": mailbox_id,
+            "uid": uid,
+            "modseq": modseq,
+            "flags": "",
+            "internaldate": message.received_at,
+            "size": len(message.raw),
+            "blob_id": blob_id,
+            "message_id": _dedup_key(message.message_id),
+            "from_addr": message.from_addr,
+            "subject": message.subject,
+            "authentication_results": message.authentication_results,
+            "received_at": message.received_at,
+        }
+        # Belt and braces: a writer that skipped the mailbox lock still cannot create a duplicate.
+        statement = (
+            self._insert(Message)
+            .values(values)
+            .on_conflict_do_nothing(
+                index_elements=["mailbox_id", "message_id"], index_where=Message.message_id.is_not(None)
+            )
+            .returning(Message.id)
+        )
+        inserted = conn.execute(statement).scalar_one_or_none()
+        return DeliveryOutcome.STORED if inserted is not None else DeliveryOutcome.DUPLICATE
+
+    @staticmethod
+    def _allocate_uid(conn: Connection, mailbox_id: int) -> tuple[int, int]:
+        """Next UID and MODSEQ of a mailbox, by a single UPDATE (row lock on PostgreSQL)."""
+        row = conn.execute(
+            update(Mailbox)
+            .where(Mailbox.id == mailbox_id)
+            .values(uidnext=Mailbox.uidnext + 1, highestmodseq=Mailbox.highestmodseq + 1)
+            .returning(Mailbox.uidnext, Mailbox.highestmodseq)
+        ).one()
+        return row.uidnext - 1, row.highestmodseq
+
+    def _insert(self, model: type[Any]) -> Any:
+        """INSERT with ON CONFLICT support, for the engine in use."""
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(model)
+
+    def _write_blobs(self, contents: list[bytes | None]) -> list[BlobFile | None]:
+        """Write (and fsync) one blob per message that has recipients; all or none."""
+        written: list[BlobFile | None] = []
+        try:
+            for raw in contents:
+                written.append(None if raw is None else self.blobs.write(raw))
+        except BaseException:
+            self._remove_blobs(written)
+            raise
+        return written
+
+    def _remove_blobs(self, blobs: Iterable[BlobFile | None]) -> None:
+        for blob in blobs:
+            if blob is not None:
+                self.blobs.remove(blob.key)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def list_messages(self, address: str, mailbox: str = INBOX) -> list[StoredMessage]:
+        """Messages of one mailbox ordered by UID; an unknown address or mailbox has none."""
+        query = (
+            select(Message.__table__)
+            .join(Mailbox, Message.mailbox_id == Mailbox.id)
+            .join(Account, Mailbox.account_id == Account.id)
+            .where(Account.address == normalize_address(address), Mailbox.name == mailbox)
+            .order_by(Message.uid)
+        )
+        with self._engine.connect() as conn:
+            return [_stored_message(row) for row in conn.execute(query)]
+
+    def read_message(self, address: str, uid: int, mailbox: str = INBOX) -> bytes:
+        """The exact bytes stored for that message."""
+        query = (
+            select(Blob.key)
+            .join(Message, Message.blob_id == Blob.id)
+            .join(Mailbox, Message.mailbox_id == Mailbox.id)
+            .join(Account, Mailbox.account_id == Account.id)
+            .where(Account.address == normalize_address(address), Mailbox.name == mailbox, Message.uid == uid)
+        )
+        with self._engine.connect() as conn:
+            key = conn.scalar(query)
+        if key is None:
+            raise MessageNotFoundError(f"no message UID {uid} in {mailbox} of that address")
+        return self.blobs.read(key)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def collect_orphan_blobs(self, min_age: timedelta = ORPHAN_MIN_AGE) -> int:
+        """Remove blob files that no row references (crash before commit); returns how many.
+
+        Only files older than `min_age` are considered, so a delivery between its blob write and its
+        commit is never touched.
+        """
+        removed = 0
+        for batch in _batched(self.blobs.keys_older_than(min_age.total_seconds()), 500):
+            with self._engine.connect() as conn:
+                known = set(conn.scalars(select(Blob.key).where(Blob.key.in_(batch))))
+            for key in batch:
+                if key not in known:
+                    self.blobs.remove(key)
+                    removed += 1
+        return removed
+
+
+def _any_stored(outcome: dict[str, DeliveryOutcome]) -> bool:
+    return DeliveryOutcome.STORED in outcome.values()
+
+
+def _new_uidvalidity() -> int:
+    """Seconds since the epoch: grows across re-creations and fits IMAP's 32-bit range until 2106."""
+    return int(time.time())
+
+
+def _stored_message(row: Any) -> StoredMessage:
+    return StoredMessage(
+        uid=row.uid,
+        message_id=row.message_id,
+        from_addr=row.from_addr,
+        subject=row.subject,
+        size=row.size,
+        received_at=row.received_at,
+        authentication_results=row.authentication_results,
+        internaldate=row.internaldate,
+        modseq=row.modseq,
+        flags=frozenset(row.flags.split()),
+    )
+
+
+def _batched(keys: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""The trust space: liste blanche, PKI and peer identity, DKIM."""
