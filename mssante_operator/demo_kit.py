@@ -37,6 +37,9 @@ DKIM_SELECTOR = "mss2026"
 
 TRUST_CA_CERT = "certs/trust-ca.pem"
 TRUST_CA_CRL = "certs/trust-ca.crl.pem"
+# The dev CA's key stays in the kit (mode 0600) so that an operator can issue more test
+# certificates (new peers, expired or revoked ones) for this trust space; IGC-Santé keeps its own.
+TRUST_CA_KEY = "certs/trust-ca.key"
 ROGUE_CA_CERT = "certs/rogue-ca.pem"
 OPERATOR_CERT = "certs/operator.pem"
 OPERATOR_KEY = "certs/operator.key"
@@ -240,6 +243,7 @@ def _write_trust_space(
 ) -> None:
     """The CAs, the CRL revoking the revoked peers, and the liste blanche (revoked peers stay listed)."""
     dev_pki.write_chain(home / TRUST_CA_CERT, [trust_ca.cert])
+    dev_pki.write_key(home / TRUST_CA_KEY, trust_ca.key)
     dev_pki.write_chain(home / ROGUE_CA_CERT, [rogue_ca.cert])
     revoked = [issued.cert.serial_number for peer, issued in peer_certs if peer.revoked]
     dev_pki.write_crl(home / TRUST_CA_CRL, dev_pki.make_crl(trust_ca, revoked))

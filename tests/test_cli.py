@@ -1,0 +1,79 @@
+"""The contract command line: init, serve (clean stop on SIGTERM), mailbox ls, config errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import DOCTOR, connect_process, lab_report, make_kit, peer, serve_process, signed
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mssante_operator.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    home = tmp_path / "kit"
+    assert cli("init", str(home)).returncode == 0
+    first = json.loads((home / "demo.json").read_text())
+    again = cli("init", str(home))
+    assert again.returncode != 0
+    assert "--force" in again.stderr
+    assert json.loads((home / "demo.json").read_text()) == first
+    assert cli("init", str(home), "--force").returncode == 0
+    assert json.loads((home / "demo.json").read_text())["peers"][0]["dn"] == first["peers"][0]["dn"]
+
+
+def test_config_error_names_file_and_key(tmp_path: Path) -> None:
+    make_kit(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(config.read_text().replace("max_recipients = 100", 'max_recipients = "many"'))
+    result = cli("serve", "--home", str(tmp_path))
+    assert result.returncode != 0
+    assert str(config) in result.stderr
+    assert "limits.max_recipients" in result.stderr
+
+
+def test_serve_logs_listeners_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    manifest = make_kit(tmp_path)
+    with serve_process(tmp_path, manifest) as process:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert f"listener mta up on 127.0.0.1:{manifest['listeners']['mta']['port']}" in log
+    assert "listener mtas up" in log
+    assert "operator stopped" in log
+
+
+def test_mailbox_ls_prints_one_json_object_per_message_while_serving(tmp_path: Path) -> None:
+    manifest = make_kit(tmp_path)
+    labo = peer(manifest, "labo")
+    with serve_process(tmp_path, manifest):
+        for subject in ("Résultats NFS", "Compte rendu"):
+            with connect_process(tmp_path, manifest, labo) as client:
+                client.sendmail(labo["sender"], [DOCTOR],
+                                signed(tmp_path, labo, lab_report(labo["sender"], [DOCTOR], subject=subject)))
+        result = cli("mailbox", "ls", DOCTOR, "--home", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["uid"] for row in rows] == [1, 2]
+    assert [row["subject"] for row in rows] == ["Résultats NFS", "Compte rendu"]
+    for row in rows:
+        assert set(row) == {"uid", "message_id", "from", "subject", "size", "received_at",
+                            "authentication_results"}
+        assert row["from"] == labo["sender"]
+        assert isinstance(row["size"], int) and row["size"] > 1000
+        assert row["received_at"].endswith("+00:00")
+        assert "dkim=pass" in row["authentication_results"]
+        assert row["message_id"].endswith("@labo-biolab.mssante.fr>")
+
+
+def test_mailbox_ls_of_an_empty_mailbox_prints_nothing(tmp_path: Path) -> None:
+    make_kit(tmp_path)
+    result = cli("mailbox", "ls", DOCTOR, "--home", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
