@@ -28,11 +28,25 @@ def dkim_key_source(settings: Settings) -> KeySource:
     return DnsKeys(timeout=dkim.dns_timeout)
 
 
+def _server_tls(settings: Settings) -> ssl.SSLContext:
+    return server_context(
+        settings.path(settings.tls.cert), settings.path(settings.tls.key), settings.path(settings.trust_space.ca_bundle)
+    )
+
+
+def check_start_up(settings: Settings) -> None:
+    """Load what a worker needs (certificates, liste blanche, CRLs, annuaire); raise on the first problem."""
+    _server_tls(settings)
+    TrustSpace(settings)
+    FileAnnuaire(settings.path(settings.annuaire.file))
+
+
 class Operator:
     """Every service of one HOME: MTA listeners over a store, an annuaire and the trust space."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, shared_ports: bool = False) -> None:
         self.settings = settings
+        self._shared_ports = shared_ports
         self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
         self.trust = TrustSpace(settings)
         self.annuaire = FileAnnuaire(settings.path(settings.annuaire.file))
@@ -52,13 +66,9 @@ class Operator:
             cpu_executor=self.cpu,
         )
 
-    def _tls_context(self) -> ssl.SSLContext:
-        s = self.settings
-        return server_context(s.path(s.tls.cert), s.path(s.tls.key), s.path(s.trust_space.ca_bundle))
-
     async def _start_mta(self, name: str, listener: ListenerSettings) -> None:
         loop = asyncio.get_running_loop()
-        context = self._tls_context()
+        context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
         limiter = ConnectionLimiter(self.settings.limits.max_connections, self.settings.limits.max_connections_per_ip)
         handler = MtaHandler(self.mta_context)
@@ -78,17 +88,19 @@ class Operator:
         server = await loop.create_server(
             factory, listener.host, listener.port, ssl=context if implicit else None,
             ssl_handshake_timeout=30 if implicit else None, reuse_address=True,
+            reuse_port=self._shared_ports or None,
         )
         self._servers.append(server)
         port = server.sockets[0].getsockname()[1]
         log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, port, listener.tls)
 
-    async def start(self) -> None:
-        """Migrate the store, then open every configured listener."""
-        await asyncio.to_thread(self.store.migrate)
-        removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
-        if removed:
-            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+    async def start(self, *, prepare_store: bool = True) -> None:
+        """Migrate the store (unless a supervisor did), then open every configured listener."""
+        if prepare_store:
+            await asyncio.to_thread(self.store.migrate)
+            removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
+            if removed:
+                log.info("removed %d orphan blobs left by an interrupted delivery", removed)
         for name in ("mta", "mtas"):
             listener = getattr(self.settings.listeners, name)
             if listener is not None:
@@ -117,16 +129,16 @@ class Operator:
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
         self.store.close()
-        log.info("operator stopped")
+        log.info("operator stopped" if not self._shared_ports else "worker stopped")
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, *, prepare_store: bool = True) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the trust space."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
+        await self.start(prepare_store=prepare_store)
         log.info("operator %s ready", self.settings.operator.domain)
         try:
             await stop.wait()

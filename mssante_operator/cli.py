@@ -29,13 +29,16 @@ def _settings(home: Path) -> Settings:
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str) -> None:
     """A secure health-messaging mail operator in the style of MSSanté."""
+    ctx.obj = {"log_level": log_level.upper()}
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-line chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -56,16 +59,28 @@ def init(home: Path, force: bool) -> None:
 
 @main.command()
 @HOME_OPTION
-def serve(home: Path) -> None:
-    """Run every service of HOME/config.toml in the foreground until SIGTERM or SIGINT."""
-    from .app import Operator
+@click.option("--worker", is_flag=True, hidden=True, help="Run as one worker of a supervisor.")
+@click.pass_context
+def serve(ctx: click.Context, home: Path, worker: bool) -> None:
+    """Run every service of HOME/config.toml in the foreground until SIGTERM or SIGINT.
+
+    With [server] workers > 1 (0: one per CPU), a supervisor runs that many worker processes
+    sharing the ports; SIGHUP reloads the liste blanche and the CRLs.
+    """
+    from .app import Operator, check_start_up
+    from .workers import Supervisor, prepare_store
 
     settings = _settings(home)
+    count = settings.server.worker_count
     try:
-        operator = Operator(settings)
+        if count > 1 and not worker:
+            check_start_up(settings)  # fail here, once, on a bad certificate or liste blanche
+            prepare_store(settings)
+            sys.exit(Supervisor(home.resolve(), count, ctx.obj["log_level"]).run())
+        operator = Operator(settings, shared_ports=worker)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    asyncio.run(operator.serve_forever())
+    asyncio.run(operator.serve_forever(prepare_store=not worker))
 
 
 @main.group()

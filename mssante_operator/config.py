@@ -7,6 +7,7 @@ should not have to guess.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -52,6 +53,16 @@ class OperatorSettings(_Section):
         if self.domain.lower() not in (d.lower() for d in self.local_domains):
             object.__setattr__(self, "local_domains", [self.domain, *self.local_domains])
         return self
+
+
+class ServerSettings(_Section):
+    """Process layout: several worker processes share the listening ports (SO_REUSEPORT)."""
+
+    workers: int = Field(default=0, ge=0, le=64)  # 0: one per CPU
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
 
 class StorageSettings(_Section):
@@ -122,6 +133,7 @@ class Settings(_Section):
 
     home: Path
     operator: OperatorSettings
+    server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
     listeners: ListenersSettings
     tls: TlsSettings

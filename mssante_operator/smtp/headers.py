@@ -10,12 +10,15 @@ import email.policy
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import format_datetime
 
-_PARSER = BytesHeaderParser(policy=email.policy.compat32)
+_PARSER = HeaderParser(policy=email.policy.compat32)
 _HEADER_END = re.compile(rb"\r\n\r\n")
+_AUTH_RESULTS_NAME = re.compile(rb"^authentication-results[ \t]*:", re.I)
+_COMMENT = re.compile(rb"\([^()]*\)")
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,16 @@ def split_header(message: bytes) -> tuple[bytes, bytes]:
 def _decoded(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
         return value
 
 
 def summarise(message: bytes) -> HeaderSummary:
     """Decoded From, Subject and Message-ID of a message, tolerant of malformed headers."""
     header, _ = split_header(message)
-    parsed = _PARSER.parsebytes(header)
+    # RFC 6532 (SMTPUTF8) allows raw UTF-8 in headers; any other 8-bit byte is junk, replaced rather
+    # than carried as surrogates that the store could not encode.
+    parsed = _PARSER.parsestr(header.decode("utf-8", "replace"))
     from_values = [str(v) for v in parsed.get_all("From", [])]
     message_id = parsed.get("Message-ID")
     message_id = " ".join(str(message_id).split()) if message_id else None
@@ -58,19 +63,35 @@ def summarise(message: bytes) -> HeaderSummary:
     )
 
 
+def _authserv_id(value: bytes) -> bytes:
+    """The authserv-id of an Authentication-Results value (RFC 8601 2.2): unfolded, comments skipped."""
+    value = b" ".join(value.split())
+    while (stripped := _COMMENT.sub(b" ", value)) != value:  # innermost comments first
+        value = stripped
+    token = re.split(rb"[\s;]", value.strip(), maxsplit=1)[0]
+    return token.strip(b'"').lower()
+
+
 def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
-    """Drop Authentication-Results headers claiming to be ours (RFC 8601 section 5): they are forged."""
+    """Drop Authentication-Results headers claiming to be ours (RFC 8601 section 5): they are forged.
+
+    The field is unfolded and its comments skipped before its authserv-id is read, so that a forger
+    cannot keep the header by folding it, adding a version number or a comment in front of our name.
+    """
     header, body = split_header(message)
-    lines = header.split(b"\r\n")
+    fields: list[list[bytes]] = []  # each field: its first line and its continuation lines
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    ours = authserv_id.encode("utf-8").lower()
     kept: list[bytes] = []
-    skipping = False
-    pattern = re.compile(rb"^authentication-results:\s*" + re.escape(authserv_id.encode()) + rb"\s*(;|$)", re.I)
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and skipping:
+    for field in fields:
+        name = _AUTH_RESULTS_NAME.match(field[0])
+        if name is not None and _authserv_id(b" ".join([field[0][name.end() :], *field[1:]])) == ours:
             continue
-        skipping = bool(pattern.match(line))
-        if not skipping:
-            kept.append(line)
+        kept.extend(field)
     return b"\r\n".join(kept) + body
 
 

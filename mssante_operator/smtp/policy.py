@@ -7,7 +7,6 @@ free of I/O makes every refusal testable on its own and keeps the listener a thi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from email.utils import getaddresses
 
@@ -74,7 +73,9 @@ def check_recipient_entry(address: str, entry: MailboxEntry | None) -> Refusal |
     if entry is None:
         return Refusal(550, "5.1.1", f"Mailbox {address} does not exist in the annuaire")
     if not entry.can_receive:
-        return Refusal(550, "5.7.1", f"Mailbox {address} is an applicative mailbox and cannot receive mail")
+        return Refusal(
+            550, "5.7.1", f"Mailbox {address}: applicative mailbox cannot receive mail (APP mailboxes only send)"
+        )
     return None
 
 
@@ -84,13 +85,13 @@ def check_recipient_count(already: int, maximum: int) -> Refusal | None:
     return None
 
 
-_BARE_CR = re.compile(rb"\r(?!\n)")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
 def check_line_endings(data: bytes) -> Refusal | None:
-    """Refuse bare CR and bare LF anywhere in the data: they enable SMTP smuggling."""
-    if _BARE_CR.search(data) or _BARE_LF.search(data):
+    """Refuse bare CR and bare LF anywhere in the data: they enable SMTP smuggling.
+
+    Counting is done in C: every LF and every CR must belong to a CRLF pair.
+    """
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") != pairs or data.count(b"\r") != pairs:
         return BARE_LINE_ENDING
     return None
 

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 import dkim
 import dns.exception
+import dns.name
 import dns.resolver
 
 from ..errors import TemporaryFailure
@@ -60,6 +61,10 @@ class DnsKeys:
             answer = self._resolver.resolve(name, "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return None
+        except (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException):
+            # d= and s= come from the message: a name that cannot exist in DNS holds no key
+            # (a permanent failure of that signature, not a reason for the peer to retry).
+            return None
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as exc:
             raise KeyLookupError(f"DNS lookup of {name} failed: {exc.__class__.__name__}") from exc
         return b"".join(b"".join(record.strings) for record in answer)
@@ -94,7 +99,11 @@ def _one_signature(verifier: dkim.DKIM, index: int, tags: dict[bytes, bytes], ke
     lookups: dict[str, bytes | None] = {}
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
-        text = name.decode("ascii") if isinstance(name, bytes) else name
+        try:
+            text = name.decode("utf-8") if isinstance(name, bytes) else name
+        except UnicodeDecodeError:  # 8-bit junk in d= or s=: not a name anything is published at
+            lookups[repr(name)] = None
+            return None
         lookups[text] = keys.txt(text.rstrip("."))
         return lookups[text]
 
@@ -103,7 +112,12 @@ def _one_signature(verifier: dkim.DKIM, index: int, tags: dict[bytes, bytes], ke
     except KeyLookupError as exc:
         return result("temperror", str(exc))
     except dkim.DKIMException as exc:
-        return result("permerror", str(exc) or exc.__class__.__name__)
+        reason = str(exc) or exc.__class__.__name__
+        # dkimpy raises for a body that does not match bh=; RFC 6376 6.1.3 calls that a failed
+        # verification (a tampered message, "fail"), not an unusable signature ("permerror").
+        if reason.startswith("body hash mismatch"):
+            return result("fail", "body hash did not verify")
+        return result("permerror", reason)
     if valid:
         return result("pass")
     if lookups and all(value is None for value in lookups.values()):
@@ -113,7 +127,13 @@ def _one_signature(verifier: dkim.DKIM, index: int, tags: dict[bytes, bytes], ke
 
 def verify_message(message: bytes, keys: KeySource) -> list[DkimResult]:
     """Verify every DKIM-Signature of ``message``; an empty list means the message is unsigned."""
-    verifier = dkim.DKIM(message, minkey=1024, timeout=5)
+    try:
+        verifier = dkim.DKIM(message, minkey=1024, timeout=5)
+    except (dkim.DKIMException, IndexError) as exc:
+        # dkimpy cannot split the header block (a line without a colon, a continuation line first):
+        # no signature of this message can verify, ever. That is the message's permanent failure,
+        # not an internal error to answer 451 to (the peer would retry it forever).
+        return [DkimResult("permerror", reason=f"header block not readable: {exc.__class__.__name__}")]
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     return [
         _one_signature(verifier, index, _signature_tags(value), keys)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from xml.parsers import expat
 
 from .dn import NormalDn, parse_dn
 
@@ -72,14 +73,33 @@ def _child_text(element: ET.Element, name: str) -> str:
     return ""
 
 
+def _refuse_dtd(data: bytes) -> None:
+    """Raise when the document declares a DTD or entities (entity expansion bombs, external fetches).
+
+    The check runs in expat itself rather than on the raw bytes, so that a document in another
+    encoding (UTF-16 hides ``<!DOCTYPE`` from a byte search) cannot slip a DTD past it.
+    """
+
+    def refuse(*_: object) -> None:
+        raise ListeBlancheError("DTDs and entities are not accepted in a liste blanche")
+
+    scanner = expat.ParserCreate()
+    scanner.StartDoctypeDeclHandler = refuse
+    scanner.EntityDeclHandler = refuse
+    try:
+        scanner.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ListeBlancheError(f"malformed XML: {expat.ErrorString(exc.code)}: line {exc.lineno}, "
+                                f"column {exc.offset}") from exc
+
+
 def parse_liste_blanche(data: bytes) -> ListeBlanche:
     """Parse the XML bytes; raises ListeBlancheError with the reason when it is not usable.
 
     Elements are matched by local name so that the namespace (or its absence) does not matter.
     A ``Domaine`` whose DN cannot be parsed is skipped with a log line, not fatal.
     """
-    if b"<!DOCTYPE" in data[:4096] or b"<!ENTITY" in data:
-        raise ListeBlancheError("DTDs and entities are not accepted in a liste blanche")
+    _refuse_dtd(data)
     try:
         root = ET.fromstring(data)  # noqa: S314 - DTD/entities refused above
     except ET.ParseError as exc:

@@ -1,0 +1,107 @@
+"""Several worker processes behind one set of ports, to use every core.
+
+Python runs one thread of Python at a time; TLS, DKIM and MIME work for a busy MTA need more than one
+core. The supervisor migrates the store once, then starts N copies of ``serve --worker`` that each
+bind the listening ports with SO_REUSEPORT (the kernel spreads connections across them). It forwards
+SIGTERM/SIGINT (clean stop) and SIGHUP (reload), and restarts a worker that dies. Workers are tied to
+the supervisor's life (PR_SET_PDEATHSIG): if the supervisor is killed, they are killed too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import Settings
+from .store.facade import Store
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGKILL when the supervisor dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers then outlive a killed supervisor
+        pass
+
+
+def prepare_store(settings: Settings) -> None:
+    """Schema migrations and orphan clean-up, done once before any worker starts."""
+    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
+    try:
+        store.migrate()
+        removed = store.collect_orphan_blobs()
+        if removed:
+            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+    finally:
+        store.close()
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes of one HOME."""
+
+    def __init__(self, home: Path, count: int, log_level: str) -> None:
+        self.home = home
+        self.count = count
+        self.log_level = log_level
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+        self._reload = False
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "mssante_operator.cli", "--log-level", self.log_level,
+                "serve", "--home", str(self.home), "--worker"]
+        process = subprocess.Popen(argv, preexec_fn=_die_with_parent)  # preexec only sets PDEATHSIG
+        log.info("worker %d started", process.pid)
+        return process
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _on_hup(self, signum: int, _frame: object) -> None:
+        self._reload = True
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self.workers = [self._spawn() for _ in range(self.count)]
+        while not self._stopping:
+            if self._reload:
+                self._reload = False
+                for worker in self.workers:
+                    worker.send_signal(signal.SIGHUP)
+            for index, worker in enumerate(self.workers):
+                if worker.poll() is not None and not self._stopping:
+                    log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
+                    time.sleep(1)
+                    self.workers[index] = self._spawn()
+            time.sleep(0.2)
+        return self._stop_workers()
+
+    def _stop_workers(self, grace: float = 30.0) -> int:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        status = 0
+        for worker in self.workers:
+            try:
+                code = worker.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop in %.0f s; killing it", worker.pid, grace)
+                worker.kill()
+                code = worker.wait()
+            status = status or (code if code > 0 else 0)
+        log.info("operator stopped")
+        return status
