@@ -89,9 +89,12 @@ class _StrictLineReader(asyncio.StreamReader):
                 else:
                     end = buffer.find(b"\r\n.\r\n", max(0, scanned - 4))
                     if end >= 0:
+                        # The whole message may have arrived before the first search (a fast
+                        # peer, a large TLS record): its size is checked here, not only while waiting.
+                        too_big = discarded or end + 2 > max_size
                         payload = bytes(buffer[: end + 2])
                         del buffer[: end + 5]
-                        return None if discarded else payload
+                        return None if too_big else payload
                     scanned = len(buffer)
                     if scanned > max_size:
                         discarded += scanned - 4

@@ -8,8 +8,11 @@ the commit makes the message visible.
 from __future__ import annotations
 
 import enum
+import fcntl
+import os
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -130,13 +133,40 @@ def _build_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True)
 
 
+class _WriterLock:
+    """Queues the writers of one SQLite file, across processes, on a blocking file lock.
+
+    SQLite's own busy handler polls with growing sleeps (up to 100 ms) while another process holds
+    the write lock; worker processes sharing a database then waste most of their time asleep. A
+    flock() waiter is woken the moment the lock is released. PostgreSQL needs none of this.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._path = Path(database + ".writelock") if database and database != ":memory:" else None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self._path is None:
+            yield
+            return
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
 class Store:
     """Mail storage over SQLite (embedded default) or PostgreSQL (shared by several nodes)."""
 
     def __init__(self, url: str, blob_dir: Path) -> None:
         self._engine = _build_engine(url)
+        parsed = make_url(url)
+        self._write_lock = _WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None)
         self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
         self._dialect = self._engine.dialect.name
+        self._statements = _DeliveryStatements(self._insert(Message))
         self.blobs = BlobStore(blob_dir)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -172,7 +202,7 @@ class Store:
         inboxes = self._ensure_inboxes(a for group in targets for a in group)
         contents = [m.raw if group else None for (m, _), group in zip(items, targets, strict=True)]
         blobs = self._write_blobs(contents)
-        with self._writer.begin() as conn:
+        with self._write_lock.held(), self._writer.begin() as conn:
             try:
                 stored = self._insert_all(conn, items, targets, blobs, inboxes)
             except BaseException:
@@ -278,22 +308,17 @@ class Store:
                 select(Mailbox.id).where(Mailbox.id.in_(mailbox_ids)).order_by(Mailbox.id).with_for_update()
             ).all()
 
-    @staticmethod
-    def _is_duplicate(conn: Connection, mailbox_id: int, message: NewMessage) -> bool:
+    def _is_duplicate(self, conn: Connection, mailbox_id: int, message: NewMessage) -> bool:
         key = _dedup_key(message.message_id)
         if key is None:
             return False
-        found = conn.scalar(
-            select(Message.id).where(Message.mailbox_id == mailbox_id, Message.message_id == key).limit(1)
-        )
+        found = conn.scalar(self._statements.find_duplicate, {"mailbox_id": mailbox_id, "message_id": key})
         return found is not None
 
-    @staticmethod
-    def _insert_blob(conn: Connection, blob: BlobFile) -> int:
+    def _insert_blob(self, conn: Connection, blob: BlobFile) -> int:
         return conn.execute(
-            insert(Blob)
-            .values(key=blob.key, size=blob.size, sha256=blob.sha256, created_at=_now())
-            .returning(Blob.id)
+            self._statements.insert_blob,
+            {"key": blob.key, "size": blob.size, "sha256": blob.sha256, "created_at": _now()},
         ).scalar_one()
 
     def _insert_message(
@@ -314,27 +339,12 @@ class Store:
             "authentication_results": message.authentication_results,
             "received_at": message.received_at,
         }
-        # Belt and braces: a writer that skipped the mailbox lock still cannot create a duplicate.
-        statement = (
-            self._insert(Message)
-            .values(values)
-            .on_conflict_do_nothing(
-                index_elements=["mailbox_id", "message_id"], index_where=Message.message_id.is_not(None)
-            )
-            .returning(Message.id)
-        )
-        inserted = conn.execute(statement).scalar_one_or_none()
+        inserted = conn.execute(self._statements.insert_message, values).scalar_one_or_none()
         return DeliveryOutcome.STORED if inserted is not None else DeliveryOutcome.DUPLICATE
 
-    @staticmethod
-    def _allocate_uid(conn: Connection, mailbox_id: int) -> tuple[int, int]:
+    def _allocate_uid(self, conn: Connection, mailbox_id: int) -> tuple[int, int]:
         """Next UID and MODSEQ of a mailbox, by a single UPDATE (row lock on PostgreSQL)."""
-        row = conn.execute(
-            update(Mailbox)
-            .where(Mailbox.id == mailbox_id)
-            .values(uidnext=Mailbox.uidnext + 1, highestmodseq=Mailbox.highestmodseq + 1)
-            .returning(Mailbox.uidnext, Mailbox.highestmodseq)
-        ).one()
+        row = conn.execute(self._statements.allocate_uid, {"mailbox_id": mailbox_id}).one()
         return row.uidnext - 1, row.highestmodseq
 
     def _insert(self, model: type[Any]) -> Any:
@@ -404,6 +414,29 @@ class Store:
                     self.blobs.remove(key)
                     removed += 1
         return removed
+
+
+class _DeliveryStatements:
+    """The statements of the delivery hot path, built once: SQLAlchemy then skips rebuilding and
+    re-keying them for every message (a third of the store's CPU time per message otherwise)."""
+
+    def __init__(self, insert_message: Any) -> None:
+        self.find_duplicate = (
+            select(Message.id)
+            .where(Message.mailbox_id == bindparam("mailbox_id"), Message.message_id == bindparam("message_id"))
+            .limit(1)
+        )
+        self.insert_blob = insert(Blob).returning(Blob.id)
+        self.allocate_uid = (
+            update(Mailbox)
+            .where(Mailbox.id == bindparam("mailbox_id"))
+            .values(uidnext=Mailbox.uidnext + 1, highestmodseq=Mailbox.highestmodseq + 1)
+            .returning(Mailbox.uidnext, Mailbox.highestmodseq)
+        )
+        # Belt and braces: a writer that skipped the mailbox lock still cannot create a duplicate.
+        self.insert_message = insert_message.on_conflict_do_nothing(
+            index_elements=["mailbox_id", "message_id"], index_where=Message.message_id.is_not(None)
+        ).returning(Message.id)
 
 
 def _any_stored(outcome: dict[str, DeliveryOutcome]) -> bool:
