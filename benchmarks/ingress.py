@@ -151,6 +151,7 @@ def _run_server(argv: list[str], port: int, log: Path, load: callable) -> dict:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for_port("127.0.0.1", port)
+            time.sleep(2)  # let every worker reach accept()
             rss = PeakRss(process.pid)
             spy = None
             if os.environ.get("BENCH_PYSPY") and "sink" not in argv[1]:

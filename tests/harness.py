@@ -163,6 +163,17 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+def _wait_for_log(path: Path, text: str, timeout: float = 30.0) -> None:
+    """Block until ``text`` appears in the log file (workers log "ready" once listening)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} never appeared in {path}")
+        time.sleep(0.05)
+
+
 @contextmanager
 def serve_process(home: Path, manifest: dict[str, Any]) -> Iterator[Any]:
     """`mssante-operator serve --home HOME` as a real child process, ready to take mail."""
@@ -178,6 +189,7 @@ def serve_process(home: Path, manifest: dict[str, Any]) -> Iterator[Any]:
     try:
         mta = manifest["listeners"]["mta"]
         wait_for_port(mta["host"], int(mta["port"]))
+        _wait_for_log(home / "serve.log", "ready")
         yield process
     finally:
         if process.poll() is None:
