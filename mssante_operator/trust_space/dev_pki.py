@@ -9,7 +9,6 @@ Nothing here is meant for production: keys are written unencrypted.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import ipaddress
 import os
@@ -269,10 +268,9 @@ def write_crl(path: Path, crl: x509.CertificateRevocationList) -> None:
 
 def dkim_txt(public_key: rsa.RSAPublicKey) -> str:
     """The DNS TXT record publishing a DKIM key: ``v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>``."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode('ascii')}"
+    from .dkim import txt_record_for
+
+    return txt_record_for(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def make_dkim_key() -> tuple[bytes, str]:
