@@ -270,7 +270,8 @@ def dkim_txt(public_key: rsa.RSAPublicKey) -> str:
     """The DNS TXT record publishing a DKIM key: ``v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>``."""
     from .dkim import txt_record_for
 
-    return txt_record_for(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return txt_record_for(der)
 
 
 def make_dkim_key() -> tuple[bytes, str]:
