@@ -578,6 +578,22 @@ def test_idle_connection_is_closed_with_421_4_4_2(tmp_path):
     assert closed
 
 
+def test_a_slow_but_steady_data_transfer_is_not_cut_by_the_idle_timer(tmp_path):
+    manifest = make_kit(tmp_path, limits={"idle_timeout": "1s"})
+    labo = peer(manifest, "labo")
+    raw = signed(tmp_path, labo, lab_report(labo["sender"], [DOCTOR], size=6000))
+    with running_operator(tmp_path, manifest) as running, connect(running, labo) as client:
+        client.mail(labo["sender"])
+        client.rcpt(DOCTOR)
+        assert client.putcmd("data") is None and client.getreply()[0] == 354
+        for start in range(0, len(raw), len(raw) // 4 + 1):  # about 2.5 s in all, > the idle timeout
+            client.send(raw[start : start + len(raw) // 4 + 1])
+            time.sleep(0.6)
+        client.send(b"\r\n.\r\n" if not raw.endswith(b"\r\n") else b".\r\n")
+        code, reply = client.getreply()
+    assert code == 250, reply
+
+
 def test_connections_over_the_per_ip_limit_are_refused_421_4_7_0(tmp_path):
     manifest = make_kit(tmp_path, limits={"max_connections_per_ip": 2})
     address = ("127.0.0.1", int(manifest["listeners"]["mta"]["port"]))

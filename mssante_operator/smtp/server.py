@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
@@ -68,7 +69,7 @@ class _StrictLineReader(asyncio.StreamReader):
             raise BareLineEnding
         return line
 
-    async def read_data(self, max_size: int) -> bytes | None:
+    async def read_data(self, max_size: int, on_progress: Callable[[], None]) -> bytes | None:
         """The dot-stuffed payload (final CRLF kept, terminator dropped).
 
         Returns None when the payload exceeded ``max_size``: it is read and discarded, so
@@ -104,6 +105,7 @@ class _StrictLineReader(asyncio.StreamReader):
                 if self._eof:  # type: ignore[attr-defined]
                     raise asyncio.IncompleteReadError(bytes(buffer), None)
                 await self._wait_for_data("read_data")  # type: ignore[attr-defined]
+                on_progress()  # bytes are flowing: the peer is slow, not idle
         finally:
             self._limit = line_limit  # type: ignore[attr-defined]
             self._maybe_resume_transport()  # type: ignore[attr-defined]
@@ -232,7 +234,7 @@ class GuardedSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader: _StrictLineReader = self._reader  # type: ignore[assignment]
-        stuffed = await reader.read_data(self.limits.max_message_size)
+        stuffed = await reader.read_data(self.limits.max_message_size, self._reset_timeout)
         if stuffed is None:
             self._set_post_data_state()
             await self.push(f"552 5.3.4 Message too big: at most {self.limits.max_message_size} bytes are accepted")
