@@ -79,7 +79,6 @@ class Operator:
                 limits=self.settings.limits,
                 limiter=limiter,
                 hostname=self.settings.operator.hostname,
-                implicit_tls=implicit,
                 tls_context=None if implicit else context,
                 require_starttls=not implicit,
                 loop=loop,

@@ -109,9 +109,10 @@ class MtaHandler:
             log.exception("delivery failed id=%s", queue_id)
             return policy.STORE_FAILED.reply
         stored = sum(1 for o in outcomes.values() if o is DeliveryOutcome.STORED)
+        peer = _peer(session)
         log.info(
             "accepted id=%s peer_dn=%r rcpts=%d stored=%d duplicates=%d size=%d",
-            queue_id, _peer(session).dn_text if _peer(session) else "", len(outcomes), stored,
+            queue_id, peer.dn_text if peer else "", len(outcomes), stored,
             len(outcomes) - stored, len(message.raw),
         )
         return f"250 2.0.0 Message accepted, id {queue_id}"

@@ -121,7 +121,6 @@ class GuardedSMTP(SMTP):
         limits: LimitsSettings,
         limiter: ConnectionLimiter,
         hostname: str,
-        implicit_tls: bool,
         **kwargs: Any,
     ) -> None:
         # Class attribute read by SMTP.__init__ for the stream limit: 998 + transparent dot + CRLF.
@@ -139,7 +138,6 @@ class GuardedSMTP(SMTP):
         )
         self.limits = limits
         self._limiter = limiter
-        self._implicit_tls = implicit_tls
         self._client_ip: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._ehlo_lines: list[str] | None = None
@@ -237,12 +235,12 @@ class GuardedSMTP(SMTP):
         stuffed = await reader.read_data(self.limits.max_message_size, self._reset_timeout)
         if stuffed is None:
             self._set_post_data_state()
-            await self.push(f"552 5.3.4 Message too big: at most {self.limits.max_message_size} bytes are accepted")
+            await self.push("552 Error: Too much mail data")  # worded by replies.with_enhanced_code
             return
         longest = max(map(len, stuffed.split(b"\r\n")), default=0)
         if longest > self.limits.max_line_length + 1:  # + 1: a transparency dot
             self._set_post_data_state()
-            await self.push(f"500 5.5.2 Line too long: at most {self.limits.max_line_length} characters per line")
+            await self.push("500 Line too long")  # worded by replies.with_enhanced_code
             return
         content = stuffed[1:] if stuffed.startswith(b".") else stuffed
         content = content.replace(b"\r\n.", b"\r\n")  # RFC 5321 4.5.2: drop the transparency dot
