@@ -156,7 +156,8 @@ def _run_server(argv: list[str], port: int, log: Path, load: callable) -> dict:
             spy = None
             if os.environ.get("BENCH_PYSPY") and "sink" not in argv[1]:
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-o", os.environ["BENCH_PYSPY"], "-f", "raw", "-t", "-p", str(process.pid)],
+                    ["py-spy", "record", "-o", os.environ["BENCH_PYSPY"], "-f", "raw", "-t", "--subprocesses",
+                     "-p", str(process.pid)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
             cpu_before, client_before = rss.cpu_seconds(), time.process_time()
@@ -182,11 +183,15 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--size", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=0, help="[server] workers (0: the kit's default)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mss-bench-") as tmp:
         home = Path(tmp) / "kit"
         manifest = create_kit(home)
+        if args.workers:
+            config = home / "config.toml"
+            config.write_text(config.read_text() + f"\n[server]\nworkers = {args.workers}\n")
         labo = next(p for p in manifest["peers"] if p["name"] == "labo")
         context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
         context.check_hostname = False

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 from .annuaire.file_backend import FileAnnuaire
 from .config import ListenerSettings, Settings
+from .listening import Acceptor, WorkerLoad, bind_listener
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
 from .smtp.server import ConnectionLimiter, GuardedSMTP
@@ -41,18 +43,45 @@ def check_start_up(settings: Settings) -> None:
     FileAnnuaire(settings.path(settings.annuaire.file))
 
 
+def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
+    """The listeners HOME/config.toml enables, by contract name."""
+    names = ("mta", "mtas")
+    return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
+
+
+def bind_listeners(settings: Settings) -> dict[str, socket.socket]:
+    """Bind every configured port (a supervisor does it once, before starting its workers)."""
+    bound: dict[str, socket.socket] = {}
+    try:
+        for name, listener in configured_listeners(settings).items():
+            bound[name] = bind_listener(listener.host, listener.port)
+    except OSError:
+        for sock in bound.values():
+            sock.close()
+        raise
+    return bound
+
+
 class Operator:
     """Every service of one HOME: MTA listeners over a store, an annuaire and the trust space."""
 
-    def __init__(self, settings: Settings, *, shared_ports: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        inherited: dict[str, socket.socket] | None = None,
+        load: WorkerLoad | None = None,
+    ) -> None:
+        """Worker mode: ``inherited`` listening sockets and the shared ``load`` come from a supervisor."""
         self.settings = settings
-        self._shared_ports = shared_ports
+        self._inherited = inherited
+        self._load = load
         self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
         self.trust = TrustSpace(settings)
         self.annuaire = FileAnnuaire(settings.path(settings.annuaire.file))
         self.delivery = LocalDelivery(self.store)
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
-        self._servers: list[asyncio.AbstractServer] = []
+        self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
         self.mta_context = MtaContext(
             hostname=settings.operator.hostname,
@@ -70,7 +99,8 @@ class Operator:
         loop = asyncio.get_running_loop()
         context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
-        limiter = ConnectionLimiter(self.settings.limits.max_connections, self.settings.limits.max_connections_per_ip)
+        limits = self.settings.limits
+        limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load)
         handler = MtaHandler(self.mta_context)
 
         def factory() -> GuardedSMTP:
@@ -84,14 +114,11 @@ class Operator:
                 loop=loop,
             )
 
-        server = await loop.create_server(
-            factory, listener.host, listener.port, ssl=context if implicit else None,
-            ssl_handshake_timeout=30 if implicit else None, reuse_address=True,
-            reuse_port=self._shared_ports or None,
-        )
-        self._servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, port, listener.tls)
+        sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
+        acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)
+        acceptor.start()
+        self._acceptors.append(acceptor)
+        log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, acceptor.port, listener.tls)
 
     async def start(self, *, prepare_store: bool = True) -> None:
         """Migrate the store (unless a supervisor did), then open every configured listener."""
@@ -100,10 +127,8 @@ class Operator:
             removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
             if removed:
                 log.info("removed %d orphan blobs left by an interrupted delivery", removed)
-        for name in ("mta", "mtas"):
-            listener = getattr(self.settings.listeners, name)
-            if listener is not None:
-                await self._start_mta(name, listener)
+        for name, listener in configured_listeners(self.settings).items():
+            await self._start_mta(name, listener)
         self._refresher = asyncio.create_task(self._refresh_periodically())
 
     def reload(self) -> None:
@@ -120,15 +145,13 @@ class Operator:
         """Stop accepting, finish commits in progress, close the store."""
         if self._refresher is not None:
             self._refresher.cancel()
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            await server.wait_closed()
+        for acceptor in self._acceptors:
+            acceptor.close()
         await self.delivery.close()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
         self.store.close()
-        log.info("operator stopped" if not self._shared_ports else "worker stopped")
+        log.info("operator stopped" if self._inherited is None else "worker stopped")
 
     async def serve_forever(self, *, prepare_store: bool = True) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the trust space."""

@@ -65,9 +65,10 @@ def serve(ctx: click.Context, home: Path, worker: bool) -> None:
     """Run every service of HOME/config.toml in the foreground until SIGTERM or SIGINT.
 
     With [server] workers > 1 (0: one per CPU), a supervisor runs that many worker processes
-    sharing the ports; SIGHUP reloads the liste blanche and the CRLs.
+    sharing the ports (bound once by the supervisor); SIGHUP reloads the liste blanche and the CRLs.
     """
-    from .app import Operator, check_start_up
+    from .app import Operator, bind_listeners, check_start_up
+    from .listening import WorkerLoad, inherited_listeners
     from .workers import Supervisor, prepare_store
 
     settings = _settings(home)
@@ -76,8 +77,11 @@ def serve(ctx: click.Context, home: Path, worker: bool) -> None:
         if count > 1 and not worker:
             check_start_up(settings)  # fail here, once, on a bad certificate or liste blanche
             prepare_store(settings)
-            sys.exit(Supervisor(home.resolve(), count, ctx.obj["log_level"]).run())
-        operator = Operator(settings, shared_ports=worker)
+            sys.exit(Supervisor(home.resolve(), count, ctx.obj["log_level"], bind_listeners(settings)).run())
+        if worker:
+            operator = Operator(settings, inherited=inherited_listeners(), load=WorkerLoad.inherited())
+        else:
+            operator = Operator(settings)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
     asyncio.run(operator.serve_forever(prepare_store=not worker))

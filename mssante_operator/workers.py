@@ -1,8 +1,9 @@
 """Several worker processes behind one set of ports, to use every core.
 
 Python runs one thread of Python at a time; TLS, DKIM and MIME work for a busy MTA need more than one
-core. The supervisor migrates the store once, then starts N copies of ``serve --worker`` that each
-bind the listening ports with SO_REUSEPORT (the kernel spreads connections across them). It forwards
+core. The supervisor migrates the store once, binds every listening port (so the ports accept
+connections, queued by the kernel, from the moment it starts), then starts N copies of
+``serve --worker`` that inherit those sockets and share the accepting (see ``listening``). It forwards
 SIGTERM/SIGINT (clean stop) and SIGHUP (reload), and restarts a worker that dies. Workers are tied to
 the supervisor's life (PR_SET_PDEATHSIG): if the supervisor is killed, they are killed too.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .config import Settings
+from .listening import WorkerLoad, export_listeners
 from .store.facade import Store
 
 log = logging.getLogger(__name__)
@@ -49,18 +53,25 @@ def prepare_store(settings: Settings) -> None:
 class Supervisor:
     """Starts, watches and stops the worker processes of one HOME."""
 
-    def __init__(self, home: Path, count: int, log_level: str) -> None:
+    def __init__(self, home: Path, count: int, log_level: str, sockets: dict[str, socket.socket]) -> None:
         self.home = home
         self.count = count
         self.log_level = log_level
+        self.sockets = sockets
+        self.load = WorkerLoad.create(count)
         self.workers: list[subprocess.Popen[bytes]] = []
         self._stopping = False
         self._reload = False
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "mssante_operator.cli", "--log-level", self.log_level,
                 "serve", "--home", str(self.home), "--worker"]
-        process = subprocess.Popen(argv, preexec_fn=_die_with_parent)  # preexec only sets PDEATHSIG
+        environment, fds = export_listeners(self.sockets)
+        load_environment, load_fd = self.load.handover(slot)
+        process = subprocess.Popen(  # preexec only sets PDEATHSIG
+            argv, preexec_fn=_die_with_parent, pass_fds=(*fds, load_fd),
+            env={**os.environ, **environment, **load_environment},
+        )
         log.info("worker %d started", process.pid)
         return process
 
@@ -75,7 +86,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        self.workers = [self._spawn() for _ in range(self.count)]
+        self.workers = [self._spawn(slot) for slot in range(self.count)]
         while not self._stopping:
             if self._reload:
                 self._reload = False
@@ -85,8 +96,10 @@ class Supervisor:
                 if worker.poll() is not None and not self._stopping:
                     log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
                     time.sleep(1)
-                    self.workers[index] = self._spawn()
+                    self.workers[index] = self._spawn(index)
             time.sleep(0.2)
+        for sock in self.sockets.values():
+            sock.close()  # no new connections while the workers finish theirs
         return self._stop_workers()
 
     def _stop_workers(self, grace: float = 30.0) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP
 
 from ..config import LimitsSettings
+from ..listening import WorkerLoad
 from ..trust_space.tls import peer_tls
 from .replies import with_enhanced_code
 
@@ -31,9 +32,10 @@ class BareLineEnding(Exception):
 class ConnectionLimiter:
     """Counts open connections, in total and per client IP, shared by the sessions of a listener."""
 
-    def __init__(self, maximum: int, per_ip: int) -> None:
+    def __init__(self, maximum: int, per_ip: int, load: WorkerLoad | None = None) -> None:
         self.maximum = maximum
         self.per_ip = per_ip
+        self._load = load  # this worker's share, published to the other workers
         self._by_ip: Counter[str] = Counter()
 
     @property
@@ -47,12 +49,16 @@ class ConnectionLimiter:
         if self.open >= self.maximum:
             return "421 4.3.2 Too many connections; try again later"
         self._by_ip[ip] += 1
+        if self._load is not None:
+            self._load.opened()
         return None
 
     def release(self, ip: str) -> None:
         self._by_ip[ip] -= 1
         if self._by_ip[ip] <= 0:
             del self._by_ip[ip]
+        if self._load is not None:
+            self._load.closed()
 
 
 class _StrictLineReader(asyncio.StreamReader):

@@ -12,6 +12,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -168,6 +169,9 @@ class Store:
         self._dialect = self._engine.dialect.name
         self._statements = _DeliveryStatements(self._insert(Message))
         self.blobs = BlobStore(blob_dir)
+        self._inbox_cache: dict[str, int] = {}
+        # fsync waits on the disk, not the CPU: a batch's blobs are written side by side.
+        self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class Store:
             command.upgrade(config, "head")
 
     def close(self) -> None:
+        self._blob_writers.shutdown(wait=True)
         self._engine.dispose()
 
     # -- delivery ----------------------------------------------------------------------------
@@ -255,15 +260,17 @@ class Store:
     def _ensure_inboxes(self, addresses: Iterable[str]) -> dict[str, int]:
         """INBOX id per normalised address, creating accounts on first delivery (own short commit)."""
         wanted = set(addresses)
-        if not wanted:
-            return {}
-        with self._engine.connect() as conn:
-            found = self._inbox_ids(conn, wanted)
+        found = {a: self._inbox_cache[a] for a in wanted if a in self._inbox_cache}
+        unknown = wanted - found.keys()
+        if unknown:
+            with self._engine.connect() as conn:
+                found.update(self._inbox_ids(conn, unknown))
         missing = sorted(wanted - found.keys())  # sorted: same lock order in concurrent creations
         if missing:
             with self._writer.begin() as conn:
                 self._create_accounts(conn, missing)
                 found.update(self._inbox_ids(conn, set(missing)))
+        self._inbox_cache.update(found)  # an INBOX keeps its id for the life of its account
         return found
 
     @staticmethod
@@ -296,14 +303,13 @@ class Store:
             ],
         )
 
-    @staticmethod
-    def _lock_mailboxes(conn: Connection, mailbox_ids: list[int]) -> None:
+    def _lock_mailboxes(self, conn: Connection, mailbox_ids: list[int]) -> None:
         """Lock every target mailbox row up front, in id order, so group commits cannot deadlock.
 
         Holding the lock also makes the duplicate check below race-free: any other writer to the same
         mailbox must take this lock before allocating a UID. (SQLite: BEGIN IMMEDIATE already did.)
         """
-        if mailbox_ids:
+        if mailbox_ids and self._dialect != "sqlite":
             conn.execute(
                 select(Mailbox.id).where(Mailbox.id.in_(mailbox_ids)).order_by(Mailbox.id).with_for_update()
             ).all()
@@ -353,15 +359,14 @@ class Store:
         return dialect.insert(model)
 
     def _write_blobs(self, contents: list[bytes | None]) -> list[BlobFile | None]:
-        """Write (and fsync) one blob per message that has recipients; all or none."""
-        written: list[BlobFile | None] = []
-        try:
-            for raw in contents:
-                written.append(None if raw is None else self.blobs.write(raw))
-        except BaseException:
-            self._remove_blobs(written)
-            raise
-        return written
+        """Write (and fsync) one blob per message that has recipients, concurrently; all or none."""
+        futures = [None if raw is None else self._blob_writers.submit(self.blobs.write, raw) for raw in contents]
+        wait([f for f in futures if f is not None])
+        failed = [f.exception() for f in futures if f is not None and f.exception() is not None]
+        if failed:
+            self._remove_blobs(f.result() for f in futures if f is not None and f.exception() is None)
+            raise failed[0]
+        return [None if f is None else f.result() for f in futures]
 
     def _remove_blobs(self, blobs: Iterable[BlobFile | None]) -> None:
         for blob in blobs:
