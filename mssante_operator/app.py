@@ -9,7 +9,7 @@ import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 
-from .annuaire.file_backend import FileAnnuaire
+from .annuaire.factory import open_annuaire
 from .config import ListenerSettings, Settings
 from .listening import Acceptor, WorkerLoad, bind_listener
 from .smtp.local_delivery import LocalDelivery
@@ -40,7 +40,7 @@ def check_start_up(settings: Settings) -> None:
     """Load what a worker needs (certificates, liste blanche, CRLs, annuaire); raise on the first problem."""
     _server_tls(settings)
     TrustSpace(settings)
-    FileAnnuaire(settings.path(settings.annuaire.file))
+    open_annuaire(settings)
 
 
 def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
@@ -78,7 +78,7 @@ class Operator:
         self._load = load
         self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
         self.trust = TrustSpace(settings)
-        self.annuaire = FileAnnuaire(settings.path(settings.annuaire.file))
+        self.annuaire = open_annuaire(settings)
         self.delivery = LocalDelivery(self.store)
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []

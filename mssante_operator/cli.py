@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from .config import Settings, load_settings
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .annuaire import Annuaire
+
+T = TypeVar("T")
 
 HOME_OPTION = click.option(
     "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -115,6 +123,118 @@ def mailbox_ls(address: str, home: Path) -> None:
             }, ensure_ascii=False))
     finally:
         store.close()
+
+
+EX_TEMPFAIL = 75  # sysexits: try again later (the directory is down)
+
+
+def _is_json(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(64).lstrip().startswith(b"{")
+
+
+@main.group()
+def annuaire() -> None:
+    """Import the national extraction, look mailboxes up."""
+
+
+def _annuaire_call(settings: Settings, question: Callable[[Annuaire], Awaitable[T]]) -> T:
+    """Ask the configured annuaire one question, outside any server."""
+    from .annuaire import AnnuaireUnavailable
+    from .annuaire.factory import open_annuaire
+
+    async def ask() -> T:
+        directory = open_annuaire(settings)
+        try:
+            return await question(directory)
+        finally:
+            await directory.close()
+
+    try:
+        return asyncio.run(ask())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except AnnuaireUnavailable as exc:
+        click.echo(f"annuaire unavailable: {exc}", err=True)
+        sys.exit(EX_TEMPFAIL)
+
+
+@annuaire.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@HOME_OPTION
+@click.option("--prune", is_flag=True, help="Also remove imported mailboxes that are no longer in FILE.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) -> None:
+    """Import FILE, the "Extraction Correspondance MSSanté" (.txt or its ZIP), into the annuaire.
+
+    FILE may also be a JSON file in the file backend's format ({"entries": [...]}): this operator's
+    own mailboxes, with liste rouge and delegates (never pruned). Idempotent: a second import of the
+    same file changes nothing. Malformed rows are reported with their line number and skipped; the
+    counts are printed at the end.
+    """
+    from tqdm import tqdm
+
+    from .annuaire import AnnuaireUnavailable
+    from .annuaire.cache import touch_stamp
+    from .annuaire.extraction import open_extraction, read_extraction
+    from .annuaire.factory import open_writer, stamp_path
+    from .annuaire.file_backend import load_entries
+    from .annuaire.importer import run_import
+
+    settings = _settings(home)
+    local = _is_json(file)
+    try:
+        if local:
+            entries = list(load_entries(file).values())
+            total = len(entries)
+        else:
+            with open_extraction(file) as stream:
+                total = max(sum(1 for _ in stream) - 1, 0)  # a quick first pass, for the bar's 100 %
+        writer = open_writer(settings)
+    except (OSError, ValueError, ConfigError) as exc:
+        raise click.ClickException(f"cannot import {file}: {exc}") from exc
+    bar = tqdm(total=total, unit=" rows", disable=not (sys.stderr.isatty() if progress is None else progress))
+    try:
+        with contextlib.nullcontext(None) if local else open_extraction(file) as stream:
+            counts = run_import(
+                entries if local else read_extraction(stream), writer, prune=prune and not local,
+                on_error=lambda message: bar.write(f"skipped {message}", file=sys.stderr),
+                on_progress=bar.update,
+            )
+    except ValueError as exc:  # a header that is not the extraction's
+        raise click.ClickException(f"cannot import {file}: {exc}") from exc
+    except AnnuaireUnavailable as exc:
+        click.echo(f"import stopped, the annuaire is unavailable: {exc} (run it again: it is idempotent)", err=True)
+        sys.exit(EX_TEMPFAIL)
+    finally:
+        bar.close()
+        writer.close()
+    touch_stamp(stamp_path(settings))
+    logging.getLogger("mssante_operator.audit").info(
+        "annuaire import file=%s backend=%s %s", file.name, settings.annuaire.backend, counts.summary())
+    click.echo(counts.summary())
+
+
+@annuaire.command("show")
+@click.argument("address")
+@HOME_OPTION
+def annuaire_show(address: str, home: Path) -> None:
+    """Print the annuaire entry of ADDRESS as JSON (liste rouge entries included: this is an operator's tool)."""
+    entry = _annuaire_call(_settings(home), lambda directory: directory.lookup(address))
+    if entry is None:
+        click.echo(f"{address}: no such mailbox in the annuaire", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(entry.to_json(), ensure_ascii=False, indent=2))
+
+
+@annuaire.command("search")
+@click.argument("text")
+@HOME_OPTION
+@click.option("--limit", default=50, show_default=True)
+def annuaire_search(text: str, home: Path, limit: int) -> None:
+    """Published mailboxes whose address or name contains TEXT, one JSON object per line (no liste rouge)."""
+    for entry in _annuaire_call(_settings(home), lambda directory: directory.search(text, limit)):
+        click.echo(json.dumps(entry.to_json(), ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from ..errors import TemporaryFailure
 
+ORIGIN_LOCAL = "local"  # entered by this operator (demo kit, liste rouge, delegates)
+ORIGIN_EXTRACTION = "extraction"  # imported from the national "Extraction Correspondance MSSanté"
+
 
 class BalKind(enum.StrEnum):
     """MSSanté mailbox ("BAL") types."""
@@ -18,7 +21,7 @@ class BalKind(enum.StrEnum):
     CAB = "CAB"  # practice mailbox (still being specified by ANS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 100,000-entry file annuaire stays small in memory
 class MailboxEntry:
     """One mailbox of the annuaire, with the attributes policies rely on."""
 
@@ -34,6 +37,7 @@ class MailboxEntry:
     dematerialisation: bool = True
     pharmacy: bool = False  # an officine's ORG mailbox (patients may write first)
     delegates: tuple[str, ...] = field(default=())
+    origin: str = ORIGIN_LOCAL  # ORIGIN_EXTRACTION: written by `annuaire import` (only those are pruned)
 
     @property
     def can_receive(self) -> bool:
@@ -55,6 +59,7 @@ class MailboxEntry:
             "dematerialisation": self.dematerialisation,
             "pharmacy": self.pharmacy,
             "delegates": list(self.delegates),
+            "origin": self.origin,
         }
 
     @classmethod
@@ -81,7 +86,20 @@ class MailboxEntry:
             dematerialisation=bool(data.get("dematerialisation", True)),
             pharmacy=bool(data.get("pharmacy", False)),
             delegates=tuple(str(d).strip().lower() for d in delegates),
+            origin=str(data.get("origin") or ORIGIN_LOCAL),
         )
+
+
+MIN_SEARCH_LENGTH = 2
+
+
+def search_text(text: str) -> str | None:
+    """The text of a search, or None when it cannot match a mailbox (too short, control characters):
+    such a search must not reach a directory, where it could list everything."""
+    text = text.strip()
+    if len(text) < MIN_SEARCH_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return None
+    return text
 
 
 class AnnuaireUnavailable(TemporaryFailure):
@@ -95,8 +113,21 @@ class Annuaire(ABC):
     async def lookup(self, address: str) -> MailboxEntry | None:
         """The entry for ``address`` (case-insensitive), or None when unknown.
 
-        Raises AnnuaireUnavailable when the directory cannot answer now.
+        Raises AnnuaireUnavailable when the directory cannot answer now (as do the methods below).
+        Liste rouge entries are found: they receive mail and log in like any other.
         """
+
+    @abstractmethod
+    async def search(self, text: str, limit: int = 50) -> list[MailboxEntry]:
+        """Published mailboxes whose address or name contains ``text``: never a liste rouge entry."""
+
+    @abstractmethod
+    async def by_rpps(self, rpps: str) -> list[MailboxEntry]:
+        """The mailboxes of one professional (certificate and token logins map an RPPS to them)."""
+
+    @abstractmethod
+    async def delegated_to(self, address: str) -> list[MailboxEntry]:
+        """The ORG mailboxes that ``address`` is a delegate of (may open them and send from them)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections."""

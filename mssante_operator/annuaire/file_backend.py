@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .base import Annuaire, AnnuaireUnavailable, MailboxEntry
+from .base import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,12 @@ def load_entries(path: Path) -> dict[str, MailboxEntry]:
 def save_entries(path: Path, entries: list[MailboxEntry]) -> None:
     """Write entries atomically (temporary file, fsync, rename) so readers never see half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    payload = json.dumps({"entries": [e.to_json() for e in entries]}, ensure_ascii=False, indent=1)
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(payload)
+    with tmp.open("w", encoding="utf-8") as handle:  # one entry at a time: no second copy of the annuaire
+        handle.write('{"entries": [')
+        for index, entry in enumerate(entries):
+            handle.write(",\n " if index else "\n ")
+            handle.write(json.dumps(entry.to_json(), ensure_ascii=False))
+        handle.write("\n]}\n")
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
@@ -82,6 +85,28 @@ class FileAnnuaire(Annuaire):
     async def lookup(self, address: str) -> MailboxEntry | None:
         self._refresh()
         return self._entries.get(address.strip().lower())
+
+    async def search(self, text: str, limit: int = 50) -> list[MailboxEntry]:
+        self._refresh()
+        cleaned = search_text(text)
+        if cleaned is None:
+            return []
+        needle = cleaned.lower()
+        found = (
+            e for e in self._entries.values()
+            if not e.liste_rouge and (needle in e.address or needle in e.display_name.lower())
+        )
+        return sorted(found, key=lambda e: e.address)[:limit]
+
+    async def by_rpps(self, rpps: str) -> list[MailboxEntry]:
+        self._refresh()
+        wanted = rpps.strip().lower()
+        return sorted((e for e in self._entries.values() if (e.rpps or "").lower() == wanted), key=lambda e: e.address)
+
+    async def delegated_to(self, address: str) -> list[MailboxEntry]:
+        self._refresh()
+        wanted = address.strip().lower()
+        return sorted((e for e in self._entries.values() if wanted in e.delegates), key=lambda e: e.address)
 
     def all_entries(self) -> list[MailboxEntry]:
         """Every entry, liste rouge included (for exports, not for searches)."""

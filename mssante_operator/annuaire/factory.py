@@ -1,0 +1,50 @@
+"""The annuaire that [annuaire] in config.toml describes: for the server, and for `annuaire import`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import ConfigError
+from .base import Annuaire
+from .cache import CachedAnnuaire
+from .file_backend import FileAnnuaire
+from .importer import AnnuaireWriter, FileWriter, LdapWriter
+from .ldap_backend import LdapAnnuaire, LdapDirectory, LdapOptions
+
+STAMP_FILE = "annuaire.stamp"  # touched by every import; caches of this HOME drop what they hold
+
+
+def stamp_path(settings: Settings) -> Path:
+    return settings.home / STAMP_FILE
+
+
+def _ldap_options(settings: Settings, *, writer: bool) -> LdapOptions:
+    try:
+        options = LdapOptions.from_settings(settings, writer=writer)
+    except OSError as exc:
+        raise ConfigError(f"annuaire: cannot read the bind password file: {exc}") from exc
+    if options.ca_file is not None and not options.ca_file.is_file():
+        raise ConfigError(f"annuaire.ca_file: {options.ca_file} not found")
+    return options
+
+
+def open_annuaire(settings: Settings) -> Annuaire:
+    """The server's annuaire. An LDAP directory that is down does not stop the start: mail to it
+    is deferred (451 4.4.3) until it answers again."""
+    section = settings.annuaire
+    if section.backend == "file":
+        return FileAnnuaire(settings.path(section.file))
+    directory = LdapDirectory(_ldap_options(settings, writer=False))
+    return CachedAnnuaire(
+        LdapAnnuaire(directory), size=section.cache_size, ttl=section.cache_ttl,
+        negative_ttl=section.negative_ttl, stamp=stamp_path(settings),
+    )
+
+
+def open_writer(settings: Settings) -> AnnuaireWriter:
+    """The backend `annuaire import` writes into."""
+    section = settings.annuaire
+    if section.backend == "file":
+        return FileWriter(settings.path(section.file))
+    return LdapWriter(LdapDirectory(_ldap_options(settings, writer=True)))
