@@ -183,17 +183,19 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
 
     settings = _settings(home)
     local = _is_json(file)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    total: int | None = None
     try:
         if local:
             entries = list(load_entries(file).values())
             total = len(entries)
-        else:
+        elif show_bar:
             with open_extraction(file) as stream:
                 total = max(sum(1 for _ in stream) - 1, 0)  # a quick first pass, for the bar's 100 %
         writer = open_writer(settings)
     except (OSError, ValueError, ConfigError) as exc:
         raise click.ClickException(f"cannot import {file}: {exc}") from exc
-    bar = tqdm(total=total, unit=" rows", disable=not (sys.stderr.isatty() if progress is None else progress))
+    bar = tqdm(total=total, unit=" rows", disable=not show_bar)
     try:
         with contextlib.nullcontext(None) if local else open_extraction(file) as stream:
             counts = run_import(

@@ -210,3 +210,12 @@ def test_search_lists_published_mailboxes_only(directory: Directory) -> None:
     result = directory.cli("annuaire", "search", DOMAIN)
     addresses = {json.loads(line)["address"] for line in result.output.splitlines()}
     assert DOCTOR in addresses and SERVICE in addresses and RED_LISTED not in addresses
+
+
+def test_the_progress_bar_counts_rows(tmp_path: Path) -> None:
+    home = tmp_path / "kit"
+    make_kit(home)
+    file = extraction(tmp_path, *NEW_DOCTORS)
+    result = CliRunner().invoke(main, ["annuaire", "import", str(file), "--home", str(home), "--progress"])
+    assert result.exit_code == 0
+    assert "3/3" in result.stderr and "rows" in result.stderr
