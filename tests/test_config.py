@@ -206,3 +206,31 @@ def test_invalid_duration_in_the_file_is_named(tmp_path):
     message = _error(tmp_path)
     assert "limits.idle_timeout" in message
     assert "'5 weeks' is not a duration" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"url": "http://ldap.example:389"}, "needs url"),
+        ({"url": "ldap://ldap.example:389/dc=x"}, "needs url"),
+        ({"base_dn": ""}, "needs base_dn"),
+        ({"bind_dn": ""}, "needs bind_dn"),
+        ({"bind_password": ""}, "bind_password"),
+    ],
+)
+def test_an_incomplete_ldap_annuaire_is_refused(values: dict, message: str) -> None:
+    from mssante_operator.config import AnnuaireSettings
+
+    complete = {"backend": "ldap", "url": "ldaps://ldap.example:636", "base_dn": "ou=mailboxes,dc=example",
+                "bind_dn": "cn=reader,dc=example", "bind_password": "secret"}
+    AnnuaireSettings.model_validate(complete)
+    with pytest.raises(ValueError, match=message):
+        AnnuaireSettings.model_validate({**complete, **values})
+
+
+def test_an_anonymous_ldap_annuaire_must_be_asked_for() -> None:
+    from mssante_operator.config import AnnuaireSettings
+
+    settings = AnnuaireSettings.model_validate({"backend": "ldap", "url": "ldap://127.0.0.1:389",
+                                                "base_dn": "dc=x", "allow_anonymous": True})
+    assert settings.bind_dn == "" and settings.attributes.address == "mssanteAddress"
