@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from mssante_operator.store.blobs import BlobFile, BlobStore
+from mssante_operator.store.folders import Folders
 from mssante_operator.store.models import Account, Blob, Mailbox, Message
 
 INBOX = "INBOX"
@@ -172,6 +173,41 @@ class Store:
         self._inbox_cache: dict[str, int] = {}
         # fsync waits on the disk, not the CPU: a batch's blobs are written side by side.
         self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
+        self.folders = Folders(self)
+
+    # -- shared with Folders -----------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: queued on the cross-process writer lock, BEGIN IMMEDIATE)."""
+        with self._write_lock.held(), self._writer.begin() as conn:
+            yield conn
+
+    def account_id(self, conn: Connection, address: str, *, create: bool = False) -> int | None:
+        address = normalize_address(address)
+        found = conn.scalar(select(Account.id).where(Account.address == address))
+        if found is None and create:
+            conn.execute(self._insert(Account).on_conflict_do_nothing(index_elements=["address"]),
+                         [{"address": address, "created_at": _now()}])
+            found = conn.scalar(select(Account.id).where(Account.address == address))
+        return found
+
+    @staticmethod
+    def next_uidvalidity(conn: Connection, account_id: int) -> int:
+        """Seconds since the epoch, but always above the account's last one (see Account.uidvalidity_seq)."""
+        last = conn.scalar(select(Account.uidvalidity_seq).where(Account.id == account_id)) or 0
+        value = max(_new_uidvalidity(), last + 1)
+        conn.execute(update(Account).where(Account.id == account_id).values(uidvalidity_seq=value))
+        return value
+
+    @staticmethod
+    def now() -> datetime:
+        return _now()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -340,6 +376,7 @@ class Store:
             "size": len(message.raw),
             "blob_id": blob_id,
             "message_id": _dedup_key(message.message_id),
+            "dedup_key": _dedup_key(message.message_id),
             "from_addr": message.from_addr,
             "subject": message.subject,
             "authentication_results": message.authentication_results,
@@ -428,7 +465,7 @@ class _DeliveryStatements:
     def __init__(self, insert_message: Any) -> None:
         self.find_duplicate = (
             select(Message.id)
-            .where(Message.mailbox_id == bindparam("mailbox_id"), Message.message_id == bindparam("message_id"))
+            .where(Message.mailbox_id == bindparam("mailbox_id"), Message.dedup_key == bindparam("message_id"))
             .limit(1)
         )
         self.insert_blob = insert(Blob).returning(Blob.id)
@@ -440,7 +477,7 @@ class _DeliveryStatements:
         )
         # Belt and braces: a writer that skipped the mailbox lock still cannot create a duplicate.
         self.insert_message = insert_message.on_conflict_do_nothing(
-            index_elements=["mailbox_id", "message_id"], index_where=Message.message_id.is_not(None)
+            index_elements=["mailbox_id", "dedup_key"], index_where=Message.dedup_key.is_not(None)
         ).returning(Message.id)
 
 

@@ -78,6 +78,9 @@ class Account(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Last UIDVALIDITY given to a folder of this account: a folder deleted and created again within
+    # the same second still gets a new one (RFC 3501 2.3.1.1).
+    uidvalidity_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Mailbox(Base):
@@ -92,6 +95,21 @@ class Mailbox(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    special_use: Mapped[str | None] = mapped_column(String(32))  # \Sent, \Drafts, \Trash, \Junk, \Archive
+    # First UID no session has shown as \Recent yet: a SELECT claims [recent_uid, uidnext) atomically,
+    # so exactly one session, in any process, sees a new message as \Recent (RFC 3501 2.3.2).
+    recent_uid: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
+
+
+class Subscription(Base):
+    """A name in an account's LSUB list (it may name a folder that does not exist, RFC 3501 6.3.6)."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
 
 
 class Blob(Base):
@@ -112,14 +130,15 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("mailbox_id", "uid"),
-        # Dedup by Message-ID per mailbox; messages without one are never deduplicated.
+        # SMTP deliveries dedup by Message-ID per mailbox (a peer retrying after a lost 250); IMAP
+        # APPEND and COPY leave dedup_key NULL: a client may store the same message twice.
         Index(
-            "uq_messages_mailbox_id_message_id",
+            "uq_messages_mailbox_id_dedup_key",
             "mailbox_id",
-            "message_id",
+            "dedup_key",
             unique=True,
-            sqlite_where=text("message_id IS NOT NULL"),
-            postgresql_where=text("message_id IS NOT NULL"),
+            sqlite_where=text("dedup_key IS NOT NULL"),
+            postgresql_where=text("dedup_key IS NOT NULL"),
         ),
         Index("ix_messages_mailbox_id_modseq", "mailbox_id", "modseq"),  # CONDSTORE CHANGEDSINCE
     )
@@ -134,6 +153,7 @@ class Message(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"), index=True)
     message_id: Mapped[str | None] = mapped_column(Text)
+    dedup_key: Mapped[str | None] = mapped_column(Text)
     from_addr: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     authentication_results: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,451 @@
+"""IMAP folders of an account: create, rename, delete, subscribe; and the messages in them: flags,
+APPEND, COPY/MOVE, EXPUNGE, \\Recent claims, change polling for IDLE and NOOP.
+
+Every change to a folder's messages takes the folder row first (an UPDATE of its counters), so
+changes to one folder are serialised on PostgreSQL as on SQLite, each gets a new MODSEQ
+(CONDSTORE), and a session that polls (uidnext, highestmodseq) sees that something changed.
+Message files are shared by copies; a file is removed once no row points at it, after the commit.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from .blobs import BlobFile
+from .models import Blob, Mailbox, Message, Subscription
+
+if TYPE_CHECKING:
+    from .facade import NewMessage, Store
+
+INBOX = "INBOX"
+DELIMITER = "/"
+# Created with every account (RFC 6154 SPECIAL-USE): clients file sent mail, drafts and trash there.
+SPECIAL_FOLDERS = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"),
+                   ("Archive", "\\Archive"))
+SPECIAL_USES = frozenset(use for _, use in SPECIAL_FOLDERS) | {"\\All", "\\Flagged"}
+MAX_NAME_LENGTH = 255
+
+
+class FolderError(Exception):
+    """A folder operation that cannot be done; the text is fit for an IMAP NO reply."""
+
+
+class FolderExists(FolderError):
+    pass
+
+
+class NoSuchFolder(FolderError):
+    pass
+
+
+class FlagMode(enum.Enum):
+    REPLACE = "FLAGS"
+    ADD = "+FLAGS"
+    REMOVE = "-FLAGS"
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What a session keeps per message: enough for FLAGS, UID, MODSEQ, INTERNALDATE, RFC822.SIZE."""
+
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    messages: int
+    recent: int  # not yet claimed as \Recent by any session
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int
+    size: int
+
+
+def canonical_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 5.1); a trailing delimiter names the same folder."""
+    name = name.rstrip(DELIMITER) if name != DELIMITER else name
+    return INBOX if name.upper() == INBOX else name
+
+
+def check_name(name: str) -> str:
+    """The canonical name, or FolderError for a name no folder may have."""
+    name = canonical_name(name)
+    parts = name.split(DELIMITER)
+    if not name or any(part == "" for part in parts) or len(name.encode("utf-8")) > MAX_NAME_LENGTH:
+        raise FolderError("invalid mailbox name")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or "*" in name or "%" in name:
+        raise FolderError("mailbox names may not hold control characters, * or %")
+    return name
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _meta(row: Any) -> MessageMeta:
+    return MessageMeta(row.uid, row.modseq, frozenset(row.flags.split()), row.internaldate, row.size, row.key)
+
+
+def _folder(row: Any) -> Folder:
+    return Folder(row.id, row.name, row.uidvalidity, row.uidnext, row.highestmodseq, row.special_use)
+
+
+_FOLDER_COLUMNS = (Mailbox.id, Mailbox.name, Mailbox.uidvalidity, Mailbox.uidnext, Mailbox.highestmodseq,
+                   Mailbox.special_use)
+_META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.size, Blob.key)
+
+
+class Folders:
+    """Folder and message operations of the store (synchronous: sessions call them from threads)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- folders -----------------------------------------------------------------------------
+
+    def ensure_account(self, address: str) -> None:
+        """The account, its INBOX and its special-use folders (idempotent; run at each login)."""
+        with self._store.writing() as conn:
+            account_id = self._store.account_id(conn, address, create=True)
+            existing = set(conn.scalars(select(Mailbox.name).where(Mailbox.account_id == account_id)))
+            for name, use in ((INBOX, None), *SPECIAL_FOLDERS):
+                if name not in existing:
+                    self._insert_folder(conn, account_id, name, use)
+
+    def _insert_folder(self, conn: Connection, account_id: int, name: str, special_use: str | None) -> None:
+        conn.execute(insert(Mailbox).values(
+            account_id=account_id, name=name, uidvalidity=self._store.next_uidvalidity(conn, account_id), uidnext=1,
+            highestmodseq=1, special_use=special_use, recent_uid=1,
+        ))
+
+    def list(self, address: str) -> list[Folder]:
+        with self._store.reading() as conn:
+            account_id = self._store.account_id(conn, address)
+            if account_id is None:
+                return []
+            rows = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.account_id == account_id)
+                                .order_by(Mailbox.name))
+            return [_folder(row) for row in rows]
+
+    def get(self, address: str, name: str) -> Folder | None:
+        with self._store.reading() as conn:
+            return self._get(conn, address, canonical_name(name))
+
+    def _get(self, conn: Connection, address: str, name: str) -> Folder | None:
+        account_id = self._store.account_id(conn, address)
+        if account_id is None:
+            return None
+        row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.account_id == account_id,
+                                                          Mailbox.name == name)).one_or_none()
+        return _folder(row) if row is not None else None
+
+    def create(self, address: str, name: str, special_use: str | None = None) -> Folder:
+        """Create a folder and any missing parent (RFC 3501 6.3.3: superior names SHOULD be created)."""
+        name = check_name(name)
+        if special_use is not None and special_use not in SPECIAL_USES:
+            raise FolderError(f"unknown special use {special_use}")
+        with self._store.writing() as conn:
+            account_id = self._store.account_id(conn, address, create=True)
+            names = set(conn.scalars(select(Mailbox.name).where(Mailbox.account_id == account_id)))
+            if name in names:
+                raise FolderExists("mailbox already exists")
+            if special_use is not None and conn.scalar(select(Mailbox.id).where(
+                    Mailbox.account_id == account_id, Mailbox.special_use == special_use)) is not None:
+                raise FolderError(f"another mailbox already has the {special_use} use")
+            parts = name.split(DELIMITER)
+            for depth in range(1, len(parts)):
+                parent = DELIMITER.join(parts[:depth])
+                if parent not in names and parent != INBOX:
+                    self._insert_folder(conn, account_id, parent, None)
+            self._insert_folder(conn, account_id, name, special_use)
+            folder = self._get(conn, address, name)
+        assert folder is not None
+        return folder
+
+    def delete(self, address: str, name: str) -> None:
+        """Delete a folder and its messages; its sub-folders stay (RFC 3501 6.3.4)."""
+        name = canonical_name(name)
+        if name == INBOX:
+            raise FolderError("INBOX cannot be deleted")
+        with self._store.writing() as conn:
+            folder = self._get(conn, address, name)
+            if folder is None:
+                raise NoSuchFolder("no such mailbox")
+            blob_ids = set(conn.scalars(select(Message.blob_id).where(Message.mailbox_id == folder.id)))
+            conn.execute(delete(Message).where(Message.mailbox_id == folder.id))
+            conn.execute(delete(Mailbox).where(Mailbox.id == folder.id))
+            keys = self._drop_unreferenced_blobs(conn, blob_ids)
+        self._remove_files(keys)
+
+    def rename(self, address: str, old: str, new: str) -> None:
+        """Rename a folder with its sub-folders; renaming INBOX moves its messages to a new folder."""
+        old, new = canonical_name(old), check_name(new)
+        with self._store.writing() as conn:
+            account_id = self._store.account_id(conn, address)
+            source = self._get(conn, address, old)
+            if account_id is None or source is None:
+                raise NoSuchFolder("no such mailbox")
+            if new == INBOX or self._get(conn, address, new) is not None:
+                raise FolderExists("the new name already exists")
+            if new.startswith(old + DELIMITER):
+                raise FolderError("a mailbox cannot be moved into itself")
+            if old == INBOX:
+                self._insert_folder(conn, account_id, new, None)
+                target = self._get(conn, address, new)
+                assert target is not None
+                conn.execute(update(Mailbox).where(Mailbox.id == target.id).values(
+                    uidnext=source.uidnext, highestmodseq=source.highestmodseq))
+                conn.execute(update(Message).where(Message.mailbox_id == source.id).values(mailbox_id=target.id))
+                self._bump_modseq(conn, source.id)
+                return
+            children = conn.execute(select(Mailbox.id, Mailbox.name).where(
+                Mailbox.account_id == account_id, Mailbox.name.startswith(old + DELIMITER, autoescape=True)))
+            for child_id, child_name in children.all():
+                conn.execute(update(Mailbox).where(Mailbox.id == child_id).values(
+                    name=new + child_name[len(old):]))
+            conn.execute(update(Mailbox).where(Mailbox.id == source.id).values(name=new))
+
+    def subscribe(self, address: str, name: str) -> None:
+        name = canonical_name(name)
+        with self._store.writing() as conn:
+            account_id = self._store.account_id(conn, address, create=True)
+            if conn.scalar(select(Subscription.id).where(Subscription.account_id == account_id,
+                                                         Subscription.name == name)) is None:
+                conn.execute(insert(Subscription).values(account_id=account_id, name=name))
+
+    def unsubscribe(self, address: str, name: str) -> None:
+        name = canonical_name(name)
+        with self._store.writing() as conn:
+            account_id = self._store.account_id(conn, address)
+            if account_id is not None:
+                conn.execute(delete(Subscription).where(Subscription.account_id == account_id,
+                                                        Subscription.name == name))
+
+    def subscriptions(self, address: str) -> set[str]:
+        with self._store.reading() as conn:
+            account_id = self._store.account_id(conn, address)
+            if account_id is None:
+                return set()
+            return set(conn.scalars(select(Subscription.name).where(Subscription.account_id == account_id)))
+
+    # -- reading messages --------------------------------------------------------------------
+
+    def messages(self, folder_id: int) -> list[MessageMeta]:
+        """Every message of a folder, by UID: a session's view at SELECT."""
+        query = (select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
+                 .where(Message.mailbox_id == folder_id).order_by(Message.uid))
+        with self._store.reading() as conn:
+            return [_meta(row) for row in conn.execute(query)]
+
+    def changed_since(self, folder_id: int, modseq: int) -> list[MessageMeta]:
+        """Messages whose MODSEQ is above ``modseq``: new ones and flag changes."""
+        query = (select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
+                 .where(Message.mailbox_id == folder_id, Message.modseq > modseq).order_by(Message.uid))
+        with self._store.reading() as conn:
+            return [_meta(row) for row in conn.execute(query)]
+
+    def uids(self, folder_id: int) -> list[int]:
+        with self._store.reading() as conn:
+            return list(conn.scalars(select(Message.uid).where(Message.mailbox_id == folder_id)
+                                     .order_by(Message.uid)))
+
+    def counters(self, folder_id: int) -> tuple[int, int] | None:
+        """(uidnext, highestmodseq): cheap enough to poll; None once the folder is gone."""
+        with self._store.reading() as conn:
+            row = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq)
+                               .where(Mailbox.id == folder_id)).one_or_none()
+        return (row.uidnext, row.highestmodseq) if row is not None else None
+
+    def status(self, folder: Folder) -> FolderStatus:
+        with self._store.reading() as conn:
+            row = conn.execute(
+                select(func.count(Message.id), func.coalesce(func.sum(Message.size), 0),
+                       func.count(Message.id).filter(~Message.flags.contains("\\Seen", autoescape=True)))
+                .where(Message.mailbox_id == folder.id)
+            ).one()
+            current = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq, Mailbox.recent_uid)
+                                   .where(Mailbox.id == folder.id)).one()
+            recent = conn.scalar(select(func.count(Message.id)).where(
+                Message.mailbox_id == folder.id, Message.uid >= current.recent_uid))
+        return FolderStatus(messages=row[0], recent=recent or 0, unseen=row[2], uidnext=current.uidnext,
+                            uidvalidity=folder.uidvalidity, highestmodseq=current.highestmodseq, size=int(row[1]))
+
+    def read(self, blob_key: str) -> bytes:
+        return self._store.blobs.read(blob_key)
+
+    # -- changing messages -------------------------------------------------------------------
+
+    def claim_recent(self, folder_id: int) -> int:
+        """Take the \\Recent messages for this session: returns the first UID that is \\Recent for it
+        (every UID from there to the UIDNEXT seen now); no other session will get them."""
+        with self._store.writing() as conn:
+            row = conn.execute(select(Mailbox.recent_uid, Mailbox.uidnext).where(Mailbox.id == folder_id)).one()
+            conn.execute(update(Mailbox).where(Mailbox.id == folder_id).values(recent_uid=row.uidnext))
+        return int(row.recent_uid)
+
+    def store_flags(
+        self, folder_id: int, uids: Sequence[int], mode: FlagMode, flags: Iterable[str],
+        unchangedsince: int | None = None,
+    ) -> tuple[list[MessageMeta], list[int]]:
+        """Change flags atomically; returns (messages changed, with their new MODSEQ) and the UIDs that
+        failed an UNCHANGEDSINCE test (RFC 7162 3.2). Messages whose flags do not change keep their MODSEQ."""
+        wanted = set(flags)
+        changed_rows: list[tuple[int, str]] = []
+        failed: list[int] = []
+        with self._store.writing() as conn:
+            modseq = self._bump_modseq(conn, folder_id)
+            rows = conn.execute(select(Message.id, Message.uid, Message.modseq, Message.flags).where(
+                Message.mailbox_id == folder_id, Message.uid.in_(list(uids))))
+            for row in rows.all():
+                if unchangedsince is not None and row.modseq > unchangedsince:
+                    failed.append(row.uid)
+                    continue
+                current = set(row.flags.split())
+                new = wanted if mode is FlagMode.REPLACE else current | wanted if mode is FlagMode.ADD \
+                    else current - wanted
+                if new != current:
+                    changed_rows.append((row.id, flags_text(new)))
+            for message_id, text in changed_rows:
+                conn.execute(update(Message).where(Message.id == message_id).values(flags=text, modseq=modseq))
+            changed = self._metas(conn, [message_id for message_id, _ in changed_rows])
+        return changed, sorted(failed)
+
+    def append(self, address: str, name: str, message: NewMessage, flags: Iterable[str],
+               internaldate: datetime) -> tuple[int, int]:
+        """Store a message into a folder (IMAP APPEND): durable when this returns; (UIDVALIDITY, UID)."""
+        blob = self._store.blobs.write(message.raw)
+        try:
+            with self._store.writing() as conn:
+                folder = self._get(conn, address, canonical_name(name))
+                if folder is None:
+                    raise NoSuchFolder("no such mailbox")
+                blob_id = self._insert_blob(conn, blob)
+                first_uid, modseq = self._allocate(conn, folder.id, 1)
+                conn.execute(insert(Message).values(
+                    mailbox_id=folder.id, uid=first_uid, modseq=modseq, flags=flags_text(flags),
+                    internaldate=internaldate, size=len(message.raw), blob_id=blob_id,
+                    message_id=message.message_id, dedup_key=None, from_addr=message.from_addr,
+                    subject=message.subject, authentication_results=message.authentication_results,
+                    received_at=message.received_at,
+                ))
+        except BaseException:
+            self._store.blobs.remove(blob.key)
+            raise
+        return folder.uidvalidity, first_uid
+
+    def copy(self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
+             ) -> tuple[int, list[tuple[int, int]]]:
+        """COPY (or MOVE) messages, in UID order; returns the target's UIDVALIDITY and (old, new) UIDs."""
+        with self._store.writing() as conn:
+            if folder_id == target_id and move:
+                raise FolderError("cannot move messages into the mailbox they are in")
+            rows = conn.execute(select(Message.__table__).where(Message.mailbox_id == folder_id,
+                                                      Message.uid.in_(list(uids))).order_by(Message.uid)).all()
+            target = conn.execute(select(Mailbox.uidvalidity).where(Mailbox.id == target_id)).one_or_none()
+            if target is None:
+                raise NoSuchFolder("no such mailbox")
+            pairs: list[tuple[int, int]] = []
+            if rows:
+                first_uid, modseq = self._allocate(conn, target_id, len(rows))
+                for offset, row in enumerate(rows):
+                    conn.execute(insert(Message).values(
+                        mailbox_id=target_id, uid=first_uid + offset, modseq=modseq, flags=row.flags,
+                        internaldate=row.internaldate, size=row.size, blob_id=row.blob_id,
+                        message_id=row.message_id, dedup_key=None, from_addr=row.from_addr,
+                        subject=row.subject, authentication_results=row.authentication_results,
+                        received_at=row.received_at,
+                    ))
+                    pairs.append((row.uid, first_uid + offset))
+                if move:
+                    conn.execute(delete(Message).where(Message.id.in_([row.id for row in rows])))
+                    self._bump_modseq(conn, folder_id)
+        return int(target.uidvalidity), pairs
+
+    def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove the messages flagged \\Deleted (only those in ``uids`` if given: UID EXPUNGE)."""
+        with self._store.writing() as conn:
+            condition = and_(Message.mailbox_id == folder_id, Message.flags.contains("\\Deleted", autoescape=True))
+            if uids is not None:
+                condition = and_(condition, Message.uid.in_(list(uids)))
+            rows = conn.execute(select(Message.id, Message.uid, Message.flags, Message.blob_id).where(condition))
+            doomed = [row for row in rows.all() if "\\Deleted" in row.flags.split()]
+            if not doomed:
+                return []
+            conn.execute(delete(Message).where(Message.id.in_([row.id for row in doomed])))
+            self._bump_modseq(conn, folder_id)
+            keys = self._drop_unreferenced_blobs(conn, {row.blob_id for row in doomed})
+        self._remove_files(keys)
+        return sorted(row.uid for row in doomed)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _bump_modseq(self, conn: Connection, folder_id: int) -> int:
+        """A new MODSEQ for this folder; the UPDATE also takes the folder's row lock (PostgreSQL)."""
+        modseq = conn.execute(update(Mailbox).where(Mailbox.id == folder_id)
+                              .values(highestmodseq=Mailbox.highestmodseq + 1)
+                              .returning(Mailbox.highestmodseq)).scalar_one_or_none()
+        if modseq is None:
+            raise NoSuchFolder("no such mailbox")
+        return int(modseq)
+
+    def _allocate(self, conn: Connection, folder_id: int, count: int) -> tuple[int, int]:
+        """``count`` consecutive UIDs and one new MODSEQ: returns (first UID, MODSEQ)."""
+        row = conn.execute(update(Mailbox).where(Mailbox.id == folder_id)
+                           .values(uidnext=Mailbox.uidnext + count, highestmodseq=Mailbox.highestmodseq + 1)
+                           .returning(Mailbox.uidnext, Mailbox.highestmodseq)).one_or_none()
+        if row is None:
+            raise NoSuchFolder("no such mailbox")
+        return int(row.uidnext) - count, int(row.highestmodseq)
+
+    def _metas(self, conn: Connection, message_ids: list[int]) -> list[MessageMeta]:
+        if not message_ids:
+            return []
+        query = (select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
+                 .where(Message.id.in_(message_ids)).order_by(Message.uid))
+        return [_meta(row) for row in conn.execute(query)]
+
+    def _insert_blob(self, conn: Connection, blob: BlobFile) -> int:
+        return int(conn.execute(insert(Blob).values(key=blob.key, size=blob.size, sha256=blob.sha256,
+                                                    created_at=self._store.now()).returning(Blob.id)).scalar_one())
+
+    def _drop_unreferenced_blobs(self, conn: Connection, blob_ids: set[int]) -> list[str]:
+        """Delete the blob rows no message points at any more; returns their keys (files go after commit)."""
+        if not blob_ids:
+            return []
+        still_used = set(conn.scalars(select(Message.blob_id).where(Message.blob_id.in_(blob_ids))))
+        unused = [blob_id for blob_id in blob_ids if blob_id not in still_used]
+        if not unused:
+            return []
+        keys = list(conn.scalars(select(Blob.key).where(Blob.id.in_(unused))))
+        conn.execute(delete(Blob).where(Blob.id.in_(unused)))
+        return keys
+
+    def _remove_files(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._store.blobs.remove(key)
+
+
+__all__ = ["DELIMITER", "INBOX", "SPECIAL_FOLDERS", "FlagMode", "Folder", "FolderError", "FolderExists",
+           "FolderStatus", "Folders", "MessageMeta", "NoSuchFolder"]

@@ -1,0 +1,205 @@
+"""IMAP folders in the store, on SQLite and PostgreSQL: hierarchy, flags and MODSEQ, APPEND, COPY/MOVE,
+EXPUNGE, \\Recent claims, and the blob files shared by copies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mssante_operator.store import NewMessage, Store
+from mssante_operator.store.folders import INBOX, FlagMode, FolderError, FolderExists, NoSuchFolder
+
+ALICE = "alice@hopital.example"
+WHEN = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+def message(subject: str = "CR", message_id: str | None = "<same@peer.example>") -> NewMessage:
+    raw = f"Message-ID: {message_id}\r\nSubject: {subject}\r\n\r\nbody\r\n".encode()
+    return NewMessage(raw=raw, message_id=message_id, from_addr="a@b.fr", subject=subject,
+                      authentication_results="", received_at=WHEN)
+
+
+def blob_files(store: Store) -> list[Path]:
+    return sorted(p for p in store.blobs.root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    store = Store(store_url, tmp_path / "blobs")
+    store.migrate()
+    store.folders.ensure_account(ALICE)
+    yield store
+    store.close()
+
+
+def folder_id(store: Store, name: str) -> int:
+    folder = store.folders.get(ALICE, name)
+    assert folder is not None
+    return folder.id
+
+
+def test_an_account_gets_inbox_and_the_special_use_folders(store: Store) -> None:
+    folders = {f.name: f.special_use for f in store.folders.list(ALICE)}
+    assert folders == {"INBOX": None, "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+                       "Junk": "\\Junk", "Archive": "\\Archive"}
+    store.folders.ensure_account(ALICE)  # idempotent
+    assert len(store.folders.list(ALICE)) == 6
+    assert store.folders.get(ALICE, "inbox").name == INBOX  # type: ignore[union-attr]
+
+
+def test_create_makes_parents_and_refuses_duplicates_and_bad_names(store: Store) -> None:
+    store.folders.create(ALICE, "Patients/2026/Dupont")
+    names = {f.name for f in store.folders.list(ALICE)}
+    assert {"Patients", "Patients/2026", "Patients/2026/Dupont"} <= names
+    with pytest.raises(FolderExists):
+        store.folders.create(ALICE, "Patients/")
+    with pytest.raises(FolderExists):
+        store.folders.create(ALICE, "inbox")
+    for bad in ("", "a//b", "/a", "a*", "a%b", "a\x01"):
+        with pytest.raises(FolderError):
+            store.folders.create(ALICE, bad)
+    with pytest.raises(FolderError, match="Sent"):
+        store.folders.create(ALICE, "Envoyés", special_use="\\Sent")
+
+
+def test_uidvalidity_changes_when_a_folder_is_deleted_and_created_again(store: Store) -> None:
+    first = store.folders.create(ALICE, "Temp").uidvalidity
+    store.folders.delete(ALICE, "Temp")
+    assert store.folders.create(ALICE, "Temp").uidvalidity > first
+
+
+def test_rename_moves_children_and_renaming_inbox_moves_its_messages(store: Store) -> None:
+    store.folders.create(ALICE, "Old/Child")
+    store.folders.rename(ALICE, "Old", "New")
+    names = {f.name for f in store.folders.list(ALICE)}
+    assert "New/Child" in names and "Old" not in names and "Old/Child" not in names
+    with pytest.raises(FolderError):
+        store.folders.rename(ALICE, "New", "New/Inside")
+    store.folders.append(ALICE, INBOX, message(), [], WHEN)
+    store.folders.rename(ALICE, "INBOX", "Ancien INBOX")
+    assert store.folders.messages(folder_id(store, INBOX)) == []
+    assert [m.uid for m in store.folders.messages(folder_id(store, "Ancien INBOX"))] == [1]
+    with pytest.raises(NoSuchFolder):
+        store.folders.rename(ALICE, "Nowhere", "Somewhere")
+
+
+def test_inbox_cannot_be_deleted_and_deleting_a_folder_removes_its_files(store: Store) -> None:
+    with pytest.raises(FolderError):
+        store.folders.delete(ALICE, "INBOX")
+    store.folders.create(ALICE, "Temp")
+    store.folders.append(ALICE, "Temp", message(), [], WHEN)
+    assert len(blob_files(store)) == 1
+    store.folders.delete(ALICE, "Temp")
+    assert blob_files(store) == []
+
+
+def test_append_allows_the_same_message_id_twice_and_returns_uids(store: Store) -> None:
+    uidvalidity, first = store.folders.append(ALICE, "Drafts", message(), ["\\Draft"], WHEN)
+    _, second = store.folders.append(ALICE, "Drafts", message(), ["\\Draft", "\\Seen"], WHEN)
+    assert (first, second) == (1, 2) and uidvalidity == store.folders.get(ALICE, "Drafts").uidvalidity  # type: ignore[union-attr]
+    metas = store.folders.messages(folder_id(store, "Drafts"))
+    assert [m.flags for m in metas] == [{"\\Draft"}, {"\\Draft", "\\Seen"}]
+    assert metas[0].internaldate == WHEN
+    with pytest.raises(NoSuchFolder):
+        store.folders.append(ALICE, "Nowhere", message(), [], WHEN)
+
+
+def test_flags_change_atomically_with_a_new_modseq(store: Store) -> None:
+    box = folder_id(store, INBOX)
+    for n in range(3):
+        store.folders.append(ALICE, INBOX, message(f"m{n}"), [], WHEN)
+    before = store.folders.counters(box)
+    changed, failed = store.folders.store_flags(box, [1, 2], FlagMode.ADD, ["\\Seen", "$Label1"])
+    assert [m.uid for m in changed] == [1, 2] and failed == []
+    assert all(m.flags == {"\\Seen", "$Label1"} for m in changed)
+    modseq = changed[0].modseq
+    assert modseq > before[1]  # type: ignore[index]
+    unchanged, _ = store.folders.store_flags(box, [1], FlagMode.ADD, ["\\Seen"])
+    assert unchanged == []  # no change, no new MODSEQ for the message
+    changed, _ = store.folders.store_flags(box, [1, 2, 3], FlagMode.REMOVE, ["$Label1"])
+    assert [m.uid for m in changed] == [1, 2]
+    changed, _ = store.folders.store_flags(box, [3], FlagMode.REPLACE, ["\\Flagged"])
+    assert changed[0].flags == {"\\Flagged"}
+    assert {m.uid for m in store.folders.changed_since(box, modseq)} == {1, 2, 3}
+
+
+def test_unchangedsince_refuses_messages_changed_after_it(store: Store) -> None:
+    box = folder_id(store, INBOX)
+    store.folders.append(ALICE, INBOX, message("a"), [], WHEN)
+    store.folders.append(ALICE, INBOX, message("b"), [], WHEN)
+    first, _ = store.folders.store_flags(box, [2], FlagMode.ADD, ["\\Seen"])
+    changed, failed = store.folders.store_flags(box, [1, 2], FlagMode.ADD, ["\\Flagged"],
+                                                unchangedsince=first[0].modseq - 1)
+    assert [m.uid for m in changed] == [1] and failed == [2]
+
+
+def test_copy_and_move_keep_flags_share_files_and_give_new_uids(store: Store) -> None:
+    inbox, archive = folder_id(store, INBOX), folder_id(store, "Archive")
+    for n in range(3):
+        store.folders.append(ALICE, INBOX, message(f"m{n}"), ["\\Seen"] if n == 0 else [], WHEN)
+    uidvalidity, pairs = store.folders.copy(inbox, [1, 3], archive)
+    assert pairs == [(1, 1), (3, 2)] and uidvalidity == store.folders.get(ALICE, "Archive").uidvalidity  # type: ignore[union-attr]
+    assert len(blob_files(store)) == 3  # copies share the files
+    assert store.folders.messages(archive)[0].flags == {"\\Seen"}
+    _, moved = store.folders.copy(inbox, [2], archive, move=True)
+    assert moved == [(2, 3)]
+    assert [m.uid for m in store.folders.messages(inbox)] == [1, 3]
+    with pytest.raises(NoSuchFolder):
+        store.folders.copy(inbox, [1], 10_000)
+
+
+def test_expunge_removes_deleted_messages_and_their_unshared_files(store: Store) -> None:
+    inbox, archive = folder_id(store, INBOX), folder_id(store, "Archive")
+    for n in range(3):
+        store.folders.append(ALICE, INBOX, message(f"m{n}"), [], WHEN)
+    store.folders.copy(inbox, [1], archive)
+    store.folders.store_flags(inbox, [1, 2, 3], FlagMode.ADD, ["\\Deleted"])
+    assert store.folders.expunge(inbox, uids=[2]) == [2]  # UID EXPUNGE
+    assert len(blob_files(store)) == 2
+    before = store.folders.counters(inbox)
+    assert store.folders.expunge(inbox) == [1, 3]
+    assert store.folders.counters(inbox)[1] > before[1]  # type: ignore[index]
+    assert len(blob_files(store)) == 1  # message 1's file still serves the copy in Archive
+    assert store.folders.read(store.folders.messages(archive)[0].blob_key).startswith(b"Message-ID")
+    assert store.folders.expunge(inbox) == []
+
+
+def test_exactly_one_session_claims_recent_messages(store: Store) -> None:
+    inbox = folder_id(store, INBOX)
+    store.folders.append(ALICE, INBOX, message("a"), [], WHEN)
+    store.folders.append(ALICE, INBOX, message("b"), [], WHEN)
+    assert store.folders.status(store.folders.get(ALICE, INBOX)).recent == 2  # type: ignore[arg-type]
+    assert store.folders.claim_recent(inbox) == 1  # this session sees UIDs 1 and 2 as \Recent
+    assert store.folders.claim_recent(inbox) == 3  # the next one sees none of them
+    store.folders.append(ALICE, INBOX, message("c"), [], WHEN)
+    assert store.folders.claim_recent(inbox) == 3
+
+
+def test_status_counts(store: Store) -> None:
+    box = folder_id(store, INBOX)
+    store.folders.append(ALICE, INBOX, message("a"), ["\\Seen"], WHEN)
+    store.folders.append(ALICE, INBOX, message("b"), [], WHEN)
+    status = store.folders.status(store.folders.get(ALICE, INBOX))  # type: ignore[arg-type]
+    assert (status.messages, status.unseen, status.uidnext) == (2, 1, 3)
+    assert status.size == sum(m.size for m in store.folders.messages(box))
+
+
+def test_subscriptions_may_name_missing_folders(store: Store) -> None:
+    store.folders.subscribe(ALICE, "Sent")
+    store.folders.subscribe(ALICE, "Ghost")
+    store.folders.subscribe(ALICE, "Sent")
+    assert store.folders.subscriptions(ALICE) == {"Sent", "Ghost"}
+    store.folders.unsubscribe(ALICE, "Ghost")
+    assert store.folders.subscriptions(ALICE) == {"Sent"}
+
+
+def test_smtp_deliveries_still_dedup_but_imap_copies_do_not(store: Store) -> None:
+    store.deliver(message(), [ALICE])
+    store.deliver(message(), [ALICE])  # a peer retrying: stored once
+    inbox = folder_id(store, INBOX)
+    assert len(store.folders.messages(inbox)) == 1
+    store.folders.copy(inbox, [1], inbox)  # COPY into the same folder: a second copy
+    assert len(store.folders.messages(inbox)) == 2
