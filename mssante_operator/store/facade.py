@@ -11,7 +11,7 @@ import enum
 import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +38,8 @@ MAX_MESSAGE_ID_BYTES = 900
 # Serialises concurrent `migrate()` calls of several nodes sharing one PostgreSQL database.
 _MIGRATION_LOCK_ID = 0x6D7373616E7465  # "mssante"
 _WRITE_OPTION = "mssante_write"
+_CHANGED = "mssante_changed_folders"
+CHANGES_CHANNEL = "mssante_folders"  # PostgreSQL NOTIFY channel: payload "id,id,…" of changed folders
 
 
 class MessageNotFoundError(LookupError):
@@ -174,6 +176,8 @@ class Store:
         # fsync waits on the disk, not the CPU: a batch's blobs are written side by side.
         self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
         self.folders = Folders(self)
+        self._listeners: list[Callable[[set[int]], None]] = []
+        self._url = url
 
     # -- shared with Folders -----------------------------------------------------------------
 
@@ -184,9 +188,40 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
-        """One write transaction (SQLite: queued on the cross-process writer lock, BEGIN IMMEDIATE)."""
+        """One write transaction (SQLite: queued on the cross-process writer lock, BEGIN IMMEDIATE).
+        Folders marked with :meth:`changed` are announced to the change listeners after the commit."""
         with self._write_lock.held(), self._writer.begin() as conn:
+            conn.info.pop(_CHANGED, None)
             yield conn
+            changed: set[int] = conn.info.pop(_CHANGED, set())
+        if changed:
+            for listener in list(self._listeners):
+                listener(changed)
+
+    def changed(self, conn: Connection, folder_ids: Iterable[int]) -> None:
+        """Mark folders as changed by this transaction: listeners in this process hear of it after the
+        commit; on PostgreSQL, NOTIFY (sent at commit) tells every other process and node too."""
+        ids = set(folder_ids)
+        if not ids:
+            return
+        conn.info.setdefault(_CHANGED, set()).update(ids)
+        if self._dialect == "postgresql":
+            conn.execute(select(func.pg_notify(CHANGES_CHANNEL, ",".join(str(i) for i in sorted(ids)))))
+
+    def add_change_listener(self, listener: Callable[[set[int]], None]) -> None:
+        """``listener(folder_ids)`` runs in the writing thread after each commit that changed folders."""
+        self._listeners.append(listener)
+
+    def remove_change_listener(self, listener: Callable[[set[int]], None]) -> None:
+        self._listeners.remove(listener)
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    @property
+    def url(self) -> str:
+        return self._url
 
     def account_id(self, conn: Connection, address: str, *, create: bool = False) -> int | None:
         address = normalize_address(address)
@@ -243,12 +278,14 @@ class Store:
         inboxes = self._ensure_inboxes(a for group in targets for a in group)
         contents = [m.raw if group else None for (m, _), group in zip(items, targets, strict=True)]
         blobs = self._write_blobs(contents)
-        with self._write_lock.held(), self._writer.begin() as conn:
+        with self.writing() as conn:
             try:
                 stored = self._insert_all(conn, items, targets, blobs, inboxes)
             except BaseException:
                 self._remove_blobs(blobs)  # nothing was committed: the files are certainly unreferenced
                 raise
+            self.changed(conn, (inboxes[a] for outcome in stored for a, o in outcome.items()
+                                if o is DeliveryOutcome.STORED))
         # Were COMMIT itself to fail, it may still have happened: files are left to collect_orphan_blobs().
         self._remove_blobs(b for b, outcome in zip(blobs, stored, strict=True) if not _any_stored(outcome))
         return [

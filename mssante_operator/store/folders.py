@@ -271,6 +271,16 @@ class Folders:
             return list(conn.scalars(select(Message.uid).where(Message.mailbox_id == folder_id)
                                      .order_by(Message.uid)))
 
+    def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """(uidnext, highestmodseq) of several folders in one query (the change poller's question)."""
+        ids = list(folder_ids)
+        if not ids:
+            return {}
+        with self._store.reading() as conn:
+            rows = conn.execute(select(Mailbox.id, Mailbox.uidnext, Mailbox.highestmodseq)
+                                .where(Mailbox.id.in_(ids)))
+            return {row.id: (row.uidnext, row.highestmodseq) for row in rows}
+
     def counters(self, folder_id: int) -> tuple[int, int] | None:
         """(uidnext, highestmodseq): cheap enough to poll; None once the folder is gone."""
         with self._store.reading() as conn:
@@ -408,6 +418,7 @@ class Folders:
                               .returning(Mailbox.highestmodseq)).scalar_one_or_none()
         if modseq is None:
             raise NoSuchFolder("no such mailbox")
+        self._store.changed(conn, [folder_id])
         return int(modseq)
 
     def _allocate(self, conn: Connection, folder_id: int, count: int) -> tuple[int, int]:
@@ -417,6 +428,7 @@ class Folders:
                            .returning(Mailbox.uidnext, Mailbox.highestmodseq)).one_or_none()
         if row is None:
             raise NoSuchFolder("no such mailbox")
+        self._store.changed(conn, [folder_id])
         return int(row.uidnext) - count, int(row.highestmodseq)
 
     def _metas(self, conn: Connection, message_ids: list[int]) -> list[MessageMeta]:

@@ -1,0 +1,84 @@
+"""Hearing about folder changes made by other processes and nodes.
+
+On PostgreSQL every write transaction that changes a folder sends NOTIFY (see ``Store.changed``);
+``PgChangeListener`` holds one LISTEN connection per process and hands the folder ids to a callback.
+SQLite has no such thing: ``FolderPoller`` asks for the counters of the folders someone watches, in
+one query, a few times a second (an IMAP server with several worker processes on one SQLite file).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from .facade import CHANGES_CHANNEL, Store
+
+log = logging.getLogger(__name__)
+
+ChangeCallback = Callable[[set[int]], None]
+
+
+def parse_payload(payload: str) -> set[int]:
+    """Folder ids of a NOTIFY payload ("3,17"); junk is ignored, never raised."""
+    return {int(part) for part in payload.split(",") if part.strip().isdigit()}
+
+
+class PgChangeListener:
+    """A thread that LISTENs on the changes channel and reconnects after failures."""
+
+    def __init__(self, store: Store, callback: ChangeCallback, *, reconnect_delay: float = 1.0) -> None:
+        url = make_url(store.url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._callback = callback
+        self._reconnect_delay = reconnect_delay
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        self._ready.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._ready.set()
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.5, stop_after=100):
+                            ids = parse_payload(notify.payload)
+                            if ids:
+                                self._callback(ids)
+            except psycopg.Error as exc:
+                log.warning("change listener lost its PostgreSQL connection, reconnecting: %s", exc)
+                self._stop.wait(self._reconnect_delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class FolderPoller:
+    """Compares the (uidnext, highestmodseq) of watched folders with what it saw last time."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._seen: dict[int, tuple[int, int]] = {}
+
+    def poll(self, folder_ids: Iterable[int]) -> set[int]:
+        """The watched folders that changed (or disappeared) since the previous poll."""
+        ids = set(folder_ids)
+        started = time.monotonic()
+        current = self._store.folders.counters_many(ids)
+        changed = {i for i in ids if i in self._seen and current.get(i) != self._seen[i]}
+        self._seen = {i: current[i] for i in ids if i in current}
+        changed |= {i for i in ids if i not in current}
+        if time.monotonic() - started > 0.2:
+            log.warning("polling %d folders took %.0f ms", len(ids), (time.monotonic() - started) * 1000)
+        return changed

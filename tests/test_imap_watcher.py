@@ -1,0 +1,73 @@
+"""Folder change notices reach watching sessions: in-process at once, from another process by
+PostgreSQL NOTIFY or (SQLite) by polling, within one second of the delivery either way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mssante_operator.imap.watcher import FolderWatcher
+from mssante_operator.store import NewMessage, Store
+from mssante_operator.store.folders import FlagMode
+from mssante_operator.store.notifications import parse_payload
+
+ALICE = "alice@hopital.example"
+
+
+def message(n: int) -> NewMessage:
+    raw = f"Message-ID: <m{n}.{time.time_ns()}@peer>\r\nSubject: s\r\n\r\nbody\r\n".encode()
+    return NewMessage(raw=raw, message_id=f"<m{n}.{time.time_ns()}@peer>", from_addr="a@b.fr", subject="s",
+                      authentication_results="", received_at=datetime.now(UTC))
+
+
+def test_payloads_are_parsed_defensively() -> None:
+    assert parse_payload("3,17") == {3, 17}
+    assert parse_payload("3,x,,-1, 4") == {3, 4}
+
+
+def test_a_change_wakes_the_watchers_of_that_folder_only(store_url: str, tmp_path: Path) -> None:
+    """The watcher's store is ``ours``; ``theirs`` is another process's Store on the same database:
+    its changes arrive by NOTIFY (PostgreSQL) or by polling (SQLite)."""
+    ours = Store(store_url, tmp_path / "blobs")
+    ours.migrate()
+    theirs = Store(store_url, tmp_path / "blobs")
+    try:
+        ours.folders.ensure_account(ALICE)
+        inbox = ours.folders.get(ALICE, "INBOX")
+        sent = ours.folders.get(ALICE, "Sent")
+        assert inbox is not None and sent is not None
+
+        async def scenario() -> None:
+            watcher = FolderWatcher(ours, poll_interval=0.3)
+            await watcher.start()
+            try:
+                watch_inbox, watch_sent = watcher.watch(inbox.id), watcher.watch(sent.id)
+                await asyncio.sleep(0.4)  # let the poller take its first look
+                await asyncio.to_thread(ours.deliver, message(1), [ALICE])
+                assert await watch_inbox.wait(timeout=1.0)  # in-process: at once
+                assert not watch_sent.changed.is_set()
+
+                started = time.monotonic()
+                await asyncio.to_thread(theirs.deliver, message(2), [ALICE])
+                assert await watch_inbox.wait(timeout=1.0)
+                assert time.monotonic() - started < 1.0
+                assert not watch_sent.changed.is_set()
+
+                await asyncio.to_thread(theirs.folders.store_flags, inbox.id, [1], FlagMode.ADD, ["\\Seen"])
+                assert await watch_inbox.wait(timeout=1.0)  # flag changes too
+
+                watch_inbox.close()
+                await asyncio.to_thread(ours.deliver, message(3), [ALICE])
+                await asyncio.sleep(0.1)
+                assert not watch_inbox.changed.is_set()
+                watch_sent.close()
+            finally:
+                await watcher.stop()
+
+        asyncio.run(scenario())
+    finally:
+        theirs.close()
+        ours.close()
+
