@@ -117,6 +117,8 @@ def test_delegates_and_rpps_map_to_mailboxes(directory: Directory) -> None:
     assert [e.address for e in directory.ask("delegated_to", SECRETARY)] == [SERVICE]
     assert directory.ask("delegated_to", LAB_APP) == []
     assert [e.address for e in directory.ask("by_rpps", "10001234567")] == [DOCTOR]
+    lab = directory.ask("lookup", LAB_APP)
+    assert LAB_APP in [e.address for e in directory.ask("by_structure", lab.structure_id)]
 
 
 @pytest.mark.parametrize("hostile", ["*", f"*@{DOMAIN}", f"dr.martin@{DOMAIN})(mail=*", "(", ")", "\\", "\x00",
@@ -124,6 +126,7 @@ def test_delegates_and_rpps_map_to_mailboxes(directory: Directory) -> None:
 def test_hostile_values_match_nothing(directory: Directory, hostile: str) -> None:
     assert directory.ask("lookup", hostile) is None
     assert directory.ask("by_rpps", hostile) == []
+    assert directory.ask("by_structure", hostile) == []
     assert directory.ask("delegated_to", hostile) == []
     assert directory.ask("search", hostile) == []
 

@@ -43,6 +43,10 @@ class CountingAnnuaire(Annuaire):
         await self._answer()
         return [e for e in self.entries.values() if e.rpps == rpps]
 
+    async def by_structure(self, structure_id: str) -> list[MailboxEntry]:
+        await self._answer()
+        return [e for e in self.entries.values() if e.structure_id == structure_id]
+
     async def delegated_to(self, address: str) -> list[MailboxEntry]:
         await self._answer()
         return [e for e in self.entries.values() if address in e.delegates]

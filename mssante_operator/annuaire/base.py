@@ -126,6 +126,10 @@ class Annuaire(ABC):
         """The mailboxes of one professional (certificate and token logins map an RPPS to them)."""
 
     @abstractmethod
+    async def by_structure(self, structure_id: str) -> list[MailboxEntry]:
+        """The mailboxes of one structure (FINESS/SIRET): an APP certificate's OU maps to them."""
+
+    @abstractmethod
     async def delegated_to(self, address: str) -> list[MailboxEntry]:
         """The ORG mailboxes that ``address`` is a delegate of (may open them and send from them)."""
 

@@ -117,6 +117,10 @@ class CachedAnnuaire(Annuaire):
         rpps = rpps.strip()
         return await self._cached(("rpps", rpps), lambda: self.inner.by_rpps(rpps), [])
 
+    async def by_structure(self, structure_id: str) -> list[MailboxEntry]:
+        structure_id = structure_id.strip()
+        return await self._cached(("structure", structure_id), lambda: self.inner.by_structure(structure_id), [])
+
     async def delegated_to(self, address: str) -> list[MailboxEntry]:
         address = address.strip().lower()
         return await self._cached(("delegate", address), lambda: self.inner.delegated_to(address), [])

@@ -103,6 +103,12 @@ class FileAnnuaire(Annuaire):
         wanted = rpps.strip().lower()
         return sorted((e for e in self._entries.values() if (e.rpps or "").lower() == wanted), key=lambda e: e.address)
 
+    async def by_structure(self, structure_id: str) -> list[MailboxEntry]:
+        self._refresh()
+        wanted = structure_id.strip().lower()
+        return sorted((e for e in self._entries.values() if (e.structure_id or "").lower() == wanted),
+                      key=lambda e: e.address)
+
     async def delegated_to(self, address: str) -> list[MailboxEntry]:
         self._refresh()
         wanted = address.strip().lower()

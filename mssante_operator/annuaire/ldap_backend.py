@@ -291,6 +291,11 @@ class LdapAnnuaire(Annuaire):
         found = await self._call(self.directory.find, mapping.equality(self._attributes.rpps, rpps.strip()))
         return sorted((entry for _, entry in found), key=lambda e: e.address)
 
+    async def by_structure(self, structure_id: str) -> list[MailboxEntry]:
+        condition = mapping.equality(self._attributes.structure_id, structure_id.strip())
+        found = await self._call(self.directory.find, condition)
+        return sorted((entry for _, entry in found), key=lambda e: e.address)
+
     async def delegated_to(self, address: str) -> list[MailboxEntry]:
         wanted = address.strip().lower()
         found = await self._call(self.directory.find, mapping.equality(self._attributes.delegates, wanted))

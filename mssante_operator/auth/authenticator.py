@@ -1,0 +1,213 @@
+"""The one place that decides who a client is and which mailboxes it may open and send as.
+
+Rules:
+
+- A login names a mailbox of the annuaire that can log in: PER (a professional) or APP (software).
+  ORG mailboxes are never logged into directly: their delegates open them; CAB is not specified yet.
+- An authzid other than the login is accepted only for an ORG mailbox the login is a delegate of
+  (the Principal's ``login`` stays the real user; ``authzid`` records what it acts as).
+- A certificate maps, in order, by its email SAN (the mailbox address), else by the RPPS in its
+  subject (the professional's PER mailboxes; several: the authzid chooses, else the first by address).
+  A structure id alone (an APP/ORG server certificate without email SAN) maps to nothing, because the
+  Annuaire has no lookup by structure: such a certificate must carry its APP mailbox's address as an
+  email SAN (the demo kit's do).
+- A bearer token maps its RPPS to the professional's PER mailboxes the same way (``user_hint``, the
+  OAUTHBEARER authzid or the XOAUTH2 user, chooses among them or names a delegated ORG mailbox).
+- Every failure is counted by the FailureLimiter and answered after its delay; password attempts on a
+  locked account or IP are refused without checking the password. Certificates and tokens cannot be
+  guessed, so a lockout does not block them (that would let anyone lock a doctor out), but their
+  failures are still delayed.
+
+Errors: :class:`AuthenticationFailed` (tell the client only "authentication failed"; ``reason`` is
+for the log and never holds a secret); AnnuaireUnavailable, CredentialsUnavailable and
+TokenKeysUnavailable, all :class:`~mssante_operator.errors.TemporaryFailure`, for a temporary
+answer (IMAP ``NO [UNAVAILABLE]``, SMTP 454 4.7.0). Temporary failures are not counted as failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from cryptography import x509
+
+from ..annuaire.base import Annuaire, BalKind, MailboxEntry
+from ..trust_space.tls import PeerTls
+from .certificates import allows_client_auth, as_certificate, certificate_identity
+from .passwords import CredentialStore, normalize_address
+from .ratelimit import FailureLimiter
+from .sasl import EXTERNAL, OAUTHBEARER, PLAIN
+from .tokens import TokenError, TokenValidator
+
+log = logging.getLogger(__name__)
+
+LOGIN_KINDS = frozenset({BalKind.PER, BalKind.APP})
+CLIENT_MESSAGE = "authentication failed"
+
+
+class AuthenticationFailed(Exception):
+    """Authentication refused. Clients get :data:`CLIENT_MESSAGE`; ``reason`` goes to the log only."""
+
+    def __init__(self, reason: str, *, delay: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay  # seconds already waited before raising
+
+    @property
+    def client_message(self) -> str:
+        return CLIENT_MESSAGE
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated client: its own mailbox and the ORG mailboxes it is a delegate of."""
+
+    login: str  # the address they authenticated as (their PER/APP mailbox)
+    mechanism: str  # PLAIN, LOGIN, EXTERNAL, OAUTHBEARER, XOAUTH2
+    own: MailboxEntry
+    delegated: tuple[MailboxEntry, ...] = ()  # ORG mailboxes they are a delegate of
+    authzid: str = ""  # the ORG mailbox they asked to act as ("" = themselves)
+
+    @property
+    def acting_as(self) -> str:
+        """The mailbox the session works on by default: the authzid, else the login."""
+        return self.authzid or self.login
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every mailbox this principal may open and send as: its own first, then the delegated ones."""
+        return (self.own.address, *(entry.address for entry in self.delegated))
+
+    def may_open(self, address: str) -> bool:
+        """Whether the principal may read ``address`` (IMAP): its own mailbox or a delegated one."""
+        return normalize_address(address) in self.addresses
+
+    def may_send_as(self, address: str) -> bool:
+        """Whether the principal may use ``address`` as sender (MAIL FROM / From:)."""
+        return normalize_address(address) in self.addresses
+
+
+class Authenticator:
+    """Turns credentials into a :class:`Principal`, or raises. Safe to share between sessions."""
+
+    def __init__(
+        self,
+        annuaire: Annuaire,
+        credentials: CredentialStore,
+        tokens: TokenValidator | None,
+        limiter: FailureLimiter,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.annuaire = annuaire
+        self.credentials = credentials
+        self.tokens = tokens
+        self.limiter = limiter
+        self._sleep = sleep
+
+    @property
+    def tokens_enabled(self) -> bool:
+        """Whether OAUTHBEARER / XOAUTH2 may be advertised."""
+        return self.tokens is not None
+
+    # -- mechanisms ------------------------------------------------------------------------------
+
+    async def password(
+        self, login: str, password: str, ip: str, authzid: str = "", *, mechanism: str = PLAIN,
+    ) -> Principal:
+        """PLAIN or LOGIN: ``login`` must be a PER/APP mailbox whose password is ``password``."""
+        login, authzid = normalize_address(login), normalize_address(authzid)
+        if self.limiter.locked(login, ip):
+            await self._fail(f"{login}: locked out after repeated failures", login, ip, mechanism, count=False)
+        entry = await self.annuaire.lookup(login) if login else None
+        # Always verify, even for an unknown login: the answer takes the same time either way.
+        matches = await asyncio.to_thread(self.credentials.verify, login, password)
+        if entry is None:
+            await self._fail(f"{login}: no such mailbox", login, ip, mechanism)
+        if not matches:
+            await self._fail(f"{login}: wrong password", login, ip, mechanism)
+        return await self._principal(entry, mechanism, authzid, ip)
+
+    async def certificate(self, cert: PeerTls | x509.Certificate, ip: str, authzid: str = "") -> Principal:
+        """EXTERNAL: the (TLS-verified) client certificate names the mailbox, see the module docstring."""
+        authzid = normalize_address(authzid)
+        certificate = as_certificate(cert)
+        if certificate is None:
+            await self._fail("no client certificate", "", ip, EXTERNAL)
+        identity = certificate_identity(certificate)
+        if not allows_client_auth(certificate):
+            await self._fail(f"certificate {identity.dn} is not for client authentication", "", ip, EXTERNAL)
+        candidates: list[MailboxEntry] = []
+        for email in identity.emails:
+            entry = await self.annuaire.lookup(email)
+            if entry is not None and entry.kind in LOGIN_KINDS:
+                candidates.append(entry)
+        if not candidates and identity.rpps:
+            candidates = await self._per_mailboxes(identity.rpps)
+        if not candidates:
+            await self._fail(f"certificate {identity.dn} names no mailbox that can log in", "", ip, EXTERNAL)
+        own, authzid = _choose(candidates, authzid)
+        return await self._principal(own, EXTERNAL, authzid, ip)
+
+    async def bearer(self, token: str, ip: str, user_hint: str = "", *, mechanism: str = OAUTHBEARER) -> Principal:
+        """OAUTHBEARER / XOAUTH2: a valid token's RPPS names the professional's PER mailbox(es)."""
+        user_hint = normalize_address(user_hint)
+        if self.tokens is None:
+            await self._fail("bearer tokens are not configured", "", ip, mechanism)
+        try:
+            identity = await asyncio.to_thread(self.tokens.validate, token)
+        except TokenError as exc:
+            await self._fail(f"token refused: {exc.reason}", "", ip, mechanism)
+        candidates = await self._per_mailboxes(identity.rpps)
+        if not candidates:
+            await self._fail(f"token subject (RPPS {identity.rpps}) has no PER mailbox", "", ip, mechanism)
+        own, authzid = _choose(candidates, user_hint)
+        return await self._principal(own, mechanism, authzid, ip)
+
+    # -- shared rules ----------------------------------------------------------------------------
+
+    async def _per_mailboxes(self, rpps: str) -> list[MailboxEntry]:
+        entries = await self.annuaire.by_rpps(rpps)
+        return sorted((e for e in entries if e.kind is BalKind.PER), key=lambda e: e.address)
+
+    async def _principal(self, own: MailboxEntry, mechanism: str, authzid: str, ip: str) -> Principal:
+        """Check that ``own`` may log in and may act as ``authzid``; then the Principal."""
+        if own.kind not in LOGIN_KINDS:
+            await self._fail(f"{own.address}: a {own.kind.value} mailbox cannot log in", own.address, ip, mechanism)
+        delegated = tuple(sorted(
+            (e for e in await self.annuaire.delegated_to(own.address) if e.kind is BalKind.ORG),
+            key=lambda e: e.address,
+        ))
+        if authzid == own.address:
+            authzid = ""
+        if authzid and authzid not in {e.address for e in delegated}:
+            await self._fail(f"{own.address}: not a delegate of {authzid}", own.address, ip, mechanism)
+        self.limiter.succeeded(own.address, ip)
+        log.info("authenticated %s mechanism=%s ip=%s%s", own.address, mechanism, ip,
+                 f" as {authzid}" if authzid else "")
+        return Principal(login=own.address, mechanism=mechanism, own=own, delegated=delegated, authzid=authzid)
+
+    async def _fail(self, reason: str, account: str, ip: str, mechanism: str, *, count: bool = True) -> NoReturn:
+        """Count the failure, wait its delay, raise AuthenticationFailed (never returns)."""
+        delay = self.limiter.failed(account, ip) if count else self.limiter.delay_for(account, ip)
+        reason = _printable(reason)  # it may quote what the client sent: no forged log lines
+        log.warning("authentication failed mechanism=%s ip=%s: %s", mechanism, ip, reason)
+        if delay > 0:
+            await self._sleep(delay)
+        raise AuthenticationFailed(reason, delay=delay)
+
+
+def _choose(candidates: list[MailboxEntry], wanted: str) -> tuple[MailboxEntry, str]:
+    """The candidate named by ``wanted`` (then nothing more is asked), else the first and ``wanted``
+    stays as the authzid to check against the delegations."""
+    for entry in candidates:
+        if entry.address == wanted:
+            return entry, ""
+    return candidates[0], wanted
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    return "".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in text)[:limit]
