@@ -153,6 +153,11 @@ class Folders:
         with self._store.reading() as conn:
             return self._get(conn, address, canonical_name(name))
 
+    def get_by_id(self, folder_id: int) -> Folder | None:
+        with self._store.reading() as conn:
+            row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.id == folder_id)).one_or_none()
+        return _folder(row) if row is not None else None
+
     def _get(self, conn: Connection, address: str, name: str) -> Folder | None:
         account_id = self._store.account_id(conn, address)
         if account_id is None:

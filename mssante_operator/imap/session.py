@@ -1,0 +1,255 @@
+"""One IMAP connection's state and the dispatch of parsed commands to their handlers.
+
+The network layer (``server.py``) frames and parses commands and calls ``Session.execute``; each
+command family lives in its own module under ``handlers/`` and registers itself with
+``@handles(CommandClass, states...)``. Handlers write untagged data with ``session.untagged`` and
+return a ``Reply`` for the tagged line. Store calls are synchronous: handlers run them with
+``session.run`` (a thread), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..auth.authenticator import Authenticator, Principal
+from ..store import Store
+from ..store.folders import DELIMITER, INBOX, Folder, canonical_name
+from . import wire
+from .commands import Command
+from .selected import SelectedFolder, Updates
+from .watcher import FolderWatcher, Watch
+
+if TYPE_CHECKING:
+    from ..trust_space.tls import PeerTls
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SHARED_PREFIX = "Shared"  # ORG mailboxes a user is a delegate of: Shared/<address>/<folder>
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+ANY_STATE = (State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED)
+LOGGED_IN = (State.AUTHENTICATED, State.SELECTED)
+SELECTED_ONLY = (State.SELECTED,)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The tagged completion: OK, NO or BAD, an optional response code and a human sentence."""
+
+    status: str
+    text: str
+    code: str | None = None
+
+    def line(self, tag: str) -> bytes:
+        code = f"[{self.code}] " if self.code else ""
+        return f"{tag} {self.status} {code}{self.text}\r\n".encode()
+
+
+def ok(text: str, code: str | None = None) -> Reply:
+    return Reply("OK", text, code)
+
+
+def no(text: str, code: str | None = None) -> Reply:
+    return Reply("NO", text, code)
+
+
+def bad(text: str, code: str | None = None) -> Reply:
+    return Reply("BAD", text, code)
+
+
+@dataclass
+class ServerContext:
+    """What every session of a listener shares."""
+
+    store: Store
+    authenticator: Authenticator
+    watcher: FolderWatcher
+    hostname: str
+    append_limit: int
+    tls_available: Callable[[], bool] = lambda: True
+    capabilities_extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MailboxRef:
+    """A client's mailbox name resolved to (account address, folder name in that account)."""
+
+    address: str
+    folder: str
+    client_name: str
+
+
+Handler = Callable[["Session", Any], Awaitable[Reply]]
+_HANDLERS: dict[type[Command], tuple[Handler, tuple[State, ...]]] = {}
+
+BASE_CAPABILITIES = (
+    "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT",
+    "SPECIAL-USE", "CHILDREN", "CONDSTORE",
+)
+
+
+def handles(command: type[Command], states: tuple[State, ...]) -> Callable[[Handler], Handler]:
+    """Register a handler for a command class, allowed in ``states``."""
+
+    def register(handler: Handler) -> Handler:
+        _HANDLERS[command] = (handler, states)
+        return handler
+
+    return register
+
+
+@dataclass
+class Session:
+    """The state of one connection: who is logged in, what is selected, what was enabled."""
+
+    ctx: ServerContext
+    write: Callable[[bytes], Awaitable[None]]
+    peer_ip: str
+    tls: bool = False
+    peer_tls: PeerTls | None = None
+    state: State = State.NOT_AUTHENTICATED
+    principal: Principal | None = None
+    selected: SelectedFolder | None = None
+    watch: Watch | None = None
+    enabled: set[str] = field(default_factory=set)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def untagged(self, data: bytes | str) -> None:
+        payload = data.encode() if isinstance(data, str) else data
+        await self.write(b"* " + payload + b"\r\n")
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking store call, off the event loop."""
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    def capabilities(self) -> list[str]:
+        capabilities = list(BASE_CAPABILITIES)
+        capabilities.append(f"APPENDLIMIT={self.ctx.append_limit}")
+        if self.state is State.NOT_AUTHENTICATED:
+            if not self.tls and self.ctx.tls_available():
+                capabilities += ["STARTTLS", "LOGINDISABLED"]
+            else:
+                capabilities += ["AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]
+                if self.peer_tls is not None:
+                    capabilities.append("AUTH=EXTERNAL")
+        return capabilities + list(self.ctx.capabilities_extra)
+
+    async def execute(self, command: Command) -> Reply:
+        """Run one command in the current state; unknown or misplaced commands get BAD."""
+        entry = _HANDLERS.get(type(command))
+        if entry is None:
+            return bad(f"{command.name} is not supported")
+        handler, states = entry
+        if self.state not in states:
+            return bad(f"{command.name} is not allowed in the {self.state.value} state")
+        return await handler(self, command)
+
+    # -- mailbox names -----------------------------------------------------------------------
+
+    def resolve(self, client_name: str) -> MailboxRef | None:
+        """Map a client's name to an account and folder; None when this user may not see it."""
+        assert self.principal is not None
+        name = canonical_name(client_name)
+        prefix = SHARED_PREFIX + DELIMITER
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            address, _, folder = rest.partition(DELIMITER)
+            if not self.principal.may_open(address) or address == self.principal.login:
+                return None
+            return MailboxRef(address.lower(), canonical_name(folder) if folder else "", name)
+        if name == SHARED_PREFIX:
+            return MailboxRef("", "", name)
+        return MailboxRef(self.principal.login, name, name)
+
+    def client_name(self, address: str, folder: str) -> str:
+        assert self.principal is not None
+        if address == self.principal.login:
+            return folder
+        return DELIMITER.join((SHARED_PREFIX, address, folder)) if folder else DELIMITER.join((SHARED_PREFIX, address))
+
+    def shared_addresses(self) -> list[str]:
+        assert self.principal is not None
+        return sorted(entry.address for entry in self.principal.delegated)
+
+    # -- selection ---------------------------------------------------------------------------
+
+    async def select(self, folder: Folder, readonly: bool, condstore: bool) -> SelectedFolder:
+        await self.unselect()
+        store = self.ctx.store.folders
+        first_recent = folder.uidnext if readonly else await self.run(store.claim_recent, folder.id)
+        metas = await self.run(store.messages, folder.id)
+        fresh = await self.run(store.get_by_id, folder.id) or folder
+        self.selected = SelectedFolder(fresh, readonly, metas, first_recent, condstore=condstore)
+        self.watch = self.ctx.watcher.watch(folder.id)
+        self.state = State.SELECTED
+        return self.selected
+
+    async def unselect(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+        self.watch, self.selected = None, None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    async def refresh(self, *, expunges_allowed: bool = True) -> None:
+        """Send the untagged updates for changes made by anyone since the view was last updated."""
+        view = self.selected
+        if view is None:
+            return
+        store = self.ctx.store.folders
+        counters = await self.run(store.counters, view.folder.id)
+        if counters is None:
+            return  # the folder was deleted under us; the next SELECT will say so
+        uidnext, highestmodseq = counters
+        if uidnext == view.uidnext and highestmodseq == view.highestmodseq and not (
+                expunges_allowed and view._pending_expunges):
+            return
+        current = await self.run(store.uids, view.folder.id)
+        changed = await self.run(store.changed_since, view.folder.id, view.highestmodseq)
+        new_recent = None
+        if uidnext > view.uidnext and not view.readonly:
+            new_recent = await self.run(store.claim_recent, view.folder.id)
+        updates = view.apply(current, changed, expunges_allowed=expunges_allowed, new_recent_from=new_recent,
+                             highestmodseq=highestmodseq)
+        await self.send_updates(updates)
+
+    async def send_updates(self, updates: Updates) -> None:
+        for seq in updates.expunged:
+            await self.untagged(f"{seq} EXPUNGE")
+        if updates.exists is not None:
+            await self.untagged(f"{updates.exists} EXISTS")
+            await self.untagged(f"{updates.recent or 0} RECENT")
+        view = self.selected
+        for seq, meta in updates.flags:
+            items: list[Any] = [wire.Atom("FLAGS"), flag_list(meta.flags, view.recent if view else set(), meta.uid)]
+            items += [wire.Atom("UID"), meta.uid]
+            if view is not None and (view.condstore or "CONDSTORE" in self.enabled):
+                items += [wire.Atom("MODSEQ"), [meta.modseq]]
+            await self.untagged(f"{seq} FETCH ".encode() + wire.encode(items))
+
+
+def flag_list(flags: frozenset[str] | set[str], recent: set[int], uid: int) -> list[wire.Atom]:
+    """A message's flags as IMAP atoms, with \\Recent when it is recent for this session."""
+    atoms = [wire.Atom(f) for f in sorted(flags)]
+    if uid in recent:
+        atoms.append(wire.Atom("\\Recent"))
+    return atoms
+
+
+def is_inbox(name: str) -> bool:
+    return canonical_name(name) == INBOX
