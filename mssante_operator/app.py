@@ -8,9 +8,17 @@ import signal
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from .annuaire.factory import open_annuaire
+from .auth.authenticator import Authenticator
+from .auth.passwords import CredentialStore
+from .auth.ratelimit import FailureLimiter
+from .auth.tokens import TokenValidator
 from .config import ListenerSettings, Settings
+from .imap.server import ImapConnection, ImapLimits
+from .imap.session import ServerContext
+from .imap.watcher import FolderWatcher
 from .listening import Acceptor, WorkerLoad, bind_listener
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
@@ -43,9 +51,13 @@ def check_start_up(settings: Settings) -> None:
     open_annuaire(settings)
 
 
+MTA_LISTENERS = ("mta", "mtas")
+IMAP_LISTENERS = ("imap", "imaps")
+
+
 def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
     """The listeners HOME/config.toml enables, by contract name."""
-    names = ("mta", "mtas")
+    names = MTA_LISTENERS + IMAP_LISTENERS
     return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
 
 
@@ -80,6 +92,8 @@ class Operator:
         self.trust = TrustSpace(settings)
         self.annuaire = open_annuaire(settings)
         self.delivery = LocalDelivery(self.store)
+        self.watcher = FolderWatcher(self.store)
+        self.authenticator = self._authenticator()
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
@@ -94,6 +108,37 @@ class Operator:
             delivery=self.delivery,
             cpu_executor=self.cpu,
         )
+
+    def _authenticator(self) -> Authenticator:
+        auth = self.settings.auth
+        tokens = None
+        if auth.token_issuer:
+            remote = auth.token_jwks.startswith("https://")
+            jwks = auth.token_jwks if remote else self.settings.path(Path(auth.token_jwks))
+            tokens = TokenValidator(auth.token_issuer, auth.token_audience, jwks, rpps_claim=auth.token_rpps_claim)
+        return Authenticator(self.annuaire, CredentialStore(self.settings.path(auth.credentials)), tokens,
+                             FailureLimiter())
+
+    async def _start_imap(self, name: str, listener: ListenerSettings) -> None:
+        context = _server_tls(self.settings)
+        implicit = listener.tls == "implicit"
+        imap = self.settings.imap
+        ctx = ServerContext(store=self.store, authenticator=self.authenticator, watcher=self.watcher,
+                            hostname=self.settings.operator.hostname, append_limit=imap.append_limit)
+        limits = ImapLimits(max_line=imap.max_line, max_literal=imap.append_limit, login_timeout=imap.login_timeout,
+                            autologout=imap.autologout, idle_timeout=imap.idle_timeout)
+
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await ImapConnection(ctx, reader, writer, tls_context=None if implicit else context, limits=limits).serve()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=imap.max_line + 1024), connected)
+
+        sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
+        acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)
+        acceptor.start()
+        self._acceptors.append(acceptor)
+        log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, acceptor.port, listener.tls)
 
     async def _start_mta(self, name: str, listener: ListenerSettings) -> None:
         loop = asyncio.get_running_loop()
@@ -127,8 +172,12 @@ class Operator:
             removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
             if removed:
                 log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+        await self.watcher.start()
         for name, listener in configured_listeners(self.settings).items():
-            await self._start_mta(name, listener)
+            if name in MTA_LISTENERS:
+                await self._start_mta(name, listener)
+            else:
+                await self._start_imap(name, listener)
         self._refresher = asyncio.create_task(self._refresh_periodically())
 
     def reload(self) -> None:
@@ -148,6 +197,7 @@ class Operator:
         for acceptor in self._acceptors:
             acceptor.close()
         await self.delivery.close()
+        await self.watcher.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
         self.store.close()

@@ -81,6 +81,28 @@ class ListenerSettings(_Section):
 class ListenersSettings(_Section):
     mta: ListenerSettings | None = None
     mtas: ListenerSettings | None = None
+    imap: ListenerSettings | None = None
+    imaps: ListenerSettings | None = None
+
+
+class ImapSettings(_Section):
+    """Limits of the IMAP server (RFC 3501 5.4: autologout at least 30 minutes once logged in)."""
+
+    max_line: int = Field(default=64 * 1024, ge=1024)
+    append_limit: int = Field(default=50 * 1024 * 1024, ge=1024)  # also the largest literal
+    login_timeout: Duration = 60.0
+    autologout: Duration = Field(default=1800.0, ge=1800.0)
+    idle_timeout: Duration = Field(default=1800.0, ge=60.0)
+
+
+class AuthSettings(_Section):
+    """Who may log in: hashed passwords, and (optional) OAuth2 bearer tokens of an identity provider."""
+
+    credentials: Path = Path("credentials.json")
+    token_issuer: str = ""  # e.g. Pro Santé Connect's issuer URL; empty: OAUTHBEARER/XOAUTH2 refused
+    token_audience: str = ""
+    token_jwks: str = ""  # a file path (relative to HOME) or an https URL
+    token_rpps_claim: str = "SubjectNameID"  # noqa: S105 - a claim name, not a secret
 
 
 class TlsSettings(_Section):
@@ -193,6 +215,8 @@ class Settings(_Section):
     dkim: DkimSettings
     annuaire: AnnuaireSettings = AnnuaireSettings()
     limits: LimitsSettings = LimitsSettings()
+    imap: ImapSettings = ImapSettings()
+    auth: AuthSettings = AuthSettings()
 
     def path(self, value: Path) -> Path:
         """A configured path, relative paths being taken from HOME."""

@@ -169,8 +169,10 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
     _write_json(home / ANNUAIRE_FILE, {"entries": [entry.to_json() for entry in MAILBOXES]})
     mailboxes = _write_mailboxes(home, trust_ca)
 
-    mta_port, mtas_port = free_ports(2)
+    mta_port, mtas_port, imap_port, imaps_port = free_ports(4)
     config = _config(mta_port, mtas_port, operator_dkim_key, static_keys)
+    config["listeners"]["imap"] = {"host": LOCALHOST, "port": imap_port, "tls": "starttls"}
+    config["listeners"]["imaps"] = {"host": LOCALHOST, "port": imaps_port, "tls": "implicit"}
     (home / CONFIG_FILE).write_text(_CONFIG_HEADER + tomli_w.dumps(config), encoding="utf-8")
 
     manifest = {
@@ -180,6 +182,8 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
         "listeners": {
             "mta": {"host": LOCALHOST, "port": mta_port},
             "mtas": {"host": LOCALHOST, "port": mtas_port},
+            "imap": {"host": LOCALHOST, "port": imap_port},
+            "imaps": {"host": LOCALHOST, "port": imaps_port},
         },
         "trust_ca": TRUST_CA_CERT,
         "operator_cert": OPERATOR_CERT,

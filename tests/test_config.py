@@ -90,9 +90,9 @@ def test_unknown_key_in_a_nested_table_is_named_with_its_full_path(tmp_path):
 
 def test_unknown_section_is_named(tmp_path):
     config = _minimal()
-    config["imap"] = {"port": 143}
+    config["pop3"] = {"port": 110}
     _write(tmp_path, config)
-    assert "imap: unknown key" in _error(tmp_path)
+    assert "pop3: unknown key" in _error(tmp_path)
 
 
 def test_wrong_type_is_named_with_its_dotted_key(tmp_path):

@@ -108,7 +108,7 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
-    assert set(listeners) == {"mta", "mtas"}
+    assert set(listeners) == {"mta", "mtas", "imap", "imaps"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
     assert len(set(ports)) == len(ports)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
 from ..store import Store
 from ..store.folders import DELIMITER, INBOX, Folder, canonical_name
@@ -126,12 +127,23 @@ class Session:
     selected: SelectedFolder | None = None
     watch: Watch | None = None
     enabled: set[str] = field(default_factory=set)
+    # Set by the network layer: send "+ <base64 data>", return the client's decoded answer (None: "*").
+    read_response: Callable[[bytes], Awaitable[bytes | None]] | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
     async def untagged(self, data: bytes | str) -> None:
         payload = data.encode() if isinstance(data, str) else data
         await self.write(b"* " + payload + b"\r\n")
+
+    async def challenge(self, data: bytes) -> bytes:
+        """One SASL round trip; raises SaslCancelled when the client answers ``*``."""
+        if self.read_response is None:
+            raise sasl.SaslError("this connection cannot carry a SASL exchange")
+        answer = await self.read_response(data)
+        if answer is None:
+            raise sasl.SaslCancelled("cancelled by the client")
+        return answer
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking store call, off the event loop."""

@@ -1,0 +1,201 @@
+"""The IMAP network layer: greeting, framing with literals, STARTTLS, IDLE, limits and timers.
+
+Everything about what a command means lives in ``session.py`` and ``handlers/``; this module
+reads bytes, writes bytes, and keeps the connection honest: lines and literals have maximum
+sizes, an idle client is logged out (RFC 3501 5.4: at least 30 minutes once authenticated, one
+minute before), and a command that cannot be parsed gets BAD without closing the connection
+(unless its bytes can no longer be framed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import ssl
+from dataclasses import dataclass
+
+from ..trust_space.tls import PeerTls, peer_tls
+from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
+from .commands import Command, Idle, StartTLS
+from .parser import (
+    BadCharset,
+    CommandFramer,
+    Complete,
+    LineTooLong,
+    LiteralTooBig,
+    NeedLiteral,
+    ParseError,
+    is_done_line,
+    parse_command,
+)
+from .session import LOGGED_IN, ServerContext, Session, State, bad, no, ok
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImapLimits:
+    max_line: int = 64 * 1024
+    max_literal: int = 64 * 1024 * 1024
+    login_timeout: float = 60.0
+    autologout: float = 30 * 60.0
+    idle_timeout: float = 30 * 60.0
+
+
+class Disconnect(Exception):
+    """End the connection (after writing whatever was due)."""
+
+
+class ImapConnection:
+    """One client connection, from greeting to BYE."""
+
+    def __init__(self, ctx: ServerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 tls_context: ssl.SSLContext | None, limits: ImapLimits) -> None:
+        self.reader, self.writer = reader, writer
+        self.tls_context = tls_context
+        self.limits = limits
+        peer = writer.get_extra_info("peername")
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.session = Session(ctx, write=self._write, peer_ip=peer[0] if peer else "?", tls=ssl_object is not None,
+                               peer_tls=self._peer_certificate(ssl_object))
+        self.session.read_response = self._read_response
+        self.framer = CommandFramer(max_line=limits.max_line, max_literal=limits.max_literal)
+
+    @staticmethod
+    def _peer_certificate(ssl_object: ssl.SSLObject | None) -> PeerTls | None:
+        if ssl_object is None:
+            return None
+        found = peer_tls(ssl_object)
+        return found if found.certificate is not None else None
+
+    async def _write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def _timeout(self) -> float:
+        return self.limits.login_timeout if self.session.state is State.NOT_AUTHENTICATED else self.limits.autologout
+
+    async def _read_line(self, timeout: float | None = None) -> bytes:
+        try:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout or self._timeout())
+        except TimeoutError:
+            await self._write(b"* BYE autologout: idle for too long\r\n")
+            raise Disconnect from None
+        except asyncio.LimitOverrunError:
+            await self._write(b"* BYE line too long\r\n")
+            raise Disconnect from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise Disconnect from None
+        return line
+
+    async def _read_response(self, challenge: bytes) -> bytes | None:
+        """A SASL continuation: send the challenge, return the decoded answer (None: cancelled)."""
+        await self._write(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        line = (await self._read_line()).rstrip(b"\r\n")
+        if line == b"*":
+            return None
+        try:
+            return base64.b64decode(line, validate=True) if line not in (b"", b"=") else b""
+        except (binascii.Error, ValueError):
+            return None
+
+    async def serve(self) -> None:
+        capabilities = " ".join(self.session.capabilities())
+        await self._write(f"* OK [CAPABILITY {capabilities}] {self.session.ctx.hostname} IMAP4rev1 ready\r\n"
+                          .encode())
+        try:
+            while self.session.state is not State.LOGOUT:
+                command = await self._next_command()
+                if command is not None:
+                    await self._run(command)
+        except Disconnect:
+            pass
+        finally:
+            await self.session.unselect()
+            self.writer.close()
+
+    async def _next_command(self) -> Command | None:
+        """Frame and parse one command; answers BAD (or NO [TOOBIG]) itself and returns None on errors."""
+        try:
+            event = self.framer.feed_line(await self._read_line())
+            while isinstance(event, NeedLiteral):
+                if event.synchronising:
+                    await self._write(b"+ Ready for literal data\r\n")
+                data = await self.reader.readexactly(event.size)
+                self.framer.feed_literal(data)
+                event = self.framer.feed_line(await self._read_line())
+            assert isinstance(event, Complete)
+            return parse_command(event.data)
+        except LiteralTooBig as exc:
+            tag = exc.tag or "*"
+            if not exc.synchronising:  # the bytes are on their way: the stream cannot be re-framed
+                await self._write(f"{tag} BAD [TOOBIG] literal too big\r\n".encode())
+                raise Disconnect from None
+            reply = no("message too big", "TOOBIG") if exc.command == "APPEND" else bad("literal too big", "TOOBIG")
+            await self._write(reply.line(tag))
+        except LineTooLong as exc:
+            await self._write(f"{exc.tag or '*'} BAD command line too long\r\n".encode())
+            raise Disconnect from None
+        except BadCharset as exc:
+            await self._write(no("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)").line(exc.tag or "*"))
+        except ParseError as exc:
+            await self._write(f"{exc.tag or '*'} BAD {exc}\r\n".encode())
+        except asyncio.IncompleteReadError:
+            raise Disconnect from None
+        return None
+
+    async def _run(self, command: Command) -> None:
+        if isinstance(command, StartTLS):
+            await self._starttls(command)
+        elif isinstance(command, Idle):
+            await self._idle(command)
+        else:
+            reply = await self.session.execute(command)
+            await self._write(reply.line(command.tag))
+
+    async def _starttls(self, command: StartTLS) -> None:
+        if self.session.tls or self.tls_context is None:
+            await self._write(bad("TLS is already active").line(command.tag))
+            return
+        if self.session.state is not State.NOT_AUTHENTICATED:
+            await self._write(bad("STARTTLS is only allowed before authentication").line(command.tag))
+            return
+        await self._write(ok("begin TLS negotiation now").line(command.tag))
+        try:
+            await self.writer.start_tls(self.tls_context, ssl_handshake_timeout=30)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.info("STARTTLS handshake failed peer=%s: %s", self.session.peer_ip, exc)
+            raise Disconnect from None
+        self.session.tls = True
+        self.session.peer_tls = self._peer_certificate(self.writer.get_extra_info("ssl_object"))
+        self.framer = CommandFramer(max_line=self.limits.max_line, max_literal=self.limits.max_literal)
+
+    async def _idle(self, command: Idle) -> None:
+        """RFC 2177: updates are pushed as they happen until the client sends DONE."""
+        session = self.session
+        if session.state not in LOGGED_IN:
+            await self._write(bad("IDLE needs a logged-in session").line(command.tag))
+            return
+        await self._write(b"+ idling\r\n")
+        await session.refresh()
+        done_line = asyncio.ensure_future(self._read_line(self.limits.idle_timeout))
+        try:
+            while True:
+                waiters: set[asyncio.Future[object]] = {done_line}  # type: ignore[arg-type]
+                change = asyncio.ensure_future(session.watch.wait()) if session.watch is not None else None
+                if change is not None:
+                    waiters.add(change)  # type: ignore[arg-type]
+                finished, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if change is not None and change not in finished:
+                    change.cancel()
+                if done_line in finished:
+                    line = done_line.result()
+                    reply = ok("IDLE terminated") if is_done_line(line) else bad("expected DONE")
+                    await self._write(reply.line(command.tag))
+                    return
+                await session.refresh()
+        finally:
+            if not done_line.done():
+                done_line.cancel()

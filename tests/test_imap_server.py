@@ -1,0 +1,198 @@
+"""The IMAP server over real sockets and TLS, driven by the standard library's imaplib."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import RunningOperator, make_kit, running_operator
+
+DOMAIN = "hopital-demo.mssante.fr"
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
+    home = tmp_path_factory.mktemp("imap") / "kit"
+    manifest = make_kit(home)
+    with running_operator(home, manifest) as running:
+        yield running
+
+
+def mailbox(running: RunningOperator, local: str) -> dict[str, Any]:
+    return next(m for m in running.manifest["mailboxes"] if m["address"] == f"{local}@{DOMAIN}")
+
+
+def tls_context(home: Path, manifest: dict[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
+    context.check_hostname = False
+    return context
+
+
+def starttls_client(running: RunningOperator) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", running.manifest["listeners"]["imap"]["port"])
+    client.starttls(ssl_context=tls_context(running.home, running.manifest))
+    return client
+
+
+def logged_in(running: RunningOperator, local: str = "dr.martin") -> imaplib.IMAP4:
+    client = starttls_client(running)
+    account = mailbox(running, local)
+    client.login(account["address"], account["password"])
+    return client
+
+
+def test_login_is_disabled_until_starttls(running: RunningOperator) -> None:
+    client = imaplib.IMAP4("127.0.0.1", running.manifest["listeners"]["imap"]["port"])
+    try:
+        assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities
+        account = mailbox(running, "dr.martin")
+        with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+            client.login(account["address"], account["password"])
+        client.starttls(ssl_context=tls_context(running.home, running.manifest))
+        assert "AUTH=PLAIN" in client.capabilities and "LOGINDISABLED" not in client.capabilities
+    finally:
+        client.logout()
+
+
+def test_implicit_tls_port_and_plain_authentication_with_initial_response(running: RunningOperator) -> None:
+    client = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"],
+                               ssl_context=tls_context(running.home, running.manifest))
+    account = mailbox(running, "dr.martin")
+    try:
+        typ, _data = client.authenticate("PLAIN", lambda _: f"\0{account['address']}\0{account['password']}".encode())
+        assert typ == "OK"
+    finally:
+        client.logout()
+
+
+def test_a_wrong_password_is_refused_without_saying_why(running: RunningOperator) -> None:
+    client = starttls_client(running)
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login(f"dr.martin@{DOMAIN}", "not the password")
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login(f"nobody@{DOMAIN}", "whatever")
+    finally:
+        client.logout()
+
+
+def test_an_org_mailbox_cannot_log_in_directly(running: RunningOperator) -> None:
+    client = starttls_client(running)
+    try:
+        with pytest.raises(imaplib.IMAP4.error):
+            client.login(f"cardiologie@{DOMAIN}", "anything")
+    finally:
+        client.logout()
+
+
+def test_list_shows_own_folders_with_special_use_and_delegated_org_mailboxes(running: RunningOperator) -> None:
+    client = logged_in(running)
+    try:
+        _, lines = client.list()
+        listed = {line.decode().rsplit(' "/" ', 1)[1].strip('"'): line.decode() for line in lines}
+        assert "\\Sent" in listed["Sent"] and "\\Trash" in listed["Trash"]
+        assert f"Shared/cardiologie@{DOMAIN}/INBOX" in listed
+        assert "\\Sent" not in listed[f"Shared/cardiologie@{DOMAIN}/Sent"]
+        assert "\\Noselect" in listed["Shared"]
+        _, lines = client.list('""', "%")
+        assert {line.decode().rsplit(" ", 1)[1].strip('"') for line in lines} == {
+            "Archive", "Drafts", "INBOX", "Junk", "Sent", "Shared", "Trash"}
+        _typ, data = client.namespace()
+        assert data == [b'(("" "/")) NIL (("Shared/" "/"))']
+    finally:
+        client.logout()
+
+
+def test_someone_who_is_not_a_delegate_does_not_see_the_org_mailbox(running: RunningOperator) -> None:
+    client = logged_in(running, "paul.durand")
+    try:
+        typ, lines = client.list()
+        assert not any(b"Shared" in line for line in lines)
+        typ, data = client.select(f"Shared/cardiologie@{DOMAIN}/INBOX")
+        assert typ == "NO"
+        typ, data = client.namespace()
+        assert data == [b'(("" "/")) NIL NIL']
+    finally:
+        client.logout()
+
+
+def test_create_rename_delete_status_and_utf7_names(running: RunningOperator) -> None:
+    client = logged_in(running, "ines.secretaire")
+    try:
+        assert client.create('"Patients/H&AOk-l&AOg-ne Dupont"')[0] == "OK"  # imaplib sends names as given
+        typ, lines = client.list('""', "Patients/*")
+        assert lines == [b'(\\HasNoChildren) "/" "Patients/H&AOk-l&AOg-ne Dupont"']
+        assert client.create("Patients")[0] == "NO"  # already there as a parent
+        assert client.rename("Patients", "Dossiers")[0] == "OK"
+        typ, data = client.status('"Dossiers/H&AOk-l&AOg-ne Dupont"', "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        assert typ == "OK" and b"MESSAGES 0 UIDNEXT 1" in data[0]
+        assert client.delete("INBOX")[0] == "NO"
+        assert client.delete("Dossiers")[0] == "OK"
+        typ, lines = client.list('""', "Dossiers*")  # the child stays, its parent shows as \Noselect
+        assert any(b"\\Noselect" in line and line.endswith(b'"Dossiers"') for line in lines)
+        assert client.status("Nowhere", "(MESSAGES)")[0] == "NO"
+    finally:
+        client.logout()
+
+
+def test_subscriptions(running: RunningOperator) -> None:
+    client = logged_in(running, "ines.secretaire")
+    try:
+        client.subscribe("Sent")
+        client.subscribe("Ghost")
+        _, lines = client.lsub()
+        assert b'() "/" "Sent"' in lines and b'(\\Noselect) "/" "Ghost"' in lines
+        client.unsubscribe("Ghost")
+        _typ, lines = client.lsub()
+        assert not any(b"Ghost" in line for line in lines)
+    finally:
+        client.logout()
+
+
+def test_select_reports_the_folder_state(running: RunningOperator) -> None:
+    client = logged_in(running)
+    try:
+        typ, _ = client.select("inbox")
+        assert typ == "OK"
+        codes = b" ".join(v for values in client.untagged_responses.values() for v in values if v)
+        assert b"UIDVALIDITY" in codes and b"UIDNEXT" in codes and b"PERMANENTFLAGS" in codes
+        typ, _data = client.select("Nowhere")
+        assert typ == "NO" and client.state == "AUTH"  # a failed SELECT unselects
+    finally:
+        client.logout()
+
+
+def raw_exchange(running: RunningOperator, lines: list[bytes]) -> bytes:
+    """Send lines (the last one a LOGOUT) on the implicit-TLS port; everything the server said."""
+    context = tls_context(running.home, running.manifest)
+    address = ("127.0.0.1", running.manifest["listeners"]["imaps"]["port"])
+    with socket.create_connection(address, timeout=10) as raw, context.wrap_socket(raw) as conn:
+        received = conn.recv(4096)
+        for line in lines:
+            conn.sendall(line)
+            received += conn.recv(65536)
+        while chunk := conn.recv(65536):  # until the server closes after LOGOUT
+            received += chunk
+        return received
+
+
+def test_protocol_errors_get_bad_and_the_connection_goes_on(running: RunningOperator) -> None:
+    answer = raw_exchange(running, [b"a1 FROBNICATE\r\n", b"a2 LOGIN\r\n", b"a3 SELECT INBOX\r\n",
+                                    b"a4 NOOP\r\n", b"a5 LOGOUT\r\n"])
+    assert b"a1 BAD" in answer and b"a2 BAD" in answer
+    assert b"a3 BAD SELECT is not allowed in the not authenticated state" in answer
+    assert b"a4 OK" in answer and b"* BYE" in answer and b"a5 OK" in answer
+
+
+def test_sasl_cancel_and_bad_base64(running: RunningOperator) -> None:
+    answer = raw_exchange(running, [b"a1 AUTHENTICATE PLAIN\r\n", b"*\r\n", b"a2 LOGOUT\r\n"])
+    assert b"+ " in answer and b"a1 BAD" in answer and b"a2 OK" in answer
+    unknown = base64.b64encode(b"\0nobody@" + DOMAIN.encode() + b"\0secret")
+    answer = raw_exchange(running, [b"a1 AUTHENTICATE PLAIN " + unknown + b"\r\n", b"a2 LOGOUT\r\n"])
+    assert b"a1 NO [AUTHENTICATIONFAILED]" in answer
