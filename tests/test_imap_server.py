@@ -196,3 +196,67 @@ def test_sasl_cancel_and_bad_base64(running: RunningOperator) -> None:
     unknown = base64.b64encode(b"\0nobody@" + DOMAIN.encode() + b"\0secret")
     answer = raw_exchange(running, [b"a1 AUTHENTICATE PLAIN " + unknown + b"\r\n", b"a2 LOGOUT\r\n"])
     assert b"a1 NO [AUTHENTICATIONFAILED]" in answer
+
+
+def deliver(running: RunningOperator, address: str, subject: str) -> None:
+    from datetime import UTC, datetime
+
+    from mssante_operator.store import NewMessage
+
+    raw = (f"From: resultats@labo-biolab.mssante.fr\r\nTo: {address}\r\nSubject: {subject}\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\nGlycémie normale.\r\n").encode()
+    running.operator.store.deliver(NewMessage(raw=raw, message_id=None, from_addr="resultats@labo", subject=subject,
+                                              authentication_results="", received_at=datetime.now(UTC)), [address])
+
+
+def test_a_mail_client_session_reads_files_flags_and_deletes(running: RunningOperator) -> None:
+    address = f"ines.secretaire@{DOMAIN}"
+    for n in range(3):
+        deliver(running, address, f"Compte rendu {n}")
+    client = logged_in(running, "ines.secretaire")
+    try:
+        typ, data = client.select("INBOX")
+        assert typ == "OK" and int(data[0]) == 3
+        typ, data = client.search(None, "UNSEEN", "SUBJECT", '"Compte rendu 1"')
+        assert data == [b"2"]
+        typ, data = client.fetch("2", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.SIZE)")
+        assert b"Compte rendu 1" in data[0][1] and b"\\Seen" not in data[0][0]
+        typ, data = client.fetch("2", "(BODY[TEXT])")
+        assert "Glycémie".encode() in data[0][1]
+        typ, data = client.fetch("2", "(FLAGS)")
+        assert b"\\Seen" in data[0]
+        typ, data = client.copy("1:*", "Archive")
+        assert typ == "OK" and data[0].startswith(b"[COPYUID ")
+        assert client.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        typ, data = client.expunge()
+        assert typ == "OK" and data == [b"2"]
+        typ, data = client.status("Archive", "(MESSAGES)")
+        assert data[0] == b'"Archive" (MESSAGES 3)'
+        message = b"From: ines.secretaire@hopital-demo.mssante.fr\r\nSubject: brouillon\r\n\r\nA relire\r\n"
+        typ, data = client.append("Drafts", "(\\Draft)", None, message)
+        assert typ == "OK" and data[0].startswith(b"[APPENDUID ")
+    finally:
+        client.logout()
+
+
+def test_idle_wakes_on_a_new_delivery(running: RunningOperator) -> None:
+    import threading
+    import time
+
+    address = f"dr.martin@{DOMAIN}"
+    client = logged_in(running)
+    try:
+        client.select("INBOX")
+        tag = client._new_tag().decode()
+        client.send(f"{tag} IDLE\r\n".encode())
+        assert client.readline().startswith(b"+")
+        started = time.monotonic()
+        threading.Timer(0.2, deliver, args=(running, address, "Nouveau résultat")).start()
+        line = client.readline()
+        assert line.endswith(b"EXISTS\r\n") and time.monotonic() - started < 1.5
+        client.send(b"DONE\r\n")
+        while not (line := client.readline()).startswith(tag.encode()):
+            pass
+        assert b"OK" in line
+    finally:
+        client.logout()

@@ -1,5 +1,5 @@
 """IMAP command handlers, one module per command family; importing the package registers them."""
 
-from . import connection, folders
+from . import connection, fetch, folders, messages
 
-__all__ = ["connection", "folders"]
+__all__ = ["connection", "fetch", "folders", "messages"]

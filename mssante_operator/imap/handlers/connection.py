@@ -16,6 +16,7 @@ from ...errors import TemporaryFailure
 from .. import wire
 from ..commands import Authenticate, Capability, Enable, Id, Login, Logout, Namespace, Noop
 from ..session import ANY_STATE, LOGGED_IN, SHARED_PREFIX, Reply, Session, State, bad, handles, no, ok
+from .fetch import enable_condstore
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("mssante_operator.audit")
@@ -54,9 +55,10 @@ async def identify(session: Session, command: Id) -> Reply:
 
 @handles(Enable, LOGGED_IN)
 async def enable(session: Session, command: Enable) -> Reply:
-    newly = [c for c in command.capabilities if c.upper() == "CONDSTORE" and "CONDSTORE" not in session.enabled]
-    session.enabled.update(c.upper() for c in newly)
-    await session.untagged("ENABLED" + "".join(f" {c.upper()}" for c in newly))
+    newly = [c.upper() for c in command.capabilities if c.upper() == "CONDSTORE" and "CONDSTORE" not in session.enabled]
+    await session.untagged("ENABLED" + "".join(f" {c}" for c in newly))
+    if newly:
+        await enable_condstore(session)
     return ok("ENABLE completed")
 
 

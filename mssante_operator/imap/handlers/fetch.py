@@ -1,0 +1,229 @@
+"""FETCH and UID FETCH (RFC 3501 6.4.5 and 6.4.8; CHANGEDSINCE and MODSEQ, RFC 7162 3.1.4).
+
+Also the helpers the other message commands share: turning a sequence set into the UIDs of the
+session's view, and CONDSTORE enabling (RFC 7162 3.1).
+
+Each message's FETCH response is written as soon as it is built, so a FETCH of hundreds of large
+messages never holds more than one message in memory. A message file is read only when an item
+needs its content (ENVELOPE, BODY[STRUCTURE], RFC822*, BODY[...]), once per message and command.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterator
+
+from ...store.folders import FlagMode, MessageMeta
+from .. import wire
+from ..commands import BodySection, Fetch, FetchAttribute, FetchItem
+from ..message import MessageStructure
+from ..selected import SelectedFolder
+from ..sequence import SequenceSet
+from ..session import SELECTED_ONLY, Reply, Session, bad, flag_list, handles, no, ok
+
+log = logging.getLogger(__name__)
+
+SEEN = "\\Seen"
+CONDSTORE = "CONDSTORE"
+INVALID_SEQUENCE = "invalid message sequence number"
+
+_CONTENT_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})  # RFC822.HEADER is BODY.PEEK[HEADER]
+_MODSEQ = FetchAttribute("MODSEQ")
+_PARSE_IN_THREAD = 1 << 20  # larger messages are parsed off the event loop
+_JOIN_LIMIT = 1 << 16  # responses above this size are written piece by piece, not joined
+UID_BATCH = 10_000  # UIDs per store call: each is one SQL IN list, and bind parameters are limited
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def out_of_range(view: SelectedFolder, sequence_set: SequenceSet, uid: bool) -> bool:
+    """A message sequence number above EXISTS, or ``*`` in an empty mailbox (never for UID sets)."""
+    return not uid and sequence_set.out_of_range(view.exists)
+
+
+def selected_uids(view: SelectedFolder, sequence_set: SequenceSet, uid: bool) -> list[int]:
+    """The UIDs of the view's messages in ``sequence_set``, ascending, each once.
+
+    Sequence numbers are positions in the view (check :func:`out_of_range` first); a UID set names
+    the existing UIDs it covers, ``*`` being the highest UID in use, and missing UIDs are skipped.
+    """
+    uids = view.uids
+    if not uid:
+        return [uids[seq - 1] for seq in sequence_set.iter(view.exists)]
+    found: list[int] = []
+    for low, high in sequence_set.intervals(view.max_uid):
+        found.extend(uids[bisect.bisect_left(uids, low) : bisect.bisect_right(uids, high)])
+    return found
+
+
+def batches(uids: list[int]) -> Iterator[list[int]]:
+    """``uids`` in slices small enough for one store call (PostgreSQL takes 65535 parameters at most)."""
+    for start in range(0, len(uids), UID_BATCH):
+        yield uids[start : start + UID_BATCH]
+
+
+def condstore_active(session: Session) -> bool:
+    """Whether this session is CONDSTORE-aware (RFC 7162 3.1): MODSEQ goes with flag changes."""
+    view = session.selected
+    return CONDSTORE in session.enabled or (view is not None and view.condstore)
+
+
+async def enable_condstore(session: Session) -> None:
+    """A CONDSTORE enabling command was received (RFC 7162 3.1): the session is CONDSTORE-aware until
+    it ends; the first such command with a mailbox selected announces its HIGHESTMODSEQ."""
+    if condstore_active(session):
+        return
+    session.enabled.add(CONDSTORE)
+    view = session.selected
+    if view is not None:
+        view.condstore = True
+        await session.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] Highest")
+
+
+def remember(view: SelectedFolder, metas: list[MessageMeta]) -> None:
+    """Record our own flag changes in the view, so that the next refresh does not announce them again."""
+    for meta in metas:
+        if meta.uid in view.metas:
+            view.metas[meta.uid] = meta
+
+
+def safe_literal(data: bytes) -> bytes:
+    """``data`` as an IMAP literal; NUL, which IMAP4rev1 literals cannot carry, is sent as 0x80."""
+    if b"\0" in data:
+        data = data.replace(b"\0", b"\x80")
+    return b"{%d}\r\n" % len(data) + data
+
+
+# --------------------------------------------------------------------------- FETCH
+
+
+def _needs_content(item: FetchItem) -> bool:
+    return isinstance(item, BodySection) or item.name in _CONTENT_ITEMS
+
+
+def _sets_seen(item: FetchItem) -> bool:
+    if isinstance(item, BodySection):
+        return not item.peek
+    return item.name in _SEEN_ITEMS
+
+
+def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None, recent: set[int]) -> bytes:
+    """One ``label SP value`` of a FETCH response."""
+    if isinstance(item, BodySection):
+        assert structure is not None
+        data = structure.section(item.parts, item.text, item.fields)
+        if item.partial is not None:
+            origin, count = item.partial
+            data = data[origin : origin + count]
+        return item.label().encode("utf-8", "surrogateescape") + b" " + safe_literal(data)
+    name = item.name
+    if name == "UID":
+        return b"UID %d" % meta.uid
+    if name == "FLAGS":
+        return b"FLAGS " + wire.encode(flag_list(meta.flags, recent, meta.uid))
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + wire.quoted(wire.format_internaldate(meta.internaldate))
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % meta.size
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % meta.modseq
+    assert structure is not None
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + wire.encode(structure.envelope())
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + wire.encode(structure.bodystructure(extensible=True))
+    if name == "BODY":
+        return b"BODY " + wire.encode(structure.bodystructure(extensible=False))
+    if name == "RFC822":
+        return b"RFC822 " + safe_literal(structure.raw)
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + safe_literal(structure.header_bytes())
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + safe_literal(structure.text_bytes())
+    raise ValueError(f"unknown fetch item {name}")
+
+
+async def _send(session: Session, pieces: list[bytes]) -> None:
+    """Write one untagged response made of ``pieces`` (literals included)."""
+    if sum(len(piece) for piece in pieces) <= _JOIN_LIMIT:
+        await session.write(b"".join(pieces))
+        return
+    for piece in pieces:
+        await session.write(piece)
+
+
+async def _load(session: Session, meta: MessageMeta) -> MessageStructure | None:
+    """The parsed message, or None when its file is gone (expunged by another session meanwhile)."""
+    try:
+        raw = await session.run(session.ctx.store.folders.read, meta.blob_key)
+    except OSError:
+        log.info("message file %s is gone (expunged meanwhile?)", meta.blob_key)
+        return None
+    if len(raw) > _PARSE_IN_THREAD:
+        return await session.run(MessageStructure.parse, raw)
+    return MessageStructure.parse(raw)
+
+
+@handles(Fetch, SELECTED_ONLY)
+async def fetch(session: Session, command: Fetch) -> Reply:
+    view = session.selected
+    assert view is not None
+    if out_of_range(view, command.sequence_set, command.uid):
+        return bad(INVALID_SEQUENCE)
+    items = command.response_items()
+    if command.changed_since is not None or _MODSEQ in items:
+        await enable_condstore(session)
+    # RFC 3501 7.4.1: no EXPUNGE while answering a FETCH by sequence numbers.
+    await session.refresh(expunges_allowed=command.uid)
+    view = session.selected
+    assert view is not None
+    uids = selected_uids(view, command.sequence_set, command.uid)
+    if command.changed_since is not None:
+        uids = [uid for uid in uids if view.metas[uid].modseq > command.changed_since]
+
+    seen_now: set[int] = set()
+    if not view.readonly and any(_sets_seen(item) for item in items):
+        unseen = [uid for uid in uids if SEEN not in view.metas[uid].flags]
+        for batch in batches(unseen):
+            changed, _ = await session.run(session.ctx.store.folders.store_flags, view.folder.id, batch,
+                                           FlagMode.ADD, [SEEN])
+            remember(view, changed)
+            seen_now.update(meta.uid for meta in changed)
+
+    # RFC 3501 6.4.5: FLAGS goes with a message whose \Seen this FETCH set; RFC 7162 3.2.4: so do UID
+    # and MODSEQ once the session is CONDSTORE-aware.
+    implied: list[FetchItem] = []
+    if seen_now:
+        implied = [FetchAttribute("FLAGS")]
+        if condstore_active(session):
+            implied += [FetchAttribute("UID"), _MODSEQ]
+        implied = [item for item in implied if item not in items]
+
+    content = any(_needs_content(item) for item in items)
+    missing = 0
+    for uid in uids:
+        seq = view.seq_of(uid)
+        if seq is None:
+            continue
+        meta = view.metas[uid]
+        structure = None
+        if content:
+            structure = await _load(session, meta)
+            if structure is None:
+                missing += 1
+                continue
+        wanted = (*items, *implied) if uid in seen_now else items
+        pieces = [b"* %d FETCH (" % seq]
+        for index, item in enumerate(wanted):
+            if index:
+                pieces.append(b" ")
+            pieces.append(_item(item, meta, structure, view.recent))
+        pieces.append(b")\r\n")
+        await _send(session, pieces)
+    if missing:
+        # RFC 2180 4.1.2: the data of a message expunged meanwhile cannot be returned.
+        return no("Some of the requested messages no longer exist")
+    return ok("FETCH completed")
