@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...store.folders import DELIMITER, INBOX, Folder, FolderError, FolderExists, NoSuchFolder
+from ...store.folders import DELIMITER, INBOX, SPECIAL_USES, Folder, FolderError, FolderExists, NoSuchFolder
 from .. import utf7, wire
 from ..commands import Create, Delete, List, Lsub, Rename, Select, Status, Subscribe, Unsubscribe
 from ..session import LOGGED_IN, SHARED_PREFIX, MailboxRef, Reply, Session, bad, handles, no, ok
@@ -129,8 +129,6 @@ async def create(session: Session, command: Create) -> Reply:
         return no(str(exc), "USEATTR" if "use" in str(exc) else "CANNOT")
     return ok("CREATE completed")
 
-
-SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged")
 
 
 @handles(Delete, LOGGED_IN)
