@@ -43,6 +43,11 @@ class SelectedFolder:
         self._pending_expunges: set[int] = set()
 
     @property
+    def has_pending_expunges(self) -> bool:
+        """Expunges seen in the store but not yet announced (held back during FETCH/STORE/SEARCH)."""
+        return bool(self._pending_expunges)
+
+    @property
     def exists(self) -> int:
         return len(self.uids)
 

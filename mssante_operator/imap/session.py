@@ -203,9 +203,11 @@ class Session:
     async def select(self, folder: Folder, readonly: bool, condstore: bool) -> SelectedFolder:
         await self.unselect()
         store = self.ctx.store.folders
-        first_recent = folder.uidnext if readonly else await self.run(store.claim_recent, folder.id)
-        metas = await self.run(store.messages, folder.id)
+        # Counters first, messages last: a message arriving in between is then in the view and above
+        # its HIGHESTMODSEQ, never below it where the next refresh would not look.
         fresh = await self.run(store.get_by_id, folder.id) or folder
+        first_recent = fresh.uidnext if readonly else await self.run(store.claim_recent, folder.id)
+        metas = await self.run(store.messages, folder.id)
         self.selected = SelectedFolder(fresh, readonly, metas, first_recent, condstore=condstore)
         self.watch = self.ctx.watcher.watch(folder.id)
         self.state = State.SELECTED
@@ -229,7 +231,7 @@ class Session:
             return  # the folder was deleted under us; the next SELECT will say so
         uidnext, highestmodseq = counters
         if uidnext == view.uidnext and highestmodseq == view.highestmodseq and not (
-                expunges_allowed and view._pending_expunges):
+                expunges_allowed and view.has_pending_expunges):
             return
         current = await self.run(store.uids, view.folder.id)
         changed = await self.run(store.changed_since, view.folder.id, view.highestmodseq)

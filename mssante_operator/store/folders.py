@@ -126,13 +126,25 @@ class Folders:
     # -- folders -----------------------------------------------------------------------------
 
     def ensure_account(self, address: str) -> None:
-        """The account, its INBOX and its special-use folders (idempotent; run at each login)."""
+        """The account, its INBOX and its special-use folders (idempotent; run at each login).
+
+        A read answers the usual case (all there) without taking the write lock at every login."""
+        with self._store.reading() as conn:
+            if self._missing_default_folders(conn, self._store.account_id(conn, address)) == []:
+                return
         with self._store.writing() as conn:
             account_id = self._store.account_id(conn, address, create=True)
-            existing = set(conn.scalars(select(Mailbox.name).where(Mailbox.account_id == account_id)))
-            for name, use in ((INBOX, None), *SPECIAL_FOLDERS):
-                if name not in existing:
-                    self._insert_folder(conn, account_id, name, use)
+            assert account_id is not None
+            for name, use in self._missing_default_folders(conn, account_id) or ():
+                self._insert_folder(conn, account_id, name, use)
+
+    @staticmethod
+    def _missing_default_folders(conn: Connection, account_id: int | None) -> list[tuple[str, str | None]] | None:
+        """The default folders an account lacks; None when the account itself does not exist."""
+        if account_id is None:
+            return None
+        existing = set(conn.scalars(select(Mailbox.name).where(Mailbox.account_id == account_id)))
+        return [(name, use) for name, use in ((INBOX, None), *SPECIAL_FOLDERS) if name not in existing]
 
     def _insert_folder(self, conn: Connection, account_id: int, name: str, special_use: str | None) -> None:
         conn.execute(insert(Mailbox).values(
