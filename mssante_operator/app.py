@@ -16,13 +16,14 @@ from .auth.passwords import CredentialStore
 from .auth.ratelimit import FailureLimiter
 from .auth.tokens import TokenValidator
 from .config import ListenerSettings, Settings
+from .connection_limits import ConnectionLimiter, KeyedCounter
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
 from .listening import Acceptor, WorkerLoad, bind_listener
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
-from .smtp.server import ConnectionLimiter, GuardedSMTP
+from .smtp.server import GuardedSMTP
 from .store.facade import Store
 from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
 from .trust_space.space import TrustSpace
@@ -97,6 +98,8 @@ class Operator:
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
+        self._imap_limiter: ConnectionLimiter | None = None
+        self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
         self.mta_context = MtaContext(
             hostname=settings.operator.hostname,
             local_domains=settings.operator.local_domains,
@@ -123,13 +126,18 @@ class Operator:
         context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
         imap = self.settings.imap
+        if self._imap_limiter is None:  # one count for all IMAP listeners of this process
+            self._imap_limiter = ConnectionLimiter(imap.max_connections, imap.max_connections_per_ip, self._load)
+        limiter = self._imap_limiter
         ctx = ServerContext(store=self.store, authenticator=self.authenticator, watcher=self.watcher,
-                            hostname=self.settings.operator.hostname, append_limit=imap.append_limit)
+                            hostname=self.settings.operator.hostname, append_limit=imap.append_limit,
+                            user_connections=self._imap_users)
         limits = ImapLimits(max_line=imap.max_line, max_literal=imap.append_limit, login_timeout=imap.login_timeout,
                             autologout=imap.autologout, idle_timeout=imap.idle_timeout)
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await ImapConnection(ctx, reader, writer, tls_context=None if implicit else context, limits=limits).serve()
+            await ImapConnection(ctx, reader, writer, tls_context=None if implicit else context, limits=limits,
+                                 limiter=limiter).serve()
 
         def factory() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=imap.max_line + 1024), connected)

@@ -93,6 +93,11 @@ class ImapSettings(_Section):
     login_timeout: Duration = 60.0
     autologout: Duration = Field(default=1800.0, ge=1800.0)
     idle_timeout: Duration = Field(default=1800.0, ge=60.0)
+    # Per worker process. A hospital's NAT puts many users behind one address: the per-IP limit
+    # is generous, the per-user one catches a runaway client (Thunderbird opens up to 5 per account).
+    max_connections: int = Field(default=5000, ge=1)
+    max_connections_per_ip: int = Field(default=500, ge=1)
+    max_connections_per_user: int = Field(default=20, ge=1)
 
 
 class AuthSettings(_Section):

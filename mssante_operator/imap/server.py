@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
 
+from ..connection_limits import ConnectionLimiter, Refusal
 from ..trust_space.tls import PeerTls, peer_tls
 from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
 from .commands import Command, Idle, StartTLS
@@ -44,6 +46,12 @@ class ImapLimits:
     idle_timeout: float = 30 * 60.0
 
 
+_REFUSALS = {
+    Refusal.TOO_MANY_FROM_IP: "Too many connections from your address; try again later",
+    Refusal.TOO_MANY_OVERALL: "Too many connections; try again later",
+}
+
+
 class Disconnect(Exception):
     """End the connection (after writing whatever was due)."""
 
@@ -52,13 +60,16 @@ class ImapConnection:
     """One client connection, from greeting to BYE."""
 
     def __init__(self, ctx: ServerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 tls_context: ssl.SSLContext | None, limits: ImapLimits) -> None:
+                 tls_context: ssl.SSLContext | None, limits: ImapLimits,
+                 limiter: ConnectionLimiter | None = None) -> None:
         self.reader, self.writer = reader, writer
         self.tls_context = tls_context
         self.limits = limits
+        self.limiter = limiter
         peer = writer.get_extra_info("peername")
         ssl_object = writer.get_extra_info("ssl_object")
-        self.session = Session(ctx, write=self._write, peer_ip=peer[0] if peer else "?", tls=ssl_object is not None,
+        self.peer_ip = peer[0] if peer else "?"
+        self.session = Session(ctx, write=self._write, peer_ip=self.peer_ip, tls=ssl_object is not None,
                                peer_tls=self._peer_certificate(ssl_object))
         self.session.read_response = self._read_response
         self.framer = CommandFramer(max_line=limits.max_line, max_literal=limits.max_literal)
@@ -102,6 +113,20 @@ class ImapConnection:
             return None
 
     async def serve(self) -> None:
+        refusal = self.limiter.acquire(self.peer_ip) if self.limiter is not None else None
+        if refusal is not None:
+            log.warning("imap connection refused peer=%s reason=%r", self.peer_ip, refusal.value)
+            with contextlib.suppress(ConnectionError):
+                await self._write(f"* BYE [UNAVAILABLE] {_REFUSALS[refusal]}\r\n".encode())
+            self.writer.close()
+            return
+        try:
+            await self._serve()
+        finally:
+            if self.limiter is not None:
+                self.limiter.release(self.peer_ip)
+
+    async def _serve(self) -> None:
         capabilities = " ".join(self.session.capabilities())
         await self._write(f"* OK [CAPABILITY {capabilities}] {self.session.ctx.hostname} IMAP4rev1 ready\r\n"
                           .encode())
@@ -113,7 +138,7 @@ class ImapConnection:
         except Disconnect:
             pass
         finally:
-            await self.session.unselect()
+            await self.session.close()
             self.writer.close()
 
     async def _next_command(self) -> Command | None:

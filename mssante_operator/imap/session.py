@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
+from ..connection_limits import KeyedCounter
 from ..store import Store
 from ..store.folders import DELIMITER, INBOX, Folder, canonical_name
 from . import wire
@@ -83,6 +84,8 @@ class ServerContext:
     append_limit: int
     tls_available: Callable[[], bool] = lambda: True
     capabilities_extra: tuple[str, ...] = ()
+    # Logged-in sessions per login, shared by every IMAP listener of the process.
+    user_connections: KeyedCounter = field(default_factory=lambda: KeyedCounter(20))
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,20 @@ class Session:
         self.watch = self.ctx.watcher.watch(folder.id)
         self.state = State.SELECTED
         return self.selected
+
+    def admit(self, principal: Principal) -> bool:
+        """Count this session against its user's connection limit (False: over the limit)."""
+        if not self.ctx.user_connections.acquire(principal.login.lower()):
+            return False
+        self.principal = principal
+        return True
+
+    async def close(self) -> None:
+        """The connection is gone: drop the selection and give back the user's connection slot."""
+        await self.unselect()
+        if self.principal is not None:
+            self.ctx.user_connections.release(self.principal.login.lower())
+            self.principal = None
 
     async def unselect(self) -> None:
         if self.watch is not None:

@@ -11,54 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
 
 from ..config import LimitsSettings
-from ..listening import WorkerLoad
+from ..connection_limits import ConnectionLimiter, Refusal
 from ..trust_space.tls import peer_tls
 from .replies import with_enhanced_code
 
 log = logging.getLogger(__name__)
 
 
+_REFUSALS = {
+    Refusal.TOO_MANY_FROM_IP: "421 4.7.0 Too many connections from your address; try again later",
+    Refusal.TOO_MANY_OVERALL: "421 4.3.2 Too many connections; try again later",
+}
+
+
 class BareLineEnding(Exception):
     """A command line ended with a bare LF (or held a bare CR)."""
-
-
-class ConnectionLimiter:
-    """Counts open connections, in total and per client IP, shared by the sessions of a listener."""
-
-    def __init__(self, maximum: int, per_ip: int, load: WorkerLoad | None = None) -> None:
-        self.maximum = maximum
-        self.per_ip = per_ip
-        self._load = load  # this worker's share, published to the other workers
-        self._by_ip: Counter[str] = Counter()
-
-    @property
-    def open(self) -> int:
-        return sum(self._by_ip.values())
-
-    def acquire(self, ip: str) -> str | None:
-        """Count a new connection; return the refusal reply when over a limit."""
-        if self._by_ip[ip] >= self.per_ip:
-            return "421 4.7.0 Too many connections from your address; try again later"
-        if self.open >= self.maximum:
-            return "421 4.3.2 Too many connections; try again later"
-        self._by_ip[ip] += 1
-        if self._load is not None:
-            self._load.opened()
-        return None
-
-    def release(self, ip: str) -> None:
-        self._by_ip[ip] -= 1
-        if self._by_ip[ip] <= 0:
-            del self._by_ip[ip]
-        if self._load is not None:
-            self._load.closed()
 
 
 class _StrictLineReader(asyncio.StreamReader):
@@ -157,8 +130,8 @@ class GuardedSMTP(SMTP):
             ip = peer[0] if peer else "?"
             refusal = self._limiter.acquire(ip)
             if refusal is not None:
-                log.warning("connection refused peer=%s reason=%r", ip, refusal)
-                transport.write(refusal.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+                log.warning("connection refused peer=%s reason=%r", ip, refusal.value)
+                transport.write(_REFUSALS[refusal].encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
                 return
             self._client_ip = ip

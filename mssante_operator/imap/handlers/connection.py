@@ -71,9 +71,11 @@ async def namespace(session: Session, command: Namespace) -> Reply:
 
 
 async def _logged_in(session: Session, principal: Principal) -> Reply:
+    if not session.admit(principal):
+        log.warning("imap login refused user=%s ip=%s: too many connections", principal.login, session.peer_ip)
+        return no("too many connections for this account; close another mail client and try again", "LIMIT")
     for address in principal.addresses:
         await session.run(session.ctx.store.folders.ensure_account, address)
-    session.principal = principal
     session.state = State.AUTHENTICATED
     audit.info("imap login user=%s mechanism=%s ip=%s", principal.login, principal.mechanism, session.peer_ip)
     return ok(f"{principal.login} authenticated", "CAPABILITY " + " ".join(session.capabilities()))
