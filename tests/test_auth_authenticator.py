@@ -132,8 +132,9 @@ class Clock:
 
 
 class Setup:
-    def __init__(self, credentials: CredentialStore, jwks: Path | None) -> None:
-        self.annuaire = MemoryAnnuaire()
+    def __init__(self, credentials: CredentialStore, jwks: Path | None,
+                 entries: tuple[MailboxEntry, ...] = ENTRIES) -> None:
+        self.annuaire = MemoryAnnuaire(entries)
         self.clock = Clock()
         self.limiter = FailureLimiter(
             clock=self.clock, account=Limits(free=2, lockout=4), ip=Limits(free=5, lockout=20),
@@ -322,12 +323,14 @@ def mailbox_cert(ca, key, entry_address: str, ou: str = "1130781234") -> x509.Ce
     ).cert
 
 
-def personal_cert(ca, key, uid: str, *, email: str | None = None) -> x509.Certificate:
+def personal_cert(ca, key, uid: str, *, email: str | None = None, ou: str | None = None) -> x509.Certificate:
     start = dev_pki.now() - dev_pki.BACKDATE
+    unit = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)] if ou else []
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([
             x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            *unit,
             x509.NameAttribute(NameOID.USER_ID, uid),
             x509.NameAttribute(NameOID.COMMON_NAME, "MARTIN CLAIRE"),
         ]))
@@ -362,6 +365,29 @@ def test_certificate_with_authzid_of_delegated_org(s, ca, leaf_key):
     s.fails(s.auth.certificate(mailbox_cert(ca, leaf_key, INES), "ip", authzid=PHARMA), "not a delegate")
 
 
+def test_certificate_of_a_structure_maps_to_its_app_mailbox(s, ca, leaf_key):
+    server_cert = dev_pki.issue(
+        ca, cn="lab.hopital-demo.mssante.fr", ou="1130781234", org="H", st="S", server=False, key=leaf_key,
+    )
+    principal = s.run(s.auth.certificate(server_cert.cert, "ip"))
+    assert (principal.login, principal.own.kind) == (LABO, BalKind.APP)  # not the ORG mailbox of that structure
+
+
+def test_a_person_certificate_never_maps_to_the_structure_app_mailbox(s, ca, leaf_key):
+    unknown_person = personal_cert(ca, leaf_key, "819999999999", ou="1130781234")  # OU: the lab's structure
+    s.fails(s.auth.certificate(unknown_person, "ip"), "names no mailbox")
+
+
+def test_a_structure_with_several_app_mailboxes_needs_the_authzid(credentials, jwks, ca, leaf_key):
+    second = MailboxEntry(address="radio@hopital-demo.mssante.fr", kind=BalKind.APP, structure_id="1130781234")
+    setup = Setup(credentials, jwks, entries=(*ENTRIES, second))
+    server_cert = dev_pki.issue(
+        ca, cn="lab.hopital-demo.mssante.fr", ou="1130781234", org="H", st="S", server=False, key=leaf_key,
+    )
+    setup.fails(setup.auth.certificate(server_cert.cert, "ip"), "several APP mailboxes")
+    assert setup.run(setup.auth.certificate(server_cert.cert, "ip", authzid=second.address)).login == second.address
+
+
 def test_certificate_for_an_org_mailbox_is_refused(s, ca, leaf_key):
     s.fails(s.auth.certificate(mailbox_cert(ca, leaf_key, CARDIO), "ip"), "names no mailbox that can log in")
 
@@ -383,10 +409,10 @@ def test_certificate_email_unknown_falls_back_to_rpps(s, ca, leaf_key):
 def test_certificate_refusals(s, ca, leaf_key):
     unknown_rpps = personal_cert(ca, leaf_key, "819999999999")
     s.fails(s.auth.certificate(unknown_rpps, "ip"), "names no mailbox")
-    structure_only = dev_pki.issue(
-        ca, cn="lab.hopital-demo.mssante.fr", ou="1130781234", org="H", st="S", server=False, key=leaf_key,
+    no_app_there = dev_pki.issue(
+        ca, cn="pharma.hopital-demo.mssante.fr", ou="1130785678", org="H", st="S", server=False, key=leaf_key,
     )
-    s.fails(s.auth.certificate(structure_only.cert, "ip"), "names no mailbox")
+    s.fails(s.auth.certificate(no_app_there.cert, "ip"), "names no mailbox")  # that structure has only an ORG
     server_only = dev_pki.issue(
         ca, cn=MARTIN, ou="1", org="H", st="S", emails=(MARTIN,), client=False, key=leaf_key,
     )

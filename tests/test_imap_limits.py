@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import socket
 import ssl
@@ -100,7 +101,5 @@ def test_imap_refuses_a_login_past_the_per_user_limit_with_no_limit(tmp_path: Pa
             assert clients[2].state == "AUTH"
         finally:
             for client in clients[1:]:
-                try:
+                with contextlib.suppress(imaplib.IMAP4.error, OSError):
                     client.logout()
-                except (imaplib.IMAP4.error, OSError):
-                    pass

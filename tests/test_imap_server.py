@@ -71,6 +71,28 @@ def test_implicit_tls_port_and_plain_authentication_with_initial_response(runnin
         client.logout()
 
 
+def test_external_authentication_with_the_mailbox_certificate(running: RunningOperator) -> None:
+    app = next(m for m in running.manifest["mailboxes"] if m["kind"] == "APP")
+    context = tls_context(running.home, running.manifest)
+    context.load_cert_chain(running.home / app["cert"], running.home / app["key"])
+    client = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"], ssl_context=context)
+    try:
+        assert "AUTH=EXTERNAL" in client.capabilities
+        typ, data = client.authenticate("EXTERNAL", lambda _: b"")
+        assert typ == "OK" and app["address"].encode() in data[0]
+        assert client.select("INBOX")[0] == "OK"
+    finally:
+        client.logout()
+    plain = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"],
+                              ssl_context=tls_context(running.home, running.manifest))
+    try:  # without a client certificate EXTERNAL is neither offered nor accepted
+        assert "AUTH=EXTERNAL" not in plain.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="CANNOT"):
+            plain.authenticate("EXTERNAL", lambda _: b"")
+    finally:
+        plain.logout()
+
+
 def test_a_wrong_password_is_refused_without_saying_why(running: RunningOperator) -> None:
     client = starttls_client(running)
     try:

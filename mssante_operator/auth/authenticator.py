@@ -7,10 +7,11 @@ Rules:
 - An authzid other than the login is accepted only for an ORG mailbox the login is a delegate of
   (the Principal's ``login`` stays the real user; ``authzid`` records what it acts as).
 - A certificate maps, in order, by its email SAN (the mailbox address), else by the RPPS in its
-  subject (the professional's PER mailboxes; several: the authzid chooses, else the first by address).
-  A structure id alone (an APP/ORG server certificate without email SAN) maps to nothing, because the
-  Annuaire has no lookup by structure: such a certificate must carry its APP mailbox's address as an
-  email SAN (the demo kit's do).
+  subject (the professional's PER mailboxes; several: the authzid chooses, else the first by address),
+  else, for a certificate that names neither a mailbox nor a person, by the structure id in its OU to that
+  structure's APP mailbox (IGC-Santé server certificates of a laboratory's software). A structure
+  with several APP mailboxes needs the authzid to say which one; ORG mailboxes are never reached
+  this way (they are opened by their delegates).
 - A bearer token maps its RPPS to the professional's PER mailboxes the same way (``user_hint``, the
   OAUTHBEARER authzid or the XOAUTH2 user, chooses among them or names a delegated ORG mailbox).
 - Every failure is counted by the FailureLimiter and answered after its delay; password attempts on a
@@ -147,6 +148,11 @@ class Authenticator:
                 candidates.append(entry)
         if not candidates and identity.rpps:
             candidates = await self._per_mailboxes(identity.rpps)
+        if not identity.emails and identity.rpps is None and identity.structure_id:
+            candidates = await self._app_mailboxes(identity.structure_id)
+            if len(candidates) > 1 and authzid not in {e.address for e in candidates}:
+                await self._fail(f"certificate {identity.dn} names a structure with several APP mailboxes; "
+                                 "the authorisation identity must say which", "", ip, EXTERNAL)
         if not candidates:
             await self._fail(f"certificate {identity.dn} names no mailbox that can log in", "", ip, EXTERNAL)
         own, authzid = _choose(candidates, authzid)
@@ -172,6 +178,10 @@ class Authenticator:
     async def _per_mailboxes(self, rpps: str) -> list[MailboxEntry]:
         entries = await self.annuaire.by_rpps(rpps)
         return sorted((e for e in entries if e.kind is BalKind.PER), key=lambda e: e.address)
+
+    async def _app_mailboxes(self, structure_id: str) -> list[MailboxEntry]:
+        entries = await self.annuaire.by_structure(structure_id)
+        return sorted((e for e in entries if e.kind is BalKind.APP), key=lambda e: e.address)
 
     async def _principal(self, own: MailboxEntry, mechanism: str, authzid: str, ip: str) -> Principal:
         """Check that ``own`` may log in and may act as ``authzid``; then the Principal."""
