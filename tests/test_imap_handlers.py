@@ -627,8 +627,13 @@ def test_move_sends_copyuid_then_expunges(store: Store) -> None:
         assert untagged == b"* OK [COPYUID %d 4 3] Moved\r\n* 2 EXPUNGE\r\n" % trash.uidvalidity
         assert [m.uid for m in store.folders.messages(trash.id)] == [1, 2, 3]
         assert (await client.do("c MOVE 1 Nowhere"))[1] == b"c NO [TRYCREATE] No such mailbox\r\n"
-        assert (await client.do("d MOVE 1 INBOX"))[1].startswith(b"d NO ")
-        assert client.uids == [1]
+        inbox = store.folders.get(ALICE, "INBOX")
+        assert inbox is not None
+        untagged, tagged = await client.do("d MOVE 1 INBOX")  # into the same folder: a new UID
+        assert untagged == (b"* OK [COPYUID %d 1 5] Moved\r\n* 1 EXPUNGE\r\n* 1 EXISTS\r\n* 1 RECENT\r\n"
+                            % inbox.uidvalidity), untagged
+        assert tagged == b"d OK MOVE completed\r\n"
+        assert client.uids == [5]
 
         reader = Client(store)
         await reader.select(readonly=True)
@@ -785,6 +790,10 @@ def test_append_stores_flags_date_and_summary(store: Store) -> None:
         assert tagged == b"a OK [APPENDUID %d 1] APPEND completed\r\n" % sent.uidvalidity
         [meta] = store.folders.messages(sent.id)
         assert meta.flags == {"\\Seen", "$Sent"} and meta.internaldate == WHEN and meta.size == len(message)
+        await client.do('s SELECT "Sent"')
+        untagged, _ = await client.do("f FETCH 1 INTERNALDATE")
+        assert untagged == b'* 1 FETCH (INTERNALDATE "21-Nov-2026 10:00:00 +0100")\r\n'  # the zone it came with
+        await client.do("u UNSELECT")
         assert store.folders.read(meta.blob_key) == message
         [listed] = store.list_messages(ALICE, "Sent")
         assert (listed.subject, listed.message_id, listed.from_addr) == ("CR 7", "<m7@peer.example>",

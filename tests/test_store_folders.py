@@ -4,7 +4,7 @@ EXPUNGE, \\Recent claims, and the blob files shared by copies."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -117,8 +117,10 @@ def test_flags_change_atomically_with_a_new_modseq(store: Store) -> None:
     assert all(m.flags == {"\\Seen", "$Label1"} for m in changed)
     modseq = changed[0].modseq
     assert modseq > before[1]  # type: ignore[index]
+    highest = store.folders.counters(box)[1]  # type: ignore[index]
     unchanged, _ = store.folders.store_flags(box, [1], FlagMode.ADD, ["\\Seen"])
     assert unchanged == []  # no change, no new MODSEQ for the message
+    assert store.folders.counters(box)[1] == highest  # type: ignore[index]  # nor for the folder
     changed, _ = store.folders.store_flags(box, [1, 2, 3], FlagMode.REMOVE, ["$Label1"])
     assert [m.uid for m in changed] == [1, 2]
     changed, _ = store.folders.store_flags(box, [3], FlagMode.REPLACE, ["\\Flagged"])
@@ -149,6 +151,31 @@ def test_copy_and_move_keep_flags_share_files_and_give_new_uids(store: Store) ->
     assert [m.uid for m in store.folders.messages(inbox)] == [1, 3]
     with pytest.raises(NoSuchFolder):
         store.folders.copy(inbox, [1], 10_000)
+    _, same = store.folders.copy(inbox, [1], inbox, move=True)  # into its own folder: a new UID
+    assert same == [(1, 4)] and [m.uid for m in store.folders.messages(inbox)] == [3, 4]
+
+
+def test_internaldate_keeps_the_zone_it_was_given_in(store: Store) -> None:
+    box, archive = folder_id(store, INBOX), folder_id(store, "Archive")
+    pacific = datetime(1996, 7, 17, 2, 44, 25, tzinfo=timezone(timedelta(hours=-7)))
+    store.folders.append(ALICE, INBOX, message("tz"), [], pacific)
+    store.folders.copy(box, [1], archive)
+    for meta in (store.folders.messages(box)[0], store.folders.messages(archive)[0]):
+        assert meta.internaldate == pacific and meta.internaldate.utcoffset() == timedelta(hours=-7)
+        assert (meta.internaldate.day, meta.internaldate.hour) == (17, 2)
+
+
+def test_a_renamed_special_folder_is_not_created_again_at_login(store: Store) -> None:
+    store.folders.rename(ALICE, "Sent", "Envoyés")
+    store.folders.delete(ALICE, "Junk")
+    store.folders.create(ALICE, "Junk")  # a plain folder of that name: it becomes the \Junk folder
+    store.folders.ensure_account(ALICE)
+    folders = {f.name: f.special_use for f in store.folders.list(ALICE)}
+    assert folders["Envoyés"] == "\\Sent" and "Sent" not in folders
+    assert folders["Junk"] == "\\Junk"
+    store.folders.delete(ALICE, "Trash")
+    store.folders.ensure_account(ALICE)  # a deleted special folder comes back
+    assert store.folders.get(ALICE, "Trash").special_use == "\\Trash"  # type: ignore[union-attr]
 
 
 def test_expunge_removes_deleted_messages_and_their_unshared_files(store: Store) -> None:

@@ -10,9 +10,10 @@ Message files are shared by copies; a file is removed once no row points at it, 
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
@@ -104,8 +105,25 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
+@functools.cache
+def _zone(offset_minutes: int) -> timezone:
+    return timezone(timedelta(minutes=offset_minutes))
+
+
+def _internaldate(row: Any) -> datetime:
+    """The stored instant in the zone it was given in (APPEND's date-time), UTC otherwise."""
+    offset = row.internaldate_offset
+    return row.internaldate.astimezone(_zone(offset)) if offset else row.internaldate
+
+
+def zone_offset(when: datetime) -> int:
+    """Minutes east of UTC of an aware datetime (what ``internaldate_offset`` stores)."""
+    offset = when.utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
 def _meta(row: Any) -> MessageMeta:
-    return MessageMeta(row.uid, row.modseq, frozenset(row.flags.split()), row.internaldate, row.size, row.key)
+    return MessageMeta(row.uid, row.modseq, frozenset(row.flags.split()), _internaldate(row), row.size, row.key)
 
 
 def _folder(row: Any) -> Folder:
@@ -114,7 +132,8 @@ def _folder(row: Any) -> Folder:
 
 _FOLDER_COLUMNS = (Mailbox.id, Mailbox.name, Mailbox.uidvalidity, Mailbox.uidnext, Mailbox.highestmodseq,
                    Mailbox.special_use)
-_META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.size, Blob.key)
+_META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.internaldate_offset,
+                 Message.size, Blob.key)
 
 
 class Folders:
@@ -136,15 +155,24 @@ class Folders:
             account_id = self._store.account_id(conn, address, create=True)
             assert account_id is not None
             for name, use in self._missing_default_folders(conn, account_id) or ():
-                self._insert_folder(conn, account_id, name, use)
+                if self._get(conn, address, name) is None:
+                    self._insert_folder(conn, account_id, name, use)
+                else:  # a plain folder of that name (made by the user) becomes the special one
+                    conn.execute(update(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == name,
+                                                       Mailbox.special_use.is_(None)).values(special_use=use))
 
     @staticmethod
     def _missing_default_folders(conn: Connection, account_id: int | None) -> list[tuple[str, str | None]] | None:
-        """The default folders an account lacks; None when the account itself does not exist."""
+        """The default folders an account lacks; None when the account itself does not exist.
+
+        A special-use folder counts as there whatever its name: a user who renamed Sent to
+        "Envoyés" keeps it, and no second Sent appears at the next login."""
         if account_id is None:
             return None
-        existing = set(conn.scalars(select(Mailbox.name).where(Mailbox.account_id == account_id)))
-        return [(name, use) for name, use in ((INBOX, None), *SPECIAL_FOLDERS) if name not in existing]
+        rows = conn.execute(select(Mailbox.name, Mailbox.special_use).where(Mailbox.account_id == account_id)).all()
+        names, uses = {row.name for row in rows}, {row.special_use for row in rows}
+        missing: list[tuple[str, str | None]] = [] if INBOX in names else [(INBOX, None)]
+        return missing + [(name, use) for name, use in SPECIAL_FOLDERS if use not in uses]
 
     def _insert_folder(self, conn: Connection, account_id: int, name: str, special_use: str | None) -> None:
         conn.execute(insert(Mailbox).values(
@@ -342,7 +370,7 @@ class Folders:
         changed_rows: list[tuple[int, str]] = []
         failed: list[int] = []
         with self._store.writing() as conn:
-            modseq = self._bump_modseq(conn, folder_id)
+            self._lock_folder(conn, folder_id)
             rows = conn.execute(select(Message.id, Message.uid, Message.modseq, Message.flags).where(
                 Message.mailbox_id == folder_id, Message.uid.in_(list(uids))))
             for row in rows.all():
@@ -354,6 +382,9 @@ class Folders:
                     else current - wanted
                 if new != current:
                     changed_rows.append((row.id, flags_text(new)))
+            if not changed_rows:  # RFC 7162 3.2: a STORE that changes nothing leaves every MODSEQ alone
+                return [], sorted(failed)
+            modseq = self._bump_modseq(conn, folder_id)
             for message_id, text in changed_rows:
                 conn.execute(update(Message).where(Message.id == message_id).values(flags=text, modseq=modseq))
             changed = self._metas(conn, [message_id for message_id, _ in changed_rows])
@@ -372,7 +403,8 @@ class Folders:
                 first_uid, modseq = self._allocate(conn, folder.id, 1)
                 conn.execute(insert(Message).values(
                     mailbox_id=folder.id, uid=first_uid, modseq=modseq, flags=flags_text(flags),
-                    internaldate=internaldate, size=len(message.raw), blob_id=blob_id,
+                    internaldate=internaldate, internaldate_offset=zone_offset(internaldate),
+                    size=len(message.raw), blob_id=blob_id,
                     message_id=message.message_id, dedup_key=None, from_addr=message.from_addr,
                     subject=message.subject, authentication_results=message.authentication_results,
                     received_at=message.received_at,
@@ -384,10 +416,11 @@ class Folders:
 
     def copy(self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
              ) -> tuple[int, list[tuple[int, int]]]:
-        """COPY (or MOVE) messages, in UID order; returns the target's UIDVALIDITY and (old, new) UIDs."""
+        """COPY (or MOVE) messages, in UID order; returns the target's UIDVALIDITY and (old, new) UIDs.
+
+        A MOVE into the folder the messages are in is allowed (RFC 6851 does not forbid it): they get
+        new UIDs, as with COPY then EXPUNGE."""
         with self._store.writing() as conn:
-            if folder_id == target_id and move:
-                raise FolderError("cannot move messages into the mailbox they are in")
             rows = conn.execute(select(Message.__table__).where(Message.mailbox_id == folder_id,
                                                       Message.uid.in_(list(uids))).order_by(Message.uid)).all()
             target = conn.execute(select(Mailbox.uidvalidity).where(Mailbox.id == target_id)).one_or_none()
@@ -399,7 +432,8 @@ class Folders:
                 for offset, row in enumerate(rows):
                     conn.execute(insert(Message).values(
                         mailbox_id=target_id, uid=first_uid + offset, modseq=modseq, flags=row.flags,
-                        internaldate=row.internaldate, size=row.size, blob_id=row.blob_id,
+                        internaldate=row.internaldate, internaldate_offset=row.internaldate_offset,
+                        size=row.size, blob_id=row.blob_id,
                         message_id=row.message_id, dedup_key=None, from_addr=row.from_addr,
                         subject=row.subject, authentication_results=row.authentication_results,
                         received_at=row.received_at,
@@ -427,6 +461,14 @@ class Folders:
         return sorted(row.uid for row in doomed)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_folder(conn: Connection, folder_id: int) -> None:
+        """Take the folder's row lock before reading what a change depends on (PostgreSQL; SQLite's
+        write transaction is already exclusive)."""
+        found = conn.execute(select(Mailbox.id).where(Mailbox.id == folder_id).with_for_update()).scalar_one_or_none()
+        if found is None:
+            raise NoSuchFolder("no such mailbox")
 
     def _bump_modseq(self, conn: Connection, folder_id: int) -> int:
         """A new MODSEQ for this folder; the UPDATE also takes the folder's row lock (PostgreSQL)."""

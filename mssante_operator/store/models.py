@@ -150,6 +150,7 @@ class Message(Base):
     # Space-separated IMAP flags; updates happen under the mailbox row lock (MODSEQ bump), so atomic.
     flags: Mapped[str] = mapped_column(Text, default="")
     internaldate: Mapped[datetime] = mapped_column(UTCDateTime())
+    internaldate_offset: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # minutes east of UTC
     size: Mapped[int] = mapped_column(BigInteger)
     blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"), index=True)
     message_id: Mapped[str | None] = mapped_column(Text)

@@ -233,11 +233,9 @@ async def _copy(session: Session, command: Copy | Move, move: bool) -> Reply:
         return failure
     if code is None:  # all expunged meanwhile
         return ok(f"{name} completed: no messages")
-    if move:
-        return ok("MOVE completed")
-    if target.id == view.folder.id:
-        await session.refresh(expunges_allowed=command.uid)  # the copies: EXISTS
-    return ok("COPY completed", code)
+    if target.id == view.folder.id:  # the new copies: EXISTS now (a MOVE has already sent its EXPUNGEs)
+        await session.refresh(expunges_allowed=move or command.uid)
+    return ok("MOVE completed") if move else ok("COPY completed", code)
 
 
 @handles(Copy, SELECTED_ONLY)
