@@ -20,7 +20,7 @@ from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
 from ..connection_limits import KeyedCounter
 from ..store import Store
-from ..store.folders import DELIMITER, INBOX, Folder, canonical_name
+from ..store.folders import DELIMITER, INBOX, Folder, NoSuchFolder, canonical_name
 from . import wire
 from .commands import Command
 from .selected import SelectedFolder, Updates
@@ -166,13 +166,30 @@ class Session:
 
     async def execute(self, command: Command) -> Reply:
         """Run one command in the current state; unknown or misplaced commands get BAD."""
-        entry = _HANDLERS.get(type(command))
+        # A subclass shares its parent's handler unless it has its own (EXAMINE is a read-only SELECT).
+        entry = next((_HANDLERS[cls] for cls in type(command).__mro__ if cls in _HANDLERS), None)
         if entry is None:
             return bad(f"{command.name} is not supported")
         handler, states = entry
         if self.state not in states:
             return bad(f"{command.name} is not allowed in the {self.state.value} state")
-        return await handler(self, command)
+        try:
+            return await handler(self, command)
+        except Exception as exc:  # the connection goes on whatever one command met
+            if self.state is State.SELECTED and await self._selected_folder_is_gone():
+                # RFC 2180 3: another session deleted the selected folder. Say so and leave the
+                # selected state; [CLOSED] (RFC 7162 3.2.11) tells the client no folder is selected.
+                await self.unselect()
+                await self.untagged("OK [CLOSED] the selected mailbox no longer exists")
+                return no("the selected mailbox was deleted by another session", "NONEXISTENT")
+            if isinstance(exc, NoSuchFolder):
+                return no("no such mailbox", "NONEXISTENT")
+            log.exception("imap %s failed user=%s", command.name, self.principal.login if self.principal else "-")
+            return no(f"{command.name} failed on our side; try again later", "SERVERBUG")
+
+    async def _selected_folder_is_gone(self) -> bool:
+        view = self.selected
+        return view is not None and await self.run(self.ctx.store.folders.get_by_id, view.folder.id) is None
 
     # -- mailbox names -----------------------------------------------------------------------
 

@@ -85,9 +85,11 @@ class FolderStatus:
 
 
 def canonical_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 3501 5.1); a trailing delimiter names the same folder."""
+    """INBOX is case-insensitive (RFC 3501 5.1), also as the parent in ``inbox/child``; a trailing
+    delimiter names the same folder."""
     name = name.rstrip(DELIMITER) if name != DELIMITER else name
-    return INBOX if name.upper() == INBOX else name
+    head, sep, rest = name.partition(DELIMITER)
+    return INBOX + sep + rest if head.upper() == INBOX else name
 
 
 def check_name(name: str) -> str:
@@ -254,7 +256,7 @@ class Folders:
                 raise NoSuchFolder("no such mailbox")
             if new == INBOX or self._get(conn, address, new) is not None:
                 raise FolderExists("the new name already exists")
-            if new.startswith(old + DELIMITER):
+            if new.startswith(old + DELIMITER) and old != INBOX:  # INBOX's inferiors stay where they are
                 raise FolderError("a mailbox cannot be moved into itself")
             if old == INBOX:
                 self._insert_folder(conn, account_id, new, None)

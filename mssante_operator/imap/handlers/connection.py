@@ -55,7 +55,8 @@ async def identify(session: Session, command: Id) -> Reply:
 
 @handles(Enable, LOGGED_IN)
 async def enable(session: Session, command: Enable) -> Reply:
-    newly = [c.upper() for c in command.capabilities if c.upper() == "CONDSTORE" and "CONDSTORE" not in session.enabled]
+    asked = dict.fromkeys(c.upper() for c in command.capabilities)  # each once, in the client's order
+    newly = [c for c in asked if c == "CONDSTORE" and c not in session.enabled]
     await session.untagged("ENABLED" + "".join(f" {c}" for c in newly))
     if newly:
         await enable_condstore(session)
@@ -85,8 +86,8 @@ async def _attempt(session: Session, login: object) -> Reply:
     """Await a login coroutine and turn its outcome into the tagged reply."""
     try:
         principal = await login  # type: ignore[misc]
-    except AuthenticationFailed as exc:
-        return no(str(exc), "AUTHENTICATIONFAILED")
+    except AuthenticationFailed as exc:  # the reason is logged, never told: it would reveal which accounts exist
+        return no(exc.client_message, "AUTHENTICATIONFAILED")
     except (AnnuaireUnavailable, TemporaryFailure) as exc:
         log.warning("login could not be checked now: %s", exc)
         return no("the directory cannot be reached now; try again later", "UNAVAILABLE")

@@ -27,7 +27,11 @@ class Listed:
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A LIST pattern as a regex: ``*`` matches anything, ``%`` anything but the delimiter."""
+    """A LIST pattern as a regex: ``*`` matches anything, ``%`` anything but the delimiter; a
+    leading ``inbox`` in any case names INBOX (RFC 3501 5.1)."""
+    head, sep, rest = pattern.partition(DELIMITER)
+    if head.upper() == INBOX:
+        pattern = INBOX + sep + rest
     parts = []
     for char in pattern:
         if char == "*":
@@ -37,12 +41,6 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(char))
     return re.compile("".join(parts), re.DOTALL)
-
-
-def name_matches(regex: re.Pattern[str], name: str) -> bool:
-    if name == INBOX or name.upper() == INBOX:
-        return bool(regex.fullmatch(INBOX) or regex.fullmatch(name))
-    return bool(regex.fullmatch(name))
 
 
 def _quoted_name(name: str) -> bytes:
@@ -185,7 +183,7 @@ async def list_(session: Session, command: List) -> Reply:
     regexes = [pattern_regex(command.reference + p) for p in command.patterns]
     special_only = "SPECIAL-USE" in command.selection_options
     for entry in await _visible_folders(session):
-        if not any(name_matches(r, entry.name) for r in regexes):
+        if not any(r.fullmatch(entry.name) for r in regexes):
             continue
         if special_only and not any(a in SPECIAL_USES for a in entry.attributes):
             continue
@@ -197,12 +195,24 @@ async def list_(session: Session, command: List) -> Reply:
 @handles(Lsub, LOGGED_IN)
 async def lsub(session: Session, command: Lsub) -> Reply:
     assert session.principal is not None
-    regex = pattern_regex(command.reference + command.pattern)
+    pattern = command.reference + command.pattern
+    regex = pattern_regex(pattern)
     visible = {entry.name for entry in await _visible_folders(session)}
-    for name in sorted(await session.run(session.ctx.store.folders.subscriptions, session.principal.login)):
-        if name_matches(regex, name):
-            attributes = "" if name in visible else "\\Noselect"
-            await session.untagged(f"LSUB ({attributes}) \"{DELIMITER}\" ".encode() + _quoted_name(name))
+    subscribed = await session.run(session.ctx.store.folders.subscriptions, session.principal.login)
+    answer: dict[str, str] = {}
+    for name in subscribed:
+        if regex.fullmatch(name):
+            answer[name] = "" if name in visible else "\\Noselect"
+        elif "%" in pattern:
+            # RFC 3501 6.3.9: with "%", the unsubscribed parent of a subscribed name that "%" stops
+            # short of is returned, marked \Noselect.
+            parts = name.split(DELIMITER)
+            for depth in range(1, len(parts)):
+                parent = DELIMITER.join(parts[:depth])
+                if parent not in subscribed and regex.fullmatch(parent):
+                    answer.setdefault(parent, "\\Noselect")
+    for name, attributes in sorted(answer.items()):
+        await session.untagged(f"LSUB ({attributes}) \"{DELIMITER}\" ".encode() + _quoted_name(name))
     return ok("LSUB completed")
 
 
