@@ -407,7 +407,8 @@ def test_store_modes_and_their_fetch_responses(store: Store) -> None:
         client = Client(store)
         await client.select()
         untagged, tagged = await client.do("a STORE 1:2 +FLAGS (\\Flagged $Urgent)")
-        assert untagged == (b"* 1 FETCH (FLAGS ($Urgent \\Flagged \\Seen \\Recent))\r\n"
+        assert untagged == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)\r\n"  # a new keyword
+                            b"* 1 FETCH (FLAGS ($Urgent \\Flagged \\Seen \\Recent))\r\n"
                             b"* 2 FETCH (FLAGS ($Urgent \\Flagged \\Seen \\Recent))\r\n")
         assert tagged == b"a OK STORE completed\r\n"
         untagged, _ = await client.do("b STORE 2 -FLAGS (\\Seen $Urgent)")

@@ -1076,3 +1076,12 @@ def test_body_text_of_a_simple_message_and_of_bad_base64():
     assert MessageStructure.parse(b"Subject: x\r\n\r\nhello").body_text() == "hello"
     raw = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nw6k*!\r\n="
     assert MessageStructure.parse(raw).body_text() == "é"
+
+
+def test_addresses_for_search_drop_comments_and_groups_and_decode_names():
+    raw = (b"From: <user-from (comment)@ (comment) domain.org>\r\n"
+           b"To: =?utf-8?q?Dupont=2C_J=C3=A9r=C3=B4me?= <jd@labo.fr>, Equipe: a@b.fr, c@d.fr;\r\n\r\nbody\r\n")
+    structure = MessageStructure.parse(raw)
+    assert structure.addresses("from") == ["<user-from@domain.org>"]
+    assert structure.addresses("To") == ["Dupont, Jérôme <jd@labo.fr>", "<a@b.fr>", "<c@d.fr>"]
+    assert structure.addresses("cc") == []

@@ -21,6 +21,9 @@ _ATOM = re.compile(r"[!#$&'+-\[^-z|}~]+")
 
 # --------------------------------------------------------------------------- fetch items
 
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+"""The flags of RFC 3501 2.3.2 a client may set (\\Recent is the server's)."""
+
 
 @dataclass(frozen=True)
 class FetchAttribute:

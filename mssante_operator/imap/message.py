@@ -833,6 +833,21 @@ class MessageStructure:
 
     # -- SEARCH --
 
+    def addresses(self, name: str) -> list[str]:
+        """Every address of every ``name`` field, as ``Name <mailbox@host>`` (name RFC 2047 decoded):
+        what SEARCH FROM/TO/CC/BCC look in, the envelope's view without comments or routes."""
+        name = name.lower()
+        found: list[str] = []
+        for field in self._root.fields:
+            if field.name != name:
+                continue
+            for display, _route, mailbox, host in parse_addresses(field.text()):
+                if mailbox is None or host is None:
+                    continue  # group markers
+                address = f"<{mailbox}@{host}>"
+                found.append(f"{decode_words(display)} {address}" if display else address)
+        return found
+
     def header_values(self, name: str) -> list[str]:
         """The values of every ``name`` field of the message header, unfolded and RFC 2047 decoded."""
         name = name.lower()

@@ -68,7 +68,7 @@ def matches(key: SearchKey, message: Candidate) -> bool:
         case Not(inner):
             return not matches(inner, message)
         case FlagKey(name, present):
-            has = message.recent if name == RECENT else name in message.meta.flags
+            has = message.recent if name == RECENT else _has_flag(message.meta.flags, name)
             return has == present
         case SequenceKey(uid, sequence_set):
             if uid:
@@ -125,12 +125,19 @@ def _fold(text: str) -> str:
     return text.casefold()
 
 
+_ADDRESS_KEYS = frozenset({"from", "to", "cc", "bcc"})
+
+
 def _header_contains(structure: MessageStructure, name: str, value: str) -> bool:
+    """HEADER and FROM/TO/CC/BCC: a substring of the decoded field, or, for the address keys, of an
+    address of the envelope field (RFC 3501 6.4.4), which a comment in the header would hide."""
     values = structure.header_values(name)
     if not values:
         return False
     needle = _fold(value)
-    return any(needle in _fold(v) for v in values)
+    if any(needle in _fold(v) for v in values):
+        return True
+    return name.lower() in _ADDRESS_KEYS and any(needle in _fold(a) for a in structure.addresses(name))
 
 
 def _text_contains(structure: MessageStructure, value: str, body_only: bool) -> bool:
@@ -140,3 +147,11 @@ def _text_contains(structure: MessageStructure, value: str, body_only: bool) -> 
     if body_only:
         return False
     return needle in _fold(structure.header_bytes().decode("utf-8", "replace"))
+
+
+def _has_flag(flags: frozenset[str], name: str) -> bool:
+    """Flags are atoms: KEYWORD foo finds FOO (RFC 3501 9 note 1)."""
+    if name in flags:
+        return True
+    lowered = name.lower()
+    return any(flag.lower() == lowered for flag in flags)

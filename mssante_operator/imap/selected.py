@@ -11,9 +11,11 @@ otherwise misread the numbers it just sent.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..store.folders import Folder, MessageMeta
+from .commands import SYSTEM_FLAGS
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Updates:
     and messages whose flags changed (sequence number, meta)."""
 
     expunged: list[int] = field(default_factory=list)
+    new_keywords: bool = False  # a keyword the client has not been told of: send FLAGS first
     exists: int | None = None
     recent: int | None = None
     flags: list[tuple[int, MessageMeta]] = field(default_factory=list)
@@ -41,6 +44,24 @@ class SelectedFolder:
         self.uidnext = folder.uidnext
         self.highestmodseq = folder.highestmodseq
         self._pending_expunges: set[int] = set()
+        self._keywords: dict[str, str] = {}  # lower case -> as first seen: what FLAGS has announced
+        self.learn_keywords(metas)
+
+    @property
+    def flags(self) -> list[str]:
+        """The FLAGS response's list: the system flags, then every keyword announced so far."""
+        return [*SYSTEM_FLAGS, *sorted(self._keywords.values())]
+
+    def learn_keywords(self, metas: Iterable[MessageMeta]) -> bool:
+        """Add the keywords these messages carry; True when one is new (RFC 3501 7.2.6: the client
+        must get a FLAGS response naming a keyword before a FETCH that shows it)."""
+        new = False
+        for meta in metas:
+            for flag in meta.flags:
+                if not flag.startswith("\\") and flag.lower() not in self._keywords:
+                    self._keywords[flag.lower()] = flag
+                    new = True
+        return new
 
     @property
     def has_pending_expunges(self) -> bool:
@@ -75,7 +96,7 @@ class SelectedFolder:
         ``current_uids``: every UID in the folder now; ``changed``: metas with a MODSEQ above the
         view's; ``new_recent_from``: first UID this session claimed as \\Recent, if it claimed any.
         """
-        updates = Updates()
+        updates = Updates(new_keywords=self.learn_keywords(changed))
         present = set(current_uids)
         self._pending_expunges |= {uid for uid in self.uids if uid not in present}
         if expunges_allowed and self._pending_expunges:

@@ -276,7 +276,14 @@ class Session:
                              highestmodseq=highestmodseq)
         await self.send_updates(updates)
 
+    async def announce_flags(self) -> None:
+        """The FLAGS response: the flags and keywords of the selected folder (RFC 3501 7.2.6)."""
+        if self.selected is not None:
+            await self.untagged("FLAGS (" + " ".join(self.selected.flags) + ")")
+
     async def send_updates(self, updates: Updates) -> None:
+        if updates.new_keywords:
+            await self.announce_flags()
         for seq in updates.expunged:
             await self.untagged(f"{seq} EXPUNGE")
         if updates.exists is not None:

@@ -107,6 +107,24 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
+def changed_flags(current: set[str], mode: FlagMode, wanted: Iterable[str]) -> set[str]:
+    """A message's flags after a STORE. Flags are atoms, compared without regard to case (RFC 3501
+    9 note 1, as Dovecot and Cyrus do): ``+FLAGS (FOO)`` on a message with ``foo`` changes nothing,
+    ``-FLAGS (FOO)`` removes it; a message never holds one keyword twice in two spellings."""
+    held = {flag.lower() for flag in current}
+    if mode is FlagMode.REMOVE:
+        gone = {flag.lower() for flag in wanted}
+        return {flag for flag in current if flag.lower() not in gone}
+    result = set(current) if mode is FlagMode.ADD else set()
+    if mode is FlagMode.REPLACE:
+        held = set()
+    for flag in wanted:
+        if flag.lower() not in held:
+            held.add(flag.lower())
+            result.add(flag)
+    return result
+
+
 @functools.cache
 def _zone(offset_minutes: int) -> timezone:
     return timezone(timedelta(minutes=offset_minutes))
@@ -368,7 +386,7 @@ class Folders:
     ) -> tuple[list[MessageMeta], list[int]]:
         """Change flags atomically; returns (messages changed, with their new MODSEQ) and the UIDs that
         failed an UNCHANGEDSINCE test (RFC 7162 3.2). Messages whose flags do not change keep their MODSEQ."""
-        wanted = set(flags)
+        wanted = list(flags)
         changed_rows: list[tuple[int, str]] = []
         failed: list[int] = []
         with self._store.writing() as conn:
@@ -380,8 +398,7 @@ class Folders:
                     failed.append(row.uid)
                     continue
                 current = set(row.flags.split())
-                new = wanted if mode is FlagMode.REPLACE else current | wanted if mode is FlagMode.ADD \
-                    else current - wanted
+                new = changed_flags(current, mode, wanted)
                 if new != current:
                     changed_rows.append((row.id, flags_text(new)))
             if not changed_rows:  # RFC 7162 3.2: a STORE that changes nothing leaves every MODSEQ alone
@@ -404,7 +421,8 @@ class Folders:
                 blob_id = self._insert_blob(conn, blob)
                 first_uid, modseq = self._allocate(conn, folder.id, 1)
                 conn.execute(insert(Message).values(
-                    mailbox_id=folder.id, uid=first_uid, modseq=modseq, flags=flags_text(flags),
+                    mailbox_id=folder.id, uid=first_uid, modseq=modseq,
+                    flags=flags_text(changed_flags(set(), FlagMode.REPLACE, flags)),
                     internaldate=internaldate, internaldate_offset=zone_offset(internaldate),
                     size=len(message.raw), blob_id=blob_id,
                     message_id=message.message_id, dedup_key=None, from_addr=message.from_addr,

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 from ...store.folders import DELIMITER, INBOX, SPECIAL_USES, Folder, FolderError, FolderExists, NoSuchFolder
 from .. import utf7, wire
-from ..commands import Create, Delete, List, Lsub, Rename, Select, Status, Subscribe, Unsubscribe
+from ..commands import SYSTEM_FLAGS, Create, Delete, List, Lsub, Rename, Select, Status, Subscribe, Unsubscribe
 from ..session import LOGGED_IN, SHARED_PREFIX, MailboxRef, Reply, Session, bad, handles, no, ok
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ async def select(session: Session, command: Select) -> Reply:
     view = await session.select(folder, command.readonly, command.condstore)
     if command.condstore:
         session.enabled.add("CONDSTORE")
-    await session.untagged("FLAGS (" + " ".join(SYSTEM_FLAGS) + ")")
+    await session.announce_flags()
     permanent = "" if view.readonly else " ".join(SYSTEM_FLAGS) + " \\*"
     await session.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags the client may set")
     await session.untagged(f"{view.exists} EXISTS")

@@ -93,6 +93,8 @@ async def store(session: Session, command: StoreCommand) -> Reply:
         done, refused = await session.run(session.ctx.store.folders.store_flags, view.folder.id, batch,
                                           _FLAG_MODES[command.mode], command.flags, command.unchanged_since)
         remember(view, done)
+        if view.learn_keywords(done):
+            await session.announce_flags()
         changed += done
         failed += refused
     condstore = condstore_active(session)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
 
+from ..commands import SYSTEM_FLAGS
 from ..sequence import MAX_NUMBER, SequenceSet
 from ..utf7 import decode_mailbox
 from .errors import ParseError
@@ -48,7 +49,7 @@ _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "
 _MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, start=1)}
 """English month names, not ``calendar.month_abbr``, which follows the process locale."""
 
-_SYSTEM_FLAGS = {f.upper(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
+_SYSTEM_FLAGS = {f.upper(): f for f in SYSTEM_FLAGS}
 SPECIAL_USES = {u.upper(): u for u in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")}
 
 
