@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import RunningOperator, make_kit, running_operator
 from postgres import PostgresCluster, fresh_database, postgres_cluster
 
 
@@ -30,3 +31,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with fresh_database(request.getfixturevalue("pg_cluster")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
+    """One operator on a fresh demo kit for the whole module (a module may define its own)."""
+    home = tmp_path_factory.mktemp("kit") / "home"
+    manifest = make_kit(home)
+    with running_operator(home, manifest) as operator:
+        yield operator

@@ -26,7 +26,8 @@ from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import create_kit
 from mssante_operator.trust_space.dkim import sign_message
 
-DOCTOR = "dr.martin@hopital-demo.mssante.fr"
+OPERATOR_DOMAIN = "hopital-demo.mssante.fr"
+DOCTOR = f"dr.martin@{OPERATOR_DOMAIN}"
 
 
 def make_kit(home: Path, *, store_url: str | None = None, **overrides: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +59,17 @@ class RunningOperator:
 
     def port(self, name: str = "mta") -> int:
         return int(self.manifest["listeners"][name]["port"])
+
+    def mailbox(self, who: str) -> dict[str, Any]:
+        """A demo mailbox's manifest entry (address, kind, password, cert, key) by address or local part."""
+        address = who if "@" in who else f"{who}@{OPERATOR_DOMAIN}"
+        return next(m for m in self.manifest["mailboxes"] if m["address"] == address)
+
+    def tls_context(self, *, check_hostname: bool = False) -> ssl.SSLContext:
+        """A client context trusting only the kit's CA (the server certificate names 127.0.0.1 and localhost)."""
+        context = ssl.create_default_context(cafile=str(self.home / self.manifest["trust_ca"]))
+        context.check_hostname = check_hostname
+        return context
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from harness import RunningOperator, make_kit, running_operator
+from harness import RunningOperator
 
 DOMAIN = "hopital-demo.mssante.fr"
 USER = "paul.durand"
@@ -90,9 +89,8 @@ class Imap:
     """One client connection on the implicit-TLS port, reading responses with their literals inlined."""
 
     def __init__(self, running: RunningOperator, user: str | None) -> None:
-        context = ssl.create_default_context(cafile=str(running.home / running.manifest["trust_ca"]))
-        context.check_hostname = False
-        address = ("127.0.0.1", int(running.manifest["listeners"]["imaps"]["port"]))
+        context = running.tls_context()
+        address = ("127.0.0.1", running.port("imaps"))
         self.sock = context.wrap_socket(socket.create_connection(address, timeout=TIMEOUT))
         self.buffer = b""
         self.counter = itertools.count(1)
@@ -174,7 +172,7 @@ class Imap:
 
 
 def account(running: RunningOperator, local: str) -> dict[str, Any]:
-    return next(m for m in running.manifest["mailboxes"] if m["address"] == f"{local}@{DOMAIN}")
+    return running.mailbox(local)
 
 
 def address_of(running: RunningOperator, local: str) -> str:
@@ -239,14 +237,6 @@ class Sessions:
 
 
 _MAILBOX_NUMBERS = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    home = tmp_path_factory.mktemp("imap-compliance") / "kit"
-    manifest = make_kit(home)
-    with running_operator(home, manifest) as operator:
-        yield operator
 
 
 @pytest.fixture(scope="module")

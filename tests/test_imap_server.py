@@ -5,38 +5,21 @@ from __future__ import annotations
 import base64
 import imaplib
 import socket
-import ssl
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RunningOperator, make_kit, running_operator
+from harness import RunningOperator
 
 DOMAIN = "hopital-demo.mssante.fr"
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    home = tmp_path_factory.mktemp("imap") / "kit"
-    manifest = make_kit(home)
-    with running_operator(home, manifest) as running:
-        yield running
-
-
 def mailbox(running: RunningOperator, local: str) -> dict[str, Any]:
-    return next(m for m in running.manifest["mailboxes"] if m["address"] == f"{local}@{DOMAIN}")
-
-
-def tls_context(home: Path, manifest: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
-    context.check_hostname = False
-    return context
+    return running.mailbox(local)
 
 
 def starttls_client(running: RunningOperator) -> imaplib.IMAP4:
     client = imaplib.IMAP4("127.0.0.1", running.manifest["listeners"]["imap"]["port"])
-    client.starttls(ssl_context=tls_context(running.home, running.manifest))
+    client.starttls(ssl_context=running.tls_context(check_hostname=True))
     return client
 
 
@@ -54,7 +37,7 @@ def test_login_is_disabled_until_starttls(running: RunningOperator) -> None:
         account = mailbox(running, "dr.martin")
         with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
             client.login(account["address"], account["password"])
-        client.starttls(ssl_context=tls_context(running.home, running.manifest))
+        client.starttls(ssl_context=running.tls_context(check_hostname=True))
         assert "AUTH=PLAIN" in client.capabilities and "LOGINDISABLED" not in client.capabilities
     finally:
         client.logout()
@@ -62,7 +45,7 @@ def test_login_is_disabled_until_starttls(running: RunningOperator) -> None:
 
 def test_implicit_tls_port_and_plain_authentication_with_initial_response(running: RunningOperator) -> None:
     client = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"],
-                               ssl_context=tls_context(running.home, running.manifest))
+                               ssl_context=running.tls_context(check_hostname=True))
     account = mailbox(running, "dr.martin")
     try:
         typ, _data = client.authenticate("PLAIN", lambda _: f"\0{account['address']}\0{account['password']}".encode())
@@ -73,7 +56,7 @@ def test_implicit_tls_port_and_plain_authentication_with_initial_response(runnin
 
 def test_external_authentication_with_the_mailbox_certificate(running: RunningOperator) -> None:
     app = next(m for m in running.manifest["mailboxes"] if m["kind"] == "APP")
-    context = tls_context(running.home, running.manifest)
+    context = running.tls_context(check_hostname=True)
     context.load_cert_chain(running.home / app["cert"], running.home / app["key"])
     client = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"], ssl_context=context)
     try:
@@ -84,7 +67,7 @@ def test_external_authentication_with_the_mailbox_certificate(running: RunningOp
     finally:
         client.logout()
     plain = imaplib.IMAP4_SSL("127.0.0.1", running.manifest["listeners"]["imaps"]["port"],
-                              ssl_context=tls_context(running.home, running.manifest))
+                              ssl_context=running.tls_context(check_hostname=True))
     try:  # without a client certificate EXTERNAL is neither offered nor accepted
         assert "AUTH=EXTERNAL" not in plain.capabilities
         with pytest.raises(imaplib.IMAP4.error, match="CANNOT"):
@@ -192,7 +175,7 @@ def test_select_reports_the_folder_state(running: RunningOperator) -> None:
 
 def raw_exchange(running: RunningOperator, lines: list[bytes]) -> bytes:
     """Send lines (the last one a LOGOUT) on the implicit-TLS port; everything the server said."""
-    context = tls_context(running.home, running.manifest)
+    context = running.tls_context(check_hostname=False)
     address = ("127.0.0.1", running.manifest["listeners"]["imaps"]["port"])
     with socket.create_connection(address, timeout=10) as raw, context.wrap_socket(raw) as conn:
         received = conn.recv(4096)
