@@ -337,13 +337,13 @@ def test_fetch_by_number_holds_expunges_back_uid_fetch_sends_them(store: Store) 
         await other.do("x STORE 1 +FLAGS.SILENT (\\Deleted)")
         await other.do("y EXPUNGE")
 
-        untagged, tagged = await client.do("a FETCH 1:* (UID)")
+        untagged, tagged = await client.do("a FETCH 1:* (UID)")  # the view still knows the UID
         assert b"EXPUNGE" not in untagged
         assert untagged.endswith(b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\n")
-        # Its content is gone with it: the others are returned, then NO (RFC 2180 4.1.2).
+        # Its data is gone: the others are returned, then NO [EXPUNGEISSUED] (RFC 2180 4.1.2, RFC 5530).
         untagged, tagged = await client.do("b FETCH 1:2 (BODY.PEEK[TEXT])")
         assert untagged == b"* 2 FETCH (BODY[TEXT] {16}\r\ncompte rendu 1\r\n)\r\n"
-        assert tagged.startswith(b"b NO ")
+        assert tagged.startswith(b"b NO [EXPUNGEISSUED] ")
 
         untagged, _ = await client.do("c UID FETCH 1:* (UID)")
         assert untagged == b"* 1 EXPUNGE\r\n* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\n"

@@ -230,3 +230,20 @@ def test_smtp_deliveries_still_dedup_but_imap_copies_do_not(store: Store) -> Non
     assert len(store.folders.messages(inbox)) == 1
     store.folders.copy(inbox, [1], inbox)  # COPY into the same folder: a second copy
     assert len(store.folders.messages(inbox)) == 2
+
+
+def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: Store) -> None:
+    box = folder_id(store, INBOX)
+    for n in range(40):
+        store.folders.append(ALICE, INBOX, message(f"m{n}"), ["\\Seen"] if n < 5 else ["$Urgent"] if n == 7 else [],
+                             WHEN)
+    store.folders.store_flags(box, [8], FlagMode.ADD, ["$urgent", "Dossier"])
+    dense = store.folders.metas(box, list(range(3, 30)))
+    assert sorted(dense) == list(range(3, 30))
+    scattered = store.folders.metas(box, [1, 20, 40, 41])  # 41 does not exist: absent, not an error
+    assert sorted(scattered) == [1, 20, 40] and scattered[1].flags == {"\\Seen"}
+    assert store.folders.first_unseen(box) == 6
+    assert store.folders.keywords(box) == {"$Urgent", "Dossier"}  # $urgent is the same keyword
+    assert store.folders.message_count(box) == 40 and len(store.folders.uids(box)) == 40
+    first = store.folders.claim_recent(box)
+    assert first == 1 and store.folders.claim_recent(box) == 41  # nothing new: nothing claimed

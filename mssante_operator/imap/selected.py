@@ -11,7 +11,8 @@ otherwise misread the numbers it just sent.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..store.folders import Folder, MessageMeta
@@ -31,42 +32,69 @@ class Updates:
 
 
 class SelectedFolder:
-    """One session's view of one folder."""
+    """One session's view of one folder: its UIDs in sequence order, not the messages themselves.
 
-    def __init__(self, folder: Folder, readonly: bool, metas: list[MessageMeta], first_recent_uid: int,
-                 *, condstore: bool = False) -> None:
+    Metas (flags, sizes, dates) are read from the store by each command for the messages it names,
+    so a SELECT of a 30,000-message folder costs a list of integers (8 bytes each) and an idle
+    session holds almost nothing.
+    """
+
+    def __init__(self, folder: Folder, readonly: bool, uids: Iterable[int], first_recent_uid: int, *,
+                 condstore: bool = False, keywords: Iterable[str] = ()) -> None:
         self.folder = folder
         self.readonly = readonly
         self.condstore = condstore
-        self.uids: list[int] = [m.uid for m in metas]
-        self.metas: dict[int, MessageMeta] = {m.uid: m for m in metas}
-        self.recent: set[int] = {m.uid for m in metas if m.uid >= first_recent_uid}
+        self.uids = array("q", uids)
+        self.recent: set[int] = {uid for uid in self.uids[bisect.bisect_left(self.uids, first_recent_uid):]}
         self.uidnext = folder.uidnext
         self.highestmodseq = folder.highestmodseq
         self._pending_expunges: set[int] = set()
+        self._own: dict[int, int] = {}  # our own flag changes not yet seen by a refresh: UID -> MODSEQ
         self._keywords: dict[str, str] = {}  # lower case -> as first seen: what FLAGS has announced
-        self.learn_keywords(metas)
+        self._learn(keywords)
 
     @property
     def flags(self) -> list[str]:
         """The FLAGS response's list: the system flags, then every keyword announced so far."""
         return [*SYSTEM_FLAGS, *sorted(self._keywords.values())]
 
+    def _learn(self, flags: Iterable[str]) -> bool:
+        new = False
+        for flag in flags:
+            if not flag.startswith("\\") and flag.lower() not in self._keywords:
+                self._keywords[flag.lower()] = flag
+                new = True
+        return new
+
     def learn_keywords(self, metas: Iterable[MessageMeta]) -> bool:
         """Add the keywords these messages carry; True when one is new (RFC 3501 7.2.6: the client
         must get a FLAGS response naming a keyword before a FETCH that shows it)."""
-        new = False
+        return self._learn(flag for meta in metas for flag in meta.flags)
+
+    def remember(self, metas: Iterable[MessageMeta]) -> None:
+        """Our own flag changes, already reported to the client: the next refresh must not repeat them."""
         for meta in metas:
-            for flag in meta.flags:
-                if not flag.startswith("\\") and flag.lower() not in self._keywords:
-                    self._keywords[flag.lower()] = flag
-                    new = True
-        return new
+            self._own[meta.uid] = meta.modseq
+
+    def forget(self, uids: Iterable[int]) -> list[int]:
+        """Drop expunged messages; returns their sequence numbers, highest first (the EXPUNGE order)."""
+        gone = set(uids)
+        seqs = sorted((seq for uid in gone if (seq := self.seq_of(uid)) is not None), reverse=True)
+        for seq in seqs:
+            del self.uids[seq - 1]
+        self.recent -= gone
+        self._pending_expunges -= gone
+        return seqs
 
     @property
     def has_pending_expunges(self) -> bool:
         """Expunges seen in the store but not yet announced (held back during FETCH/STORE/SEARCH)."""
         return bool(self._pending_expunges)
+
+    def count_after(self, changed: Iterable[MessageMeta]) -> int:
+        """How many messages the folder holds if, besides these changes, nothing new was expunged."""
+        max_uid = self.max_uid
+        return self.exists - len(self._pending_expunges) + sum(1 for meta in changed if meta.uid > max_uid)
 
     @property
     def exists(self) -> int:
@@ -83,46 +111,33 @@ class SelectedFolder:
     def uid_of(self, seq: int) -> int:
         return self.uids[seq - 1]
 
-    def first_unseen(self) -> int | None:
-        for seq, uid in enumerate(self.uids, start=1):
-            if "\\Seen" not in self.metas[uid].flags:
-                return seq
-        return None
-
-    def apply(self, current_uids: list[int], changed: list[MessageMeta], *, expunges_allowed: bool,
+    def apply(self, current_uids: Sequence[int] | None, changed: list[MessageMeta], *, expunges_allowed: bool,
               new_recent_from: int | None = None, highestmodseq: int | None = None) -> Updates:
         """Bring the view up to date with the store and say what to announce.
 
-        ``current_uids``: every UID in the folder now; ``changed``: metas with a MODSEQ above the
-        view's; ``new_recent_from``: first UID this session claimed as \\Recent, if it claimed any.
+        ``current_uids``: every UID in the folder now, or None when the caller knows nothing was
+        expunged; ``changed``: metas with a MODSEQ above the view's; ``new_recent_from``: first UID
+        this session claimed as \\Recent, if it claimed any.
         """
         updates = Updates(new_keywords=self.learn_keywords(changed))
-        present = set(current_uids)
-        self._pending_expunges |= {uid for uid in self.uids if uid not in present}
+        if current_uids is not None:
+            present = set(current_uids)
+            self._pending_expunges |= {uid for uid in self.uids if uid not in present}
         if expunges_allowed and self._pending_expunges:
             # Announce from the highest sequence number down: each EXPUNGE shifts only later numbers.
-            for uid in sorted(self._pending_expunges, reverse=True):
-                seq = self.seq_of(uid)
-                if seq is not None:
-                    updates.expunged.append(seq)
-                    del self.uids[seq - 1]
-                    self.metas.pop(uid, None)
-                    self.recent.discard(uid)
-            self._pending_expunges.clear()
-        known = set(self.uids)
-        new = sorted((m for m in changed if m.uid not in known and m.uid > self.max_uid), key=lambda m: m.uid)
+            updates.expunged = self.forget(self._pending_expunges)
+        max_uid = self.max_uid
+        new = sorted((m for m in changed if m.uid > max_uid), key=lambda m: m.uid)
         for meta in sorted(changed, key=lambda m: m.uid):
-            if meta.uid in known and meta.uid not in self._pending_expunges:
-                if self.metas[meta.uid].flags != meta.flags or (self.condstore and meta.modseq !=
-                                                                 self.metas[meta.uid].modseq):
-                    seq = self.seq_of(meta.uid)
-                    if seq is not None:
-                        updates.flags.append((seq, meta))
-                self.metas[meta.uid] = meta
+            if meta.uid > max_uid or meta.uid in self._pending_expunges or self._own.get(meta.uid) == meta.modseq:
+                continue
+            seq = self.seq_of(meta.uid)
+            if seq is not None:
+                updates.flags.append((seq, meta))
+        self._own.clear()
         if new:
             for meta in new:
                 self.uids.append(meta.uid)
-                self.metas[meta.uid] = meta
                 if new_recent_from is not None and meta.uid >= new_recent_from:
                     self.recent.add(meta.uid)
             updates.exists = self.exists

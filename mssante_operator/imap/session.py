@@ -227,8 +227,9 @@ class Session:
         # its HIGHESTMODSEQ, never below it where the next refresh would not look.
         fresh = await self.run(store.get_by_id, folder.id) or folder
         first_recent = fresh.uidnext if readonly else await self.run(store.claim_recent, folder.id)
-        metas = await self.run(store.messages, folder.id)
-        self.selected = SelectedFolder(fresh, readonly, metas, first_recent, condstore=condstore)
+        uids = await self.run(store.uids, folder.id)
+        keywords = await self.run(store.keywords, folder.id)
+        self.selected = SelectedFolder(fresh, readonly, uids, first_recent, condstore=condstore, keywords=keywords)
         self.watch = self.ctx.watcher.watch(folder.id)
         self.state = State.SELECTED
         return self.selected
@@ -267,8 +268,10 @@ class Session:
         if uidnext == view.uidnext and highestmodseq == view.highestmodseq and not (
                 expunges_allowed and view.has_pending_expunges):
             return
-        current = await self.run(store.uids, view.folder.id)
         changed = await self.run(store.changed_since, view.folder.id, view.highestmodseq)
+        # The full UID list is read only when the count says something was expunged.
+        current = None if await self.run(store.message_count, view.folder.id) == view.count_after(changed) else \
+            await self.run(store.uids, view.folder.id)
         new_recent = None
         if uidnext > view.uidnext and not view.readonly:
             new_recent = await self.run(store.claim_recent, view.folder.id)

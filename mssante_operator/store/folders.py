@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ class Folder:
     special_use: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageMeta:
     """What a session keeps per message: enough for FLAGS, UID, MODSEQ, INTERNALDATE, RFC822.SIZE."""
 
@@ -123,6 +123,20 @@ def changed_flags(current: set[str], mode: FlagMode, wanted: Iterable[str]) -> s
             held.add(flag.lower())
             result.add(flag)
     return result
+
+
+def _runs(uids: Sequence[int], dense: int = 4, in_list: int = 500) -> Iterator[tuple[int, int, list[int]]]:
+    """Ascending ``uids`` as queries: (low, high, []) for a UID range when the UIDs are dense (the range
+    spans at most ``dense`` times as many UIDs as wanted), else (0, 0, uids) IN lists of ``in_list``."""
+    if uids[-1] - uids[0] < dense * len(uids):
+        yield uids[0], uids[-1], []
+        return
+    for start in range(0, len(uids), in_list):
+        chunk = uids[start : start + in_list]
+        if chunk[-1] - chunk[0] < dense * len(chunk):
+            yield chunk[0], chunk[-1], []
+        else:
+            yield 0, 0, list(chunk)
 
 
 @functools.cache
@@ -332,9 +346,45 @@ class Folders:
             return [_meta(row) for row in conn.execute(query)]
 
     def uids(self, folder_id: int) -> list[int]:
+        """Every UID of a folder, ascending: a session's view at SELECT (its metas are read per command)."""
         with self._store.reading() as conn:
-            return list(conn.scalars(select(Message.uid).where(Message.mailbox_id == folder_id)
-                                     .order_by(Message.uid)))
+            return [row[0] for row in conn.execute(select(Message.uid).where(Message.mailbox_id == folder_id)
+                                                   .order_by(Message.uid))]
+
+    def metas(self, folder_id: int, uids: Sequence[int]) -> dict[int, MessageMeta]:
+        """The metas of these messages (ascending UIDs), by UID; an expunged one is simply absent.
+
+        Dense runs are read as UID ranges, scattered UIDs in IN lists, so a FETCH 1:* costs one scan
+        and a FETCH of a few messages in a big folder costs a few index lookups."""
+        found: dict[int, MessageMeta] = {}
+        if not uids:
+            return found
+        wanted = set(uids)
+        base = select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id).where(Message.mailbox_id == folder_id)
+        with self._store.reading() as conn:
+            for low, high, scattered in _runs(uids):
+                query = base.where(Message.uid.in_(scattered)) if scattered else \
+                    base.where(Message.uid >= low, Message.uid <= high)
+                for row in conn.execute(query):
+                    if row.uid in wanted:
+                        found[row.uid] = _meta(row)
+        return found
+
+    def first_unseen(self, folder_id: int) -> int | None:
+        """The lowest UID without \\Seen (SELECT's UNSEEN), found by the database."""
+        with self._store.reading() as conn:
+            return conn.scalar(select(func.min(Message.uid)).where(
+                Message.mailbox_id == folder_id, ~Message.flags.contains("\\Seen", autoescape=True)))
+
+    def keywords(self, folder_id: int) -> set[str]:
+        """The keywords in use in a folder (SELECT's FLAGS): the distinct flag strings are few."""
+        with self._store.reading() as conn:
+            texts = conn.scalars(select(Message.flags).where(Message.mailbox_id == folder_id).distinct())
+            return {flag for text in texts for flag in text.split() if not flag.startswith("\\")}
+
+    def message_count(self, folder_id: int) -> int:
+        with self._store.reading() as conn:
+            return int(conn.scalar(select(func.count(Message.id)).where(Message.mailbox_id == folder_id)) or 0)
 
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """(uidnext, highestmodseq) of several folders in one query (the change poller's question)."""
@@ -375,6 +425,10 @@ class Folders:
     def claim_recent(self, folder_id: int) -> int:
         """Take the \\Recent messages for this session: returns the first UID that is \\Recent for it
         (every UID from there to the UIDNEXT seen now); no other session will get them."""
+        with self._store.reading() as conn:  # the usual case, nothing new: no write lock taken
+            row = conn.execute(select(Mailbox.recent_uid, Mailbox.uidnext).where(Mailbox.id == folder_id)).one()
+            if row.recent_uid >= row.uidnext:
+                return int(row.recent_uid)
         with self._store.writing() as conn:
             row = conn.execute(select(Mailbox.recent_uid, Mailbox.uidnext).where(Mailbox.id == folder_id)).one()
             conn.execute(update(Mailbox).where(Mailbox.id == folder_id).values(recent_uid=row.uidnext))

@@ -83,13 +83,6 @@ async def enable_condstore(session: Session) -> None:
         await session.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] Highest")
 
 
-def remember(view: SelectedFolder, metas: list[MessageMeta]) -> None:
-    """Record our own flag changes in the view, so that the next refresh does not announce them again."""
-    for meta in metas:
-        if meta.uid in view.metas:
-            view.metas[meta.uid] = meta
-
-
 def safe_literal(data: bytes) -> bytes:
     """``data`` as an IMAP literal; NUL, which IMAP4rev1 literals cannot carry, is sent as 0x80."""
     if b"\0" in data:
@@ -180,17 +173,25 @@ async def fetch(session: Session, command: Fetch) -> Reply:
     await session.refresh(expunges_allowed=command.uid)
     view = session.selected
     assert view is not None
-    uids = selected_uids(view, command.sequence_set, command.uid)
+    folders = session.ctx.store.folders
+    requested = selected_uids(view, command.sequence_set, command.uid)
+    metas: dict[int, MessageMeta] = {}
+    for batch in batches(requested):
+        metas.update(await session.run(folders.metas, view.folder.id, batch))
+    # A message the view still numbers but another session expunged (the EXPUNGE waits for a command
+    # that may carry it) has no data left but its UID (RFC 2180 4.1.2: the rest, then NO).
+    uid_only = set(items) <= {FetchAttribute("UID")}
+    uids = requested
     if command.changed_since is not None:
-        uids = [uid for uid in uids if view.metas[uid].modseq > command.changed_since]
+        uids = [uid for uid in uids if uid in metas and metas[uid].modseq > command.changed_since]
 
     seen_now: set[int] = set()
     if not view.readonly and any(_sets_seen(item) for item in items):
-        unseen = [uid for uid in uids if SEEN not in view.metas[uid].flags]
+        unseen = [uid for uid in uids if uid in metas and SEEN not in metas[uid].flags]
         for batch in batches(unseen):
-            changed, _ = await session.run(session.ctx.store.folders.store_flags, view.folder.id, batch,
-                                           FlagMode.ADD, [SEEN])
-            remember(view, changed)
+            changed, _ = await session.run(folders.store_flags, view.folder.id, batch, FlagMode.ADD, [SEEN])
+            view.remember(changed)
+            metas.update((meta.uid, meta) for meta in changed)
             seen_now.update(meta.uid for meta in changed)
 
     # RFC 3501 6.4.5: FLAGS goes with a message whose \Seen this FETCH set; RFC 7162 3.2.4: so do UID
@@ -208,7 +209,13 @@ async def fetch(session: Session, command: Fetch) -> Reply:
         seq = view.seq_of(uid)
         if seq is None:
             continue
-        meta = view.metas[uid]
+        meta = metas.get(uid)
+        if meta is None:
+            if uid_only:
+                await session.untagged(b"%d FETCH (UID %d)" % (seq, uid))
+            else:
+                missing += 1
+            continue
         structure = None
         if content:
             structure = await _load(session, meta)
@@ -225,5 +232,5 @@ async def fetch(session: Session, command: Fetch) -> Reply:
         await _send(session, pieces)
     if missing:
         # RFC 2180 4.1.2: the data of a message expunged meanwhile cannot be returned.
-        return no("Some of the requested messages no longer exist")
+        return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return ok("FETCH completed")

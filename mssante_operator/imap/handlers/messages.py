@@ -45,11 +45,11 @@ from .fetch import (
     condstore_active,
     enable_condstore,
     out_of_range,
-    remember,
     selected_uids,
 )
 
 READ_ONLY = "The mailbox is read-only"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLAG_MODES = {StoreMode.REPLACE: FlagMode.REPLACE, StoreMode.ADD: FlagMode.ADD, StoreMode.REMOVE: FlagMode.REMOVE}
 
 
@@ -58,16 +58,8 @@ async def announce_expunged(session: Session, uids: Iterable[int]) -> None:
     (an EXPUNGE renumbers only the messages after it, so every number sent is right when sent)."""
     view = session.selected
     assert view is not None
-    gone = set(uids)
-    seqs = sorted((seq for uid in gone if (seq := view.seq_of(uid)) is not None), reverse=True)
-    if not seqs:
-        return
-    for seq in seqs:
+    for seq in view.forget(uids):
         await session.untagged(f"{seq} EXPUNGE")
-    view.uids = [uid for uid in view.uids if uid not in gone]
-    for uid in gone:
-        view.metas.pop(uid, None)
-        view.recent.discard(uid)
 
 
 # --------------------------------------------------------------------------- STORE
@@ -92,23 +84,28 @@ async def store(session: Session, command: StoreCommand) -> Reply:
     for batch in batches(uids):
         done, refused = await session.run(session.ctx.store.folders.store_flags, view.folder.id, batch,
                                           _FLAG_MODES[command.mode], command.flags, command.unchanged_since)
-        remember(view, done)
+        view.remember(done)
         if view.learn_keywords(done):
             await session.announce_flags()
         changed += done
         failed += refused
     condstore = condstore_active(session)
-    changed_uids = {meta.uid for meta in changed}
+    metas = {meta.uid: meta for meta in changed}
+    changed_uids = set(metas)
     failed_uids = set(failed)
+    if not command.silent:  # the flags of the messages this STORE left as they were, to echo them too
+        unchanged = [uid for uid in uids if uid not in metas and uid not in failed_uids]
+        for batch in batches(unchanged):
+            metas.update(await session.run(session.ctx.store.folders.metas, view.folder.id, batch))
     for uid in uids:
         seq = view.seq_of(uid)
         if seq is None or uid in failed_uids:
             continue
         # RFC 3501 6.4.6: the new flags of every message, as if fetched, unless .SILENT; RFC 7162 3.2:
         # with CONDSTORE, the new MODSEQ of every changed message, even with .SILENT.
-        if command.silent and not (condstore and uid in changed_uids):
+        meta = metas.get(uid)
+        if meta is None or (command.silent and not (condstore and uid in changed_uids)):
             continue
-        meta = view.metas[uid]
         items: list[object] = []
         if command.uid or condstore:
             items += [wire.Atom("UID"), uid]
@@ -141,12 +138,18 @@ def _mentions_modseq(key: SearchKey) -> bool:
 
 def _loader(folders: Folders, blob_key: str) -> Callable[[], MessageStructure]:
     def load() -> MessageStructure:
+        if not blob_key:  # a ghost: expunged by another session
+            return MessageStructure.parse(b"")
         try:
             return MessageStructure.parse(folders.read(blob_key))
         except OSError:  # expunged meanwhile: an empty message matches no text key
             return MessageStructure.parse(b"")
 
     return load
+
+
+def _ghost(uid: int) -> MessageMeta:
+    return MessageMeta(uid=uid, modseq=0, flags=frozenset(), internaldate=_EPOCH, size=0, blob_key="")
 
 
 def _evaluate(key: SearchKey, candidates: list[Candidate]) -> list[Candidate]:
@@ -163,9 +166,13 @@ async def search(session: Session, command: Search) -> Reply:
     await session.refresh(expunges_allowed=command.uid)  # RFC 3501 7.4.1: none during a SEARCH by number
     folders = session.ctx.store.folders
     exists, max_uid = view.exists, view.max_uid
+    metas = await session.run(folders.metas, view.folder.id, view.uids)
+    # A message expunged by another session but still numbered in this view is searched as an
+    # empty message without flags: ALL and sequence sets still count it, as the client expects.
     candidates = [
-        Candidate(seq, view.metas[uid], uid in view.recent, exists, max_uid, _loader(folders, view.metas[uid].blob_key))
+        Candidate(seq, meta, uid in view.recent, exists, max_uid, _loader(folders, meta.blob_key))
         for seq, uid in enumerate(view.uids, start=1)
+        for meta in (metas.get(uid) or _ghost(uid),)
     ]
     if needs_content(command.key):
         found = await session.run(_evaluate, command.key, candidates)
