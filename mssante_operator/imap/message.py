@@ -304,11 +304,12 @@ _Match = tuple[int, int, bool]  # (start of the boundary line, index in the boun
 
 
 @lru_cache(maxsize=512)
-def _boundary_pattern(boundaries: tuple[bytes, ...]) -> re.Pattern[bytes]:
+def _boundary_pattern(boundaries: tuple[bytes, ...], *, after_newline: bool) -> re.Pattern[bytes]:
     # Longest first: the regex alternation takes the first that matches, and the longest boundary
-    # matching a line is the one it belongs to.
+    # matching a line is the one it belongs to. A search for "\n--" is about nine times faster than
+    # one for "^--" in MULTILINE mode (re tries "^" at every position).
     ordered = sorted(set(boundaries), key=len, reverse=True)
-    return re.compile(rb"^--(" + b"|".join(re.escape(b) for b in ordered) + rb")", re.M)
+    return re.compile((rb"\n--(" if after_newline else rb"--(") + b"|".join(re.escape(b) for b in ordered) + rb")")
 
 
 class _Parser:
@@ -319,14 +320,18 @@ class _Parser:
     def next_boundary(self, pos: int, stack: tuple[bytes, ...]) -> _Match | None:
         if not stack:
             return None
-        match = _boundary_pattern(stack).search(self.raw, pos)
-        if match is None:
-            return None
+        match = _boundary_pattern(stack, after_newline=False).match(self.raw, 0) if pos == 0 else None
+        start = 0
+        if match is None:  # a boundary line starts after a newline (found from pos - 1: one may start at pos)
+            match = _boundary_pattern(stack, after_newline=True).search(self.raw, max(pos - 1, 0))
+            if match is None:
+                return None
+            start = match.start() + 1
         found = match.group(1)
         index = len(stack) - 1
         while stack[index] != found:  # the innermost multipart using that boundary
             index -= 1
-        return match.start(), index, self.raw.startswith(b"--", match.end())
+        return start, index, self.raw.startswith(b"--", match.end())
 
     def line_break_before(self, pos: int, floor: int) -> int:
         """Where a part's body ends when a boundary line starts at ``pos``: before its line break."""
