@@ -23,12 +23,13 @@ client over TLS (benchmarks/imap_client.py) so that timings are the server's, no
     .venv/bin/python benchmarks/imap.py [--clients 20] [--mailboxes 20] [--messages 300] [--size 50000]
         [--duration 60] [--capacity-duration 20] [--idle 1000] [--scale 300,3000,30000]
         [--skip-mixed] [--skip-capacity] [--skip-scale] [--skip-idle] [--workers N] [--starttls]
-        [--pyspy PREFIX] [--keep DIR]
+        [--no-login-cache] [--pyspy PREFIX] [--keep DIR]
     .venv/bin/python benchmarks/imap.py --quick     a smoke run of every part in about a minute
 
 config.toml gets [imap] max_connections, max_connections_per_ip and max_connections_per_user high
 enough for every benchmark client (all on 127.0.0.1, the IDLE clients sharing the benchmark mailboxes;
-the limits count per worker), and [server] workers with --workers; the changes are printed.
+the limits count per worker), and [server] workers with --workers; the changes are printed. With
+--no-login-cache it gets [auth] cache_ttl = "0": every LOGIN pays a full argon2 verification.
 
 With --pyspy PREFIX (or BENCH_PYSPY=PREFIX) each part is recorded by py-spy (every worker) into
 PREFIX-<part>.txt (raw, collapsed stacks) and the top functions are printed.
@@ -66,7 +67,6 @@ from typing import Any, TypeVar
 
 import psutil
 import tomli_w
-from argon2 import PasswordHasher
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imap_client import ImapClient, ImapError, Response  # noqa: E402
 
 from mssante_operator.annuaire.base import BalKind, MailboxEntry  # noqa: E402
+from mssante_operator.auth.passwords import password_hasher  # noqa: E402
 from mssante_operator.config import load_settings  # noqa: E402
 from mssante_operator.demo_kit import ANNUAIRE_FILE, CREDENTIALS_FILE, create_kit  # noqa: E402
 from mssante_operator.smtp.headers import summarise  # noqa: E402
@@ -175,7 +176,7 @@ def add_accounts(home: Path, accounts: list[Account]) -> None:
         annuaire["entries"].append(entry.to_json())
     annuaire_path.write_text(json.dumps(annuaire, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
-    hasher = PasswordHasher()  # argon2 releases the GIL: hash on every core
+    hasher = password_hasher()  # what the product writes; argon2 releases the GIL: hash on every core
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         hashes = list(pool.map(lambda a: hasher.hash(a.password), accounts))
     credentials_path = home / CREDENTIALS_FILE
@@ -194,6 +195,8 @@ def configure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if args.workers:
         changes["server"] = {"workers": args.workers}
+    if args.no_login_cache:
+        changes["auth"] = {"cache_ttl": "0"}
     clients = args.idle + 2 * max(args.clients, args.mailboxes) + 50
     imap = config.get("imap", {})
     limits = {"max_connections": max(imap.get("max_connections", 5000), clients),
@@ -892,6 +895,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--workers", type=int, default=0, help="[server] workers (0: the kit's default, one per CPU)")
     parser.add_argument("--starttls", action="store_true", help="the STARTTLS port instead of implicit TLS")
+    parser.add_argument("--no-login-cache", action="store_true",
+                        help="[auth] cache_ttl = \"0\": every LOGIN verifies argon2 (the cold rate)")
     parser.add_argument("--pyspy", default=os.environ.get("BENCH_PYSPY"), help="record each part with py-spy")
     parser.add_argument("--keep", type=Path, help="build the kit in this folder and keep it")
     args = parser.parse_args()

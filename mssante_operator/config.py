@@ -108,6 +108,7 @@ class AuthSettings(_Section):
     token_audience: str = ""
     token_jwks: str = ""  # a file path (relative to HOME) or an https URL
     token_rpps_claim: str = "SubjectNameID"  # noqa: S105 - a claim name, not a secret
+    cache_ttl: Duration = Field(default=300.0, ge=0.0)  # verified logins remembered this long; "0": no cache
 
 
 class TlsSettings(_Section):

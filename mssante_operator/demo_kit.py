@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from argon2 import PasswordHasher
 
 from .annuaire.base import BalKind, MailboxEntry
+from .auth.passwords import password_hasher
 from .config import CONFIG_FILE, LimitsSettings
 from .trust_space import dev_pki
 from .trust_space.dev_pki import Authority, Issued
@@ -309,7 +309,7 @@ def _listed(party: Party, issued: Issued) -> ListedDomain:
 
 def _write_mailboxes(home: Path, ca: Authority) -> list[dict[str, Any]]:
     """A client certificate and a password per mailbox: hashes to credentials.json, clear to demo.json."""
-    hasher = PasswordHasher()
+    hasher = password_hasher()
     credentials: dict[str, str] = {}
     manifest: list[dict[str, Any]] = []
     for entry in MAILBOXES:
