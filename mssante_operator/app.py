@@ -20,7 +20,7 @@ from .connection_limits import ConnectionLimiter, KeyedCounter
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
-from .listening import Acceptor, WorkerLoad, bind_listener
+from .listening import MTA_LISTENERS, Acceptor, WorkerLoad, bind_listener, configured_listeners
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
 from .smtp.server import GuardedSMTP
@@ -30,6 +30,9 @@ from .trust_space.space import TrustSpace
 from .trust_space.tls import server_context
 
 log = logging.getLogger(__name__)
+
+# At shutdown, IMAP sessions get this long to finish the command they are running once told BYE.
+IMAP_SHUTDOWN_GRACE = 10.0
 
 
 def dkim_key_source(settings: Settings) -> KeySource:
@@ -52,27 +55,16 @@ def check_start_up(settings: Settings) -> None:
     open_annuaire(settings)
 
 
-MTA_LISTENERS = ("mta", "mtas")
-IMAP_LISTENERS = ("imap", "imaps")
-
-
-def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
-    """The listeners HOME/config.toml enables, by contract name."""
-    names = MTA_LISTENERS + IMAP_LISTENERS
-    return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
-
-
-def bind_listeners(settings: Settings) -> dict[str, socket.socket]:
-    """Bind every configured port (a supervisor does it once, before starting its workers)."""
-    bound: dict[str, socket.socket] = {}
+def prepare_store(settings: Settings) -> None:
+    """Schema migrations and orphan clean-up, done once before any worker starts."""
+    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
     try:
-        for name, listener in configured_listeners(settings).items():
-            bound[name] = bind_listener(listener.host, listener.port)
-    except OSError:
-        for sock in bound.values():
-            sock.close()
-        raise
-    return bound
+        store.migrate()
+        removed = store.collect_orphan_blobs()
+        if removed:
+            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+    finally:
+        store.close()
 
 
 class Operator:
@@ -100,6 +92,8 @@ class Operator:
         self._refresher: asyncio.Task[None] | None = None
         self._imap_limiter: ConnectionLimiter | None = None
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
+        self._imap_sessions: dict[ImapConnection, asyncio.Task[None]] = {}  # open ones, told BYE at stop()
+        self._stopping = False
         self.mta_context = MtaContext(
             hostname=settings.operator.hostname,
             local_domains=settings.operator.local_domains,
@@ -119,8 +113,8 @@ class Operator:
             remote = auth.token_jwks.startswith("https://")
             jwks = auth.token_jwks if remote else self.settings.path(Path(auth.token_jwks))
             tokens = TokenValidator(auth.token_issuer, auth.token_audience, jwks, rpps_claim=auth.token_rpps_claim)
-        return Authenticator(self.annuaire, CredentialStore(self.settings.path(auth.credentials)), tokens,
-                             FailureLimiter())
+        credentials = CredentialStore(self.settings.path(auth.credentials), cache_ttl=auth.cache_ttl)
+        return Authenticator(self.annuaire, credentials, tokens, FailureLimiter())
 
     async def _start_imap(self, name: str, listener: ListenerSettings) -> None:
         context = _server_tls(self.settings)
@@ -136,8 +130,20 @@ class Operator:
                             autologout=imap.autologout, idle_timeout=imap.idle_timeout)
 
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await ImapConnection(ctx, reader, writer, tls_context=None if implicit else context, limits=limits,
-                                 limiter=limiter).serve()
+            connection = ImapConnection(ctx, reader, writer, tls_context=None if implicit else context,
+                                        limits=limits, limiter=limiter)
+            task = asyncio.current_task()
+            assert task is not None
+            self._imap_sessions[connection] = task
+            try:
+                await connection.serve()
+            except asyncio.CancelledError:
+                # stop() cancels a session still running IMAP_SHUTDOWN_GRACE after its BYE: it ends here,
+                # quietly (StreamReaderProtocol's done-callback would log the cancellation as an error).
+                if not self._stopping:
+                    raise
+            finally:
+                self._imap_sessions.pop(connection, None)
 
         def factory() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=imap.max_line + 1024), connected)
@@ -199,17 +205,35 @@ class Operator:
             self.reload()
 
     async def stop(self) -> None:
-        """Stop accepting, finish commits in progress, close the store."""
+        """Stop accepting, say BYE to IMAP clients, finish commits in progress, close the store."""
+        self._stopping = True
         if self._refresher is not None:
             self._refresher.cancel()
         for acceptor in self._acceptors:
             acceptor.close()
+        await self._close_imap_sessions()
         await self.delivery.close()
         await self.watcher.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
         self.store.close()
         log.info("operator stopped" if self._inherited is None else "worker stopped")
+
+    async def _close_imap_sessions(self) -> None:
+        """BYE and close every IMAP connection, then wait for their sessions to end (before the store closes).
+
+        Left to asyncio.run(), the sessions would be cancelled: cut without BYE, an error logged for each.
+        """
+        sessions = dict(self._imap_sessions)
+        if not sessions:
+            return
+        log.info("closing %d IMAP connections", len(sessions))
+        await asyncio.gather(*(connection.shutdown() for connection in sessions), return_exceptions=True)
+        _, running = await asyncio.wait(sessions.values(), timeout=IMAP_SHUTDOWN_GRACE)
+        for task in running:  # a command still running on a closed connection: nobody is left to answer
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=5)
 
     async def serve_forever(self, *, prepare_store: bool = True) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the trust space."""

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
@@ -68,24 +68,27 @@ def init(home: Path, force: bool) -> None:
 @main.command()
 @HOME_OPTION
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one worker of a supervisor.")
+@click.option("--prepare", is_flag=True, hidden=True, help="Check the start-up files, migrate the store, exit.")
 @click.pass_context
-def serve(ctx: click.Context, home: Path, worker: bool) -> None:
+def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
     """Run every service of HOME/config.toml in the foreground until SIGTERM or SIGINT.
 
     With [server] workers > 1 (0: one per CPU), a supervisor runs that many worker processes
     sharing the ports (bound once by the supervisor); SIGHUP reloads the liste blanche and the CRLs.
     """
-    from .app import Operator, bind_listeners, check_start_up
-    from .listening import WorkerLoad, inherited_listeners
-    from .workers import Supervisor, prepare_store
-
     settings = _settings(home)
     count = settings.server.worker_count
+    if count > 1 and not worker and not prepare:
+        _supervise(settings, home, count, ctx.obj["log_level"])
+    # Only now the application: the supervisor above never imports it (see workers.py).
+    from .app import Operator, check_start_up, prepare_store
+    from .listening import WorkerLoad, inherited_listeners
+
     try:
-        if count > 1 and not worker:
+        if prepare:
             check_start_up(settings)  # fail here, once, on a bad certificate or liste blanche
             prepare_store(settings)
-            sys.exit(Supervisor(home.resolve(), count, ctx.obj["log_level"], bind_listeners(settings)).run())
+            return
         if worker:
             operator = Operator(settings, inherited=inherited_listeners(), load=WorkerLoad.inherited())
         else:
@@ -93,6 +96,20 @@ def serve(ctx: click.Context, home: Path, worker: bool) -> None:
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
     asyncio.run(operator.serve_forever(prepare_store=not worker))
+
+
+def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> NoReturn:
+    """The supervisor of ``count`` workers; exits with its status."""
+    from .listening import bind_listeners
+    from .workers import Supervisor, prepare_in_child
+
+    status = prepare_in_child(home.resolve(), log_level)  # the child has said why on stderr
+    if status:
+        sys.exit(status)
+    try:
+        sys.exit(Supervisor(home.resolve(), count, log_level, bind_listeners(settings)).run())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot start: {exc}") from exc
 
 
 @main.group()

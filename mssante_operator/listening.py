@@ -22,6 +22,10 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import ListenerSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,29 @@ def bind_listener(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+MTA_LISTENERS = ("mta", "mtas")
+IMAP_LISTENERS = ("imap", "imaps")
+
+
+def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
+    """The listeners HOME/config.toml enables, by contract name."""
+    names = MTA_LISTENERS + IMAP_LISTENERS
+    return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
+
+
+def bind_listeners(settings: Settings) -> dict[str, socket.socket]:
+    """Bind every configured port (a supervisor does it once, before starting its workers)."""
+    bound: dict[str, socket.socket] = {}
+    try:
+        for name, listener in configured_listeners(settings).items():
+            bound[name] = bind_listener(listener.host, listener.port)
+    except OSError:
+        for sock in bound.values():
+            sock.close()
+        raise
+    return bound
 
 
 def export_listeners(sockets: Mapping[str, socket.socket]) -> tuple[dict[str, str], tuple[int, ...]]:
@@ -116,6 +143,34 @@ class WorkerLoad:
         return any(n < mine for i, n in enumerate(self._counters) if i != self.slot)
 
 
+# Each TLS connection of asyncio has its own read buffer, allocated (and zero-filled, so resident) when
+# the connection starts and kept until it ends: Python 3.11's asyncio.sslproto.SSLProtocol sizes it by its
+# class attribute ``max_size``, 256 KiB, and uses the same size for each read of decrypted data. An IDLE
+# client costs its server that whole buffer for hours. There is no public API for it, so we lower the class
+# attribute, which changes every TLS connection of the process: implicit TLS (connect_accepted_socket),
+# IMAP STARTTLS (StreamWriter.start_tls) and aiosmtpd's STARTTLS all build an SSLProtocol. 32 KiB still
+# holds two full TLS records (16 KiB of plaintext each); a larger message (a 50 MB APPEND) just takes more
+# reads, the event loop reading the socket again on its next turn while data is waiting. If another
+# Python version drops or renames the attribute, its default stays and the operator works as before.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def limit_tls_read_buffer(size: int = TLS_READ_BUFFER) -> bool:
+    """Make asyncio's TLS connections read into ``size`` bytes, not 256 KiB; False if this Python cannot."""
+    try:
+        from asyncio import sslproto
+
+        current = sslproto.SSLProtocol.max_size
+    except (ImportError, AttributeError):
+        log.debug("asyncio.sslproto.SSLProtocol.max_size not found: TLS read buffers keep their default size")
+        return False
+    if not isinstance(current, int):
+        return False
+    if current > size:
+        sslproto.SSLProtocol.max_size = size
+    return True
+
+
 class Acceptor:
     """Accepts connections on one listening socket, one per wake-up, and starts a protocol on each."""
 
@@ -143,6 +198,7 @@ class Acceptor:
         return int(self.sock.getsockname()[1])
 
     def start(self) -> None:
+        limit_tls_read_buffer()  # for TLS now or after STARTTLS: see TLS_READ_BUFFER
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._accept_one)
 

@@ -1,11 +1,16 @@
 """Several worker processes behind one set of ports, to use every core.
 
 Python runs one thread of Python at a time; TLS, DKIM and MIME work for a busy MTA need more than one
-core. The supervisor migrates the store once, binds every listening port (so the ports accept
-connections, queued by the kernel, from the moment it starts), then starts N copies of
-``serve --worker`` that inherit those sockets and share the accepting (see ``listening``). It forwards
-SIGTERM/SIGINT (clean stop) and SIGHUP (reload), and restarts a worker that dies. Workers are tied to
-the supervisor's life (PR_SET_PDEATHSIG): if the supervisor is killed, they are killed too.
+core. The supervisor has a short-lived ``serve --prepare`` child check the start-up files and migrate
+the store once, binds every listening port (so the ports accept connections, queued by the kernel,
+from the moment it starts), then starts N copies of ``serve --worker`` that inherit those sockets and
+share the accepting (see ``listening``). It forwards SIGTERM/SIGINT (clean stop) and SIGHUP (reload),
+and restarts a worker that dies. Workers are tied to the supervisor's life (PR_SET_PDEATHSIG): if the
+supervisor is killed, they are killed too.
+
+The supervisor lives as long as the workers but only binds, waits and forwards signals, so it never
+imports the application (SQLAlchemy, cryptography, aiosmtpd, the IMAP server): 36 MB resident instead
+of 100. This module and what it imports must stay light (tests/test_process_footprint.py).
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Settings
 from .listening import WorkerLoad, export_listeners
-from .store.facade import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +41,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def prepare_store(settings: Settings) -> None:
-    """Schema migrations and orphan clean-up, done once before any worker starts."""
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    try:
-        store.migrate()
-        removed = store.collect_orphan_blobs()
-        if removed:
-            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
-    finally:
-        store.close()
+def _serve_argv(home: Path, log_level: str, flag: str) -> list[str]:
+    return [sys.executable, "-m", "mssante_operator.cli", "--log-level", log_level,
+            "serve", "--home", str(home), flag]
+
+
+def prepare_in_child(home: Path, log_level: str) -> int:
+    """Check the start-up files and migrate the store in a child process; its exit status (0: ready).
+
+    The child loads the whole application and exits, so the supervisor stays small; it reports a
+    failure on the shared stderr, as the supervisor used to.
+    """
+    process = subprocess.Popen(_serve_argv(home, log_level, "--prepare"), preexec_fn=_die_with_parent)
+    status = process.wait()
+    return status if status >= 0 else 128 - status  # killed by a signal: as a shell reports it
 
 
 class Supervisor:
@@ -64,8 +71,7 @@ class Supervisor:
         self._reload = False
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "mssante_operator.cli", "--log-level", self.log_level,
-                "serve", "--home", str(self.home), "--worker"]
+        argv = _serve_argv(self.home, self.log_level, "--worker")
         environment, fds = export_listeners(self.sockets)
         load_environment, load_fd = self.load.handover(slot)
         process = subprocess.Popen(  # preexec only sets PDEATHSIG

@@ -5,11 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import subprocess
 import sys
+from asyncio import sslproto
+from pathlib import Path
 from typing import ClassVar
 
-from mssante_operator.listening import Acceptor, WorkerLoad, bind_listener, export_listeners, inherited_listeners
+import pytest
+from harness import make_kit
+
+from mssante_operator.config import load_settings
+from mssante_operator.listening import (
+    TLS_READ_BUFFER,
+    Acceptor,
+    WorkerLoad,
+    bind_listener,
+    export_listeners,
+    inherited_listeners,
+    limit_tls_read_buffer,
+)
+from mssante_operator.trust_space.tls import server_context
 
 _CHILD = """
 import socket
@@ -80,3 +96,51 @@ def test_worker_load_is_shared_and_marks_the_busier_worker() -> None:
     assert not first.busier_than_another()
     supervisor.handover(0)  # a restarted worker starts from zero
     assert second.busier_than_another()
+
+
+class _Echo(asyncio.Protocol):
+    transports: ClassVar[list[asyncio.BaseTransport]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        _Echo.transports.append(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def test_tls_connections_read_into_a_small_buffer_and_still_carry_large_messages(tmp_path: Path) -> None:
+    make_kit(tmp_path)
+    settings = load_settings(tmp_path)
+    tls = server_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
+                         settings.path(settings.trust_space.ca_bundle), client_cert=False)
+    client_tls = ssl.create_default_context(cafile=str(settings.path(settings.trust_space.ca_bundle)))
+    client_tls.check_hostname = False
+    message = os.urandom(200_000)  # a dozen TLS records, six times the buffer
+
+    async def scenario() -> tuple[bytes, int | None]:
+        acceptor = Acceptor(bind_listener("127.0.0.1", 0), _Echo, tls=tls)
+        acceptor.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", acceptor.port, ssl=client_tls)
+        writer.write(message)
+        echoed = await reader.readexactly(len(message))
+        # CPython 3.11's layout, looked at only if it is there: the size is what matters.
+        buffer = getattr(getattr(_Echo.transports[0], "_ssl_protocol", None), "_ssl_buffer", None)
+        writer.close()
+        acceptor.close()
+        return echoed, None if buffer is None else len(buffer)
+
+    _Echo.transports.clear()
+    echoed, buffer_size = asyncio.run(scenario())
+    assert echoed == message
+    assert sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
+    assert buffer_size in (TLS_READ_BUFFER, None)
+    if sys.version_info[:2] == (3, 11):
+        assert buffer_size == TLS_READ_BUFFER
+
+
+def test_the_tls_buffer_limit_gives_up_quietly_without_the_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(sslproto.SSLProtocol, "max_size")
+    assert limit_tls_read_buffer() is False
+    assert not hasattr(sslproto.SSLProtocol, "max_size")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import ConfigError
 from .base import Annuaire
 from .cache import CachedAnnuaire
 from .file_backend import FileAnnuaire
-from .importer import AnnuaireWriter, FileWriter, LdapWriter
-from .ldap_backend import LdapAnnuaire, LdapDirectory, LdapOptions
+
+# The LDAP backend (ldap3, ~6 MB per process) and the importer are imported where they are used, so a
+# server on the file backend never loads them.
+if TYPE_CHECKING:
+    from .importer import AnnuaireWriter
+    from .ldap_backend import LdapOptions
 
 STAMP_FILE = "annuaire.stamp"  # touched by every import; caches of this HOME drop what they hold
 
@@ -20,6 +25,8 @@ def stamp_path(settings: Settings) -> Path:
 
 
 def _ldap_options(settings: Settings, *, writer: bool) -> LdapOptions:
+    from .ldap_backend import LdapOptions
+
     try:
         options = LdapOptions.from_settings(settings, writer=writer)
     except OSError as exc:
@@ -35,6 +42,8 @@ def open_annuaire(settings: Settings) -> Annuaire:
     section = settings.annuaire
     if section.backend == "file":
         return FileAnnuaire(settings.path(section.file))
+    from .ldap_backend import LdapAnnuaire, LdapDirectory
+
     directory = LdapDirectory(_ldap_options(settings, writer=False))
     return CachedAnnuaire(
         LdapAnnuaire(directory), size=section.cache_size, ttl=section.cache_ttl,
@@ -44,6 +53,9 @@ def open_annuaire(settings: Settings) -> Annuaire:
 
 def open_writer(settings: Settings) -> AnnuaireWriter:
     """The backend `annuaire import` writes into."""
+    from .importer import FileWriter, LdapWriter
+    from .ldap_backend import LdapDirectory
+
     section = settings.annuaire
     if section.backend == "file":
         return FileWriter(settings.path(section.file))

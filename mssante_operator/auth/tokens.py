@@ -29,13 +29,15 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jwt
-from jwt import PyJWK
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TemporaryFailure
 from .certificates import rpps_from_national_id
+
+# PyJWT is imported by the functions that use it: every process imports this module (the
+# authenticator names TokenError), but only one configured with [auth] token_issuer needs PyJWT.
+if TYPE_CHECKING:
+    from jwt import PyJWK
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,9 @@ def parse_jwks(data: bytes) -> dict[str | None, PyJWK]:
     Keys of other types, encryption keys (``use`` = ``enc``) and keys declaring an algorithm we do not
     accept are skipped. Raises ValueError when the document is not a JWKS.
     """
+    import jwt
+    from jwt import PyJWK
+
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -243,6 +248,8 @@ class TokenValidator:
         """Check ``token`` and return who it names; raises TokenError (or TokenKeysUnavailable)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("token is empty or too long")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -126,6 +126,24 @@ class ImapConnection:
             if self.limiter is not None:
                 self.limiter.release(self.peer_ip)
 
+    async def shutdown(self, close_timeout: float = 2.0) -> None:
+        """The server stops: say BYE (RFC 3501 7.1.5) and close; serve() then ends at its next read, normally.
+
+        A command already running finishes first (its reply goes nowhere). BYE is left out when a
+        response is still on its way out: written then, it could land inside that response's literal.
+        """
+        await asyncio.sleep(0)  # a session whose write just resumed writes on first, so the buffer is current
+        if not self.writer.is_closing() and self.writer.transport.get_write_buffer_size() == 0:
+            self.writer.write(b"* BYE server shutting down\r\n")
+        self.reader.feed_eof()  # as if the client had gone: no further command is read
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), close_timeout)
+        except TimeoutError:  # a TLS peer that never answers our close_notify
+            self.writer.transport.abort()
+        except OSError:  # reset by the peer meanwhile (ssl.SSLError is an OSError)
+            pass
+
     async def _serve(self) -> None:
         capabilities = " ".join(self.session.capabilities())
         await self._write(f"* OK [CAPABILITY {capabilities}] {self.session.ctx.hostname} IMAP4rev1 ready\r\n"

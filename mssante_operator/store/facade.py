@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -248,6 +246,9 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the schema to the latest revision; cheap and safe at every start-up."""
+        from alembic import command  # here, not at the top: alembic is ~11 MB that only migrating needs
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         with self._writer.begin() as conn:

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 from .facade import CHANGES_CHANNEL, Store
@@ -45,6 +44,8 @@ class PgChangeListener:
         self._ready.wait(timeout)
 
     def _run(self) -> None:
+        import psycopg  # here, not at the top: ~9 MB that only a PostgreSQL store needs
+
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:

@@ -1,0 +1,47 @@
+"""What each process imports: every module costs resident memory in every worker (and the supervisor) for good."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import make_kit
+
+HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
+
+_PROBE = """
+import json, sys
+from pathlib import Path
+{imports}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules(imports: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``imports``, and their top-level packages."""
+    result = subprocess.run([sys.executable, "-c", _PROBE.format(imports=imports)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    names = set(json.loads(result.stdout))
+    return names | {name.partition(".")[0] for name in names}
+
+
+def test_the_supervisor_path_does_not_import_the_application(tmp_path: Path) -> None:
+    make_kit(tmp_path)
+    loaded = _modules("import mssante_operator.cli, mssante_operator.workers\n"
+                      "from mssante_operator.listening import bind_listeners\n"
+                      f"settings = mssante_operator.cli._settings(Path({str(tmp_path)!r}))\n"
+                      "[sock.close() for sock in bind_listeners(settings).values()]")
+    assert not loaded & {"mssante_operator.app", "sqlalchemy", "cryptography", "aiosmtpd", "dkim", *HEAVY}
+
+
+def test_a_worker_loads_only_what_its_configuration_uses(tmp_path: Path) -> None:
+    """SQLite and the file annuaire, no bearer tokens: no PostgreSQL driver, LDAP, PyJWT, nor alembic."""
+    make_kit(tmp_path)
+    loaded = _modules("from mssante_operator.app import Operator\n"
+                      "from mssante_operator.config import load_settings\n"
+                      f"Operator(load_settings(Path({str(tmp_path)!r}))).store.close()")
+    assert "sqlalchemy" in loaded
+    assert not loaded & set(HEAVY)
