@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from harness import RunningOperator
+from test_imap_message import IMAPTEST_MIME
 
 DOMAIN = "hopital-demo.mssante.fr"
 USER = "paul.durand"
@@ -580,45 +581,7 @@ def test_fetch_body_header_text_partials_and_header_fields(imap: Sessions) -> No
         assert item(line, f"BODY[{spec}]".encode()) == expected, spec
 
 
-FETCH_BODY_MIME = crlf("""From: user@domain.org
-Date: Sat, 24 Mar 2007 23:00:00 +0200
-Mime-Version: 1.0
-Content-Type: multipart/mixed; boundary="foo
- bar"
-
-Root MIME prologue
-
---foo bar
-Content-Type: text/x-myown; charset=us-ascii
-
-hello
-
---foo bar
-Content-Type: message/rfc822
-
-From: sub@domain.org
-Date: Sun, 12 Aug 2012 12:34:56 +0300
-Subject: submsg
-Content-Type: multipart/alternative; boundary="sub1"
-
-Sub MIME prologue
---sub1
-Content-Type: text/html
-
-<p>Hello world</p>
-
---sub1
-Content-Type: text/plain
-
-Hello another world
-
---sub1--
-Sub MIME epilogue
-
---foo bar--
-Root MIME epilogue
-
-""")
+FETCH_BODY_MIME = IMAPTEST_MIME  # imaptest's fetch-body-mime message, shared with the parser tests
 SUBMESSAGE_HEADER = crlf("From: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\n"
                          'Content-Type: multipart/alternative; boundary="sub1"\n\n')
 SUBMESSAGE_TEXT = crlf("Sub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\n"
