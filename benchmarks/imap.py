@@ -53,7 +53,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 from collections import Counter, defaultdict
@@ -65,13 +64,13 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
 import tomli_w
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from imap_client import ImapClient, ImapError, Response  # noqa: E402
+from process_tree import ServerMemory  # noqa: E402
 
 from mssante_operator.annuaire.base import BalKind, MailboxEntry  # noqa: E402
 from mssante_operator.auth.passwords import password_hasher  # noqa: E402
@@ -283,65 +282,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['errors']:>8}")
 
 
-class ServerMemory:
-    """Samples the resident memory of the server's process tree every 50 ms; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            return [self.process, *self.process.children(recursive=True)]
-        except psutil.Error:
-            return [self.process]
-
-    def rss(self) -> int:
-        total = 0
-        for proc in self.tree():
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        return total
-
-    def pss(self) -> int:
-        """Proportional set size: shared pages (code, the supervisor's) counted once across the tree."""
-        total = 0
-        for proc in self.tree():
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_full_info().pss
-        return total
-
-    def per_process(self) -> list[int]:
-        values = []
-        for proc in self.tree():
-            with contextlib.suppress(psutil.Error):
-                values.append(proc.memory_info().rss)
-        return values
-
-    def reset_peak(self) -> None:
-        self.peak = self.rss()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self.tree():
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        return total
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _mb(value: float) -> float:
     return round(value / 2**20, 1)
 
@@ -539,8 +479,9 @@ async def _mixed_loop(client: ImapClient, rng: random.Random, account: Account, 
     await stats.timed("LOGOUT", client.command("LOGOUT"))
 
 
-async def connect_session(target: Target, deadline: float, stats: Stats) -> None:
-    """What a connection costs without a login: connect (TLS handshake), LOGOUT, again."""
+async def connect_session(target: Target, account: Account | None, deadline: float, stats: Stats) -> None:
+    """Capacity of LOGIN: connect, LOGIN, LOGOUT, again; without an account, what a connection alone
+    costs (connect with its TLS handshake, LOGOUT)."""
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         try:
@@ -550,30 +491,12 @@ async def connect_session(target: Target, deadline: float, stats: Stats) -> None
             continue
         stats.add("connect+TLS", time.perf_counter() - started)
         try:
+            if account is not None:
+                await stats.timed("LOGIN", client.command(_login(account)))
             await stats.timed("LOGOUT", client.command("LOGOUT"))
         except (ImapError, OSError) as exc:
             stats.errors["loop aborted"] += 1
             print(f"  connect client: {exc}", file=sys.stderr)
-        finally:
-            await client.close()
-
-
-async def login_session(target: Target, account: Account, deadline: float, stats: Stats) -> None:
-    """Capacity of LOGIN: connect, LOGIN, LOGOUT, again."""
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        try:
-            client = await target.connect()
-        except (OSError, TimeoutError, ImapError):
-            stats.errors["connect+TLS"] += 1
-            continue
-        stats.add("connect+TLS", time.perf_counter() - started)
-        try:
-            await stats.timed("LOGIN", client.command(_login(account)))
-            await stats.timed("LOGOUT", client.command("LOGOUT"))
-        except (ImapError, OSError) as exc:
-            stats.errors["loop aborted"] += 1
-            print(f"  login client: {exc}", file=sys.stderr)
         finally:
             await client.close()
 
@@ -643,11 +566,12 @@ def run_capacity(args: argparse.Namespace, target: Target, accounts: list[Accoun
     results: dict[str, Any] = {}
     tests = {
         "login": ("LOGIN capacity: connect, LOGIN, LOGOUT", "LOGIN", args.capacity_duration,
-                  lambda deadline, stats: [login_session(target, accounts[i % len(accounts)], deadline, stats)
+                  lambda deadline, stats: [connect_session(target, accounts[i % len(accounts)], deadline, stats)
                                            for i in range(args.clients)]),
         "connect": ("the same without LOGIN: connect (TLS handshake), LOGOUT", "connect+TLS",
                     args.capacity_duration / 2,
-                    lambda deadline, stats: [connect_session(target, deadline, stats) for _ in range(args.clients)]),
+                    lambda deadline, stats: [connect_session(target, None, deadline, stats)
+                                             for _ in range(args.clients)]),
         "fetch": ("full-message FETCH capacity: one BODY.PEEK[] per command, logged-in clients",
                   "UID FETCH 1 x BODY.PEEK[] (full)", args.capacity_duration,
                   lambda deadline, stats: [fetch_session(i, target, accounts[i % len(accounts)], deadline, stats)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -21,17 +20,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import DOCTOR, lab_report, signed, wait_for_port  # noqa: E402
+from process_tree import ServerMemory  # noqa: E402
 
 from mssante_operator.demo_kit import create_kit, free_ports  # noqa: E402
 
@@ -42,40 +39,6 @@ def _make_messages(home: Path, labo: dict, session: int, count: int, size: int) 
                                       message_id=f"<bench.s{session}.m{n}.{time.time_ns()}@{labo['domain']}>"))
         for n in range(count)
     ]
-
-
-class PeakRss:
-    """Samples the resident memory of a process tree every 50 ms and keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-    def cpu_seconds(self) -> float:
-        """CPU time used so far by the process and its workers."""
-        total = 0.0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        return total
 
 
 class _Client:
@@ -152,7 +115,7 @@ def _run_server(argv: list[str], port: int, log: Path, load: callable) -> dict:
         try:
             wait_for_port("127.0.0.1", port)
             time.sleep(2)  # let every worker reach accept()
-            rss = PeakRss(process.pid)
+            rss = ServerMemory(process.pid)
             spy = None
             if os.environ.get("BENCH_PYSPY") and "sink" not in argv[1]:
                 spy = subprocess.Popen(
@@ -165,7 +128,8 @@ def _run_server(argv: list[str], port: int, log: Path, load: callable) -> dict:
             per_message = 1000 / result["messages"]
             result["server_cpu_ms_per_msg"] = round((rss.cpu_seconds() - cpu_before) * per_message, 2)
             result["client_cpu_ms_per_msg"] = round((time.process_time() - client_before) * per_message, 2)
-            result["peak_rss_mb"] = round(rss.stop() / 2**20, 1)
+            rss.stop()
+            result["peak_rss_mb"] = round(rss.peak / 2**20, 1)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
