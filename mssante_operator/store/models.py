@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -159,3 +160,58 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text)
     authentication_results: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutboundMessage(Base):
+    """A message waiting in the outbound queue (or kept until its notices are sent and it is purged).
+
+    The bytes are a blob, possibly shared with the sender's Sent copy or local recipients' rows.
+    """
+
+    __tablename__ = "outbound_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    queue_id: Mapped[str] = mapped_column(String(32), unique=True)  # what operators see and type
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"), index=True)
+    sender: Mapped[str] = mapped_column(Text)  # "" is the null reverse-path (a DSN: never bounced)
+    envid: Mapped[str | None] = mapped_column(Text)  # RFC 3461 ENVID, decoded
+    ret: Mapped[str | None] = mapped_column(String(8))  # RFC 3461 RET: FULL | HDRS
+    message_id: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[str] = mapped_column(Text)  # the principal's login (audit trail)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutboundRecipient(Base):
+    """One recipient of a queued message: its own status, attempts, lease and last reply.
+
+    A worker leases due rows (lease_owner/lease_until) before trying them; a lease that runs out
+    (crashed worker) makes them claimable again, so a crash never loses a recipient.
+    """
+
+    __tablename__ = "outbound_recipients"
+    __table_args__ = (
+        Index("ix_outbound_recipients_status_next_attempt_at", "status", "next_attempt_at"),  # the claim query
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbound_message_id: Mapped[int] = mapped_column(
+        ForeignKey("outbound_messages.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(Text)
+    domain: Mapped[str] = mapped_column(String(255), index=True)  # lower case: the next hop's key
+    orcpt: Mapped[str | None] = mapped_column(Text)  # RFC 3461 ORCPT, decoded ("rfc822;a@b.fr")
+    notify: Mapped[str | None] = mapped_column(String(64))  # comma list of NOTIFY keywords; NULL: not given
+    status: Mapped[str] = mapped_column(String(16))  # scheduled | deferred | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_reply: Mapped[str] = mapped_column(Text, default="")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    action: Mapped[str | None] = mapped_column(String(16))  # DSN action of the last outcome
+    remote_mta: Mapped[str | None] = mapped_column(Text)
+    warned: Mapped[bool] = mapped_column(Boolean, default=False)  # delay warning sent
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)  # final notice sent (or none owed)
