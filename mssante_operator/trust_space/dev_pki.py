@@ -9,6 +9,7 @@ Nothing here is meant for production: keys are written unencrypted.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519 as ed25519_keys
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -227,7 +229,7 @@ def make_crl(
     return builder.sign(ca.key, hashes.SHA256())
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: rsa.RSAPrivateKey | ed25519_keys.Ed25519PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM, which both ``ssl`` and ``cryptography`` load."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -274,8 +276,17 @@ def dkim_txt(public_key: rsa.RSAPublicKey) -> str:
     return txt_record_for(der)
 
 
-def make_dkim_key() -> tuple[bytes, str]:
-    """A DKIM RSA 2048 key: (private key PEM in PKCS#1, as DKIM tools expect; its TXT record)."""
+def make_dkim_key(*, ed25519: bool = False) -> tuple[bytes, str]:
+    """A DKIM RSA 2048 key: (private key PEM in PKCS#1, as DKIM tools expect; its TXT record).
+
+    ``ed25519=True`` gives an RFC 8463 key instead: PKCS#8 PEM (the only PEM form for Ed25519) and a
+    ``k=ed25519`` record whose ``p=`` is the raw 32-byte public key, as RFC 8463 section 4.2 requires.
+    """
+    if ed25519:
+        ed_key = ed25519_keys.Ed25519PrivateKey.generate()
+        raw_public = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        txt = "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw_public).decode("ascii")
+        return key_pem(ed_key), txt
     key = make_key()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
