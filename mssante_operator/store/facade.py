@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from mssante_operator.store.blobs import BlobFile, BlobStore
 from mssante_operator.store.folders import Folders
 from mssante_operator.store.models import Account, Blob, Mailbox, Message
+from mssante_operator.store.queue import OutboundQueue
 
 INBOX = "INBOX"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -174,6 +175,7 @@ class Store:
         # fsync waits on the disk, not the CPU: a batch's blobs are written side by side.
         self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
         self.folders = Folders(self)
+        self.queue = OutboundQueue(self)
         self._listeners: list[Callable[[set[int]], None]] = []
         self._url = url
 
@@ -480,7 +482,10 @@ class Store:
     # -- maintenance -------------------------------------------------------------------------
 
     def collect_orphan_blobs(self, min_age: timedelta = ORPHAN_MIN_AGE) -> int:
-        """Remove blob files that no row references (crash before commit); returns how many.
+        """Remove blob files that have no blob row (crash before commit); returns how many.
+
+        A blob row stays as long as a message row or a queued outbound message points at it (see
+        blob_refs.py), so the files of queued messages are never collected here.
 
         Only files older than `min_age` are considered, so a delivery between its blob write and its
         commit is never touched.

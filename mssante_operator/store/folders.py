@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
+from .blob_refs import drop_unreferenced_blobs
 from .blobs import BlobFile
 from .models import Blob, Mailbox, Message, Subscription
 
@@ -576,16 +577,9 @@ class Folders:
                                                     created_at=self._store.now()).returning(Blob.id)).scalar_one())
 
     def _drop_unreferenced_blobs(self, conn: Connection, blob_ids: set[int]) -> list[str]:
-        """Delete the blob rows no message points at any more; returns their keys (files go after commit)."""
-        if not blob_ids:
-            return []
-        still_used = set(conn.scalars(select(Message.blob_id).where(Message.blob_id.in_(blob_ids))))
-        unused = [blob_id for blob_id in blob_ids if blob_id not in still_used]
-        if not unused:
-            return []
-        keys = list(conn.scalars(select(Blob.key).where(Blob.id.in_(unused))))
-        conn.execute(delete(Blob).where(Blob.id.in_(unused)))
-        return keys
+        """Delete the blob rows neither a message nor the outbound queue points at; returns their keys
+        (files go after commit)."""
+        return drop_unreferenced_blobs(conn, blob_ids)
 
     def _remove_files(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -1,0 +1,477 @@
+"""The durable outbound queue: messages waiting to be relayed to peer operators, one state per recipient.
+
+Durable as deliveries are: the blob is fsync'd before the transaction that queues it, so a message
+accepted with 250 survives a crash. Workers *lease* due recipients (`claim`) before trying them and
+`record` outcomes only for rows they still hold: a crashed worker's recipients become claimable again
+when its lease runs out, and a worker whose lease was taken over cannot overwrite the new owner's work.
+On PostgreSQL several processes or nodes claim side by side (``FOR UPDATE SKIP LOCKED``); on SQLite
+claims queue on the store's write lock. Claims and records are batched: one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection, bindparam, case, delete, exists, func, insert, or_, select, type_coerce, update
+
+from .blob_refs import drop_unreferenced_blobs
+from .models import Blob, OutboundMessage, OutboundRecipient, UTCDateTime
+
+if TYPE_CHECKING:
+    from .facade import Store
+
+M, R = OutboundMessage, OutboundRecipient
+_BATCH = 500  # ids per IN list or executemany
+_T = TypeVar("_T")
+
+
+class RecipientStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+PENDING = (RecipientStatus.SCHEDULED, RecipientStatus.DEFERRED)
+FINAL = (RecipientStatus.DELIVERED, RecipientStatus.FAILED)
+RET_VALUES = frozenset({"FULL", "HDRS"})
+
+
+class QueueEntryNotFound(LookupError):
+    """No queued message has that queue id (never was, or dropped or purged since)."""
+
+
+@dataclass(frozen=True)
+class QueuedRecipient:
+    address: str
+    orcpt: str | None = None  # decoded ORCPT value, e.g. "rfc822;a@b.fr"
+    notify: tuple[str, ...] | None = None  # ("SUCCESS", "FAILURE", "DELAY") or ("NEVER",); None: not given
+
+
+@dataclass(frozen=True)
+class OutboundEnvelope:
+    sender: str  # "" = null sender (a DSN: never bounced)
+    recipients: tuple[QueuedRecipient, ...]
+    message_id: str | None
+    submitted_by: str  # login of the principal, for the audit trail
+    envid: str | None = None
+    ret: str | None = None  # "FULL" | "HDRS" | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed recipient, with what sending it needs."""
+
+    recipient_id: int
+    queue_id: str
+    address: str
+    domain: str
+    sender: str
+    orcpt: str | None
+    notify: tuple[str, ...] | None
+    envid: str | None
+    ret: str | None
+    blob_key: str
+    message_id: str | None
+    attempts: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt did to one recipient."""
+
+    recipient_id: int
+    status: RecipientStatus  # DELIVERED, DEFERRED or FAILED
+    reply: str  # remote reply line or our reason (shown by `queue show`)
+    next_attempt_at: datetime | None = None  # DEFERRED only
+    action: str = ""  # DSN action: "delivered" | "relayed" | "failed" | "delayed" | ""
+    remote_mta: str = ""
+    notice: bool = False  # a DSN is owed for this final outcome (notified=False until sent)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A DSN owed: a final outcome not yet notified ("final"), or a delay warning due ("delay")."""
+
+    recipient_id: int
+    queue_id: str
+    kind: str  # "final" | "delay"
+    address: str
+    orcpt: str | None
+    status: RecipientStatus
+    action: str
+    reply: str
+    remote_mta: str
+    sender: str
+    envid: str | None
+    ret: str | None
+    blob_key: str
+    message_id: str | None
+    created_at: datetime
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    address: str
+    status: RecipientStatus
+    attempts: int
+    next_attempt_at: datetime | None  # None once final
+    last_attempt_at: datetime | None
+    last_reply: str
+    action: str | None
+    leased_until: datetime | None
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A queued message as `queue ls` and `queue show` present it."""
+
+    queue_id: str
+    sender: str
+    message_id: str | None
+    size: int
+    created_at: datetime
+    expires_at: datetime
+    submitted_by: str
+    recipients: tuple[RecipientState, ...]
+
+
+class OutboundQueue:
+    """The queue over the store's database and blob files; synchronous like the rest of the store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._record = (
+            update(R)
+            .where(R.id == bindparam("b_id"), R.lease_owner == bindparam("b_owner"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=R.attempts + 1,
+                last_attempt_at=bindparam("b_now", type_=UTCDateTime()),
+                next_attempt_at=func.coalesce(bindparam("b_next", type_=UTCDateTime()), R.next_attempt_at),
+                final_at=bindparam("b_final", type_=UTCDateTime()),
+                last_reply=bindparam("b_reply"),
+                action=bindparam("b_action"),
+                remote_mta=bindparam("b_remote_mta"),
+                notified=bindparam("b_notified"),
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    def add(
+        self, conn: Connection, blob_id: int, size: int, envelope: OutboundEnvelope, *,
+        now: datetime, expires_at: datetime,
+    ) -> str:  # fmt: skip
+        """Queue a message whose blob row exists, inside the caller's `Store.writing()` transaction (so a
+        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id."""
+        _check_envelope(envelope)
+        queue_id = secrets.token_hex(8)
+        message_id = conn.execute(insert(M).returning(M.id), {
+            "queue_id": queue_id, "blob_id": blob_id, "sender": envelope.sender, "envid": envelope.envid,
+            "ret": envelope.ret, "message_id": envelope.message_id, "submitted_by": envelope.submitted_by,
+            "size": size, "created_at": now, "expires_at": expires_at,
+        }).scalar_one()  # fmt: skip
+        conn.execute(insert(R), [
+            {
+                "outbound_message_id": message_id, "address": r.address, "domain": _domain(r.address),
+                "orcpt": r.orcpt, "notify": None if r.notify is None else ",".join(r.notify),
+                "status": RecipientStatus.SCHEDULED.value, "attempts": 0, "next_attempt_at": now,
+                "last_reply": "", "warned": False, "notified": False,
+            }
+            for r in envelope.recipients
+        ])  # fmt: skip
+        return queue_id
+
+    def enqueue(self, raw: bytes, envelope: OutboundEnvelope, *, now: datetime, expires_at: datetime) -> str:
+        """Write the blob (fsync'd), then queue it in one transaction: queued for good when this returns."""
+        _check_envelope(envelope)  # before any file is written
+        blob = self._store.blobs.write(raw)
+        with self._store.writing() as conn:
+            try:
+                blob_id = conn.execute(insert(Blob).returning(Blob.id), {
+                    "key": blob.key, "size": blob.size, "sha256": blob.sha256, "created_at": now,
+                }).scalar_one()  # fmt: skip
+                queue_id = self.add(conn, blob_id, blob.size, envelope, now=now, expires_at=expires_at)
+            except BaseException:
+                self._store.blobs.remove(blob.key)  # nothing committed: the file is certainly unreferenced
+                raise
+        # Were COMMIT itself to fail, it may still have happened: the file is left to collect_orphan_blobs().
+        return queue_id
+
+    # -- delivery workers --------------------------------------------------------------------
+
+    def claim(self, owner: str, *, now: datetime, lease: float, limit: int = 200) -> list[Delivery]:
+        """Lease up to `limit` due recipients to `owner` for `lease` seconds, earliest due first.
+
+        Due: scheduled or deferred, next attempt reached, and not leased (or the lease ran out). Rows
+        another transaction is claiming are skipped, never waited for (PostgreSQL SKIP LOCKED).
+        """
+        due = (
+            select(R.id)
+            .where(R.status.in_(PENDING), R.next_attempt_at <= now, or_(R.lease_until.is_(None), R.lease_until < now))
+            .order_by(R.next_attempt_at, R.outbound_message_id, R.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._store.writing() as conn:
+            ids = list(conn.scalars(due))
+            if not ids:
+                return []
+            conn.execute(update(R).where(R.id.in_(ids)).values(
+                lease_owner=owner, lease_until=now + timedelta(seconds=lease)))
+            rows = conn.execute(
+                _deliveries().where(R.id.in_(ids)).order_by(R.next_attempt_at, R.outbound_message_id, R.id)
+            ).all()
+        return [_delivery(row) for row in rows]
+
+    def record(self, owner: str, outcomes: Sequence[Outcome], *, now: datetime) -> int:
+        """Apply attempt outcomes, in one transaction, to the rows `owner` still holds; returns how many.
+
+        A row whose lease ran out is still `owner`'s until another worker claims it: its outcome is kept
+        (the attempt did happen); once claimed by another, this owner's outcome is ignored.
+        """
+        for outcome in outcomes:
+            _check_outcome(outcome)
+        changed = 0
+        with self._store.writing() as conn:
+            for batch in _chunks(outcomes, _BATCH):
+                ids = [o.recipient_id for o in batch]
+                owned = set(conn.scalars(
+                    select(R.id).where(R.id.in_(ids), R.lease_owner == owner).with_for_update()))
+                params = [_record_params(owner, o, now) for o in batch if o.recipient_id in owned]
+                if params:
+                    conn.execute(self._record, params)
+                changed += len(params)
+        return changed
+
+    def release(self, owner: str) -> int:
+        """Give back every lease of `owner` (clean shutdown): its recipients are claimable at once."""
+        with self._store.writing() as conn:
+            return conn.execute(
+                update(R).where(R.lease_owner == owner).values(lease_owner=None, lease_until=None)
+            ).rowcount
+
+    def next_due(self) -> datetime | None:
+        """When a recipient next becomes claimable: its next attempt, or the end of its lease if later."""
+        claimable = case((R.lease_until > R.next_attempt_at, R.lease_until), else_=R.next_attempt_at)
+        query = select(type_coerce(func.min(claimable), UTCDateTime())).where(R.status.in_(PENDING))
+        with self._store.reading() as conn:
+            return conn.scalar(query)
+
+    # -- notices (DSN) -----------------------------------------------------------------------
+
+    def pending_notices(self, *, now: datetime, delay_warning: float | None, limit: int = 200) -> list[Notice]:
+        """Final outcomes with a notice owed, then (if `delay_warning` is set, in seconds) the deferred
+        recipients queued at least that long ago whose NOTIFY allows a delay warning not yet sent.
+        Null-sender messages never get delay warnings (nobody to warn)."""
+        finals = _notices().where(R.final_at.is_not(None), R.notified.is_(False)).order_by(R.final_at, R.id)
+        with self._store.reading() as conn:
+            notices = [_notice(row, "final") for row in conn.execute(finals.limit(limit))]
+            if delay_warning is not None and len(notices) < limit:
+                delayed = _notices().where(
+                    R.status == RecipientStatus.DEFERRED.value, R.warned.is_(False), M.sender != "",
+                    M.created_at <= now - timedelta(seconds=delay_warning),
+                    or_(R.notify.is_(None), R.notify.contains("DELAY")),
+                ).order_by(M.created_at, R.id).limit(limit - len(notices))  # fmt: skip
+                notices += [_notice(row, "delay") for row in conn.execute(delayed)]
+        return notices
+
+    def mark_notified(self, recipient_ids: Iterable[int]) -> None:
+        """The final notices of these recipients are sent (or queued themselves)."""
+        self._set_flag(recipient_ids, notified=True)
+
+    def mark_warned(self, recipient_ids: Iterable[int]) -> None:
+        """The delay warnings of these recipients are sent: one warning per recipient."""
+        self._set_flag(recipient_ids, warned=True)
+
+    def _set_flag(self, recipient_ids: Iterable[int], **flag: bool) -> None:
+        with self._store.writing() as conn:
+            for batch in _chunks(list(recipient_ids), _BATCH):
+                conn.execute(update(R).where(R.id.in_(batch)).values(**flag))
+
+    def read(self, blob_key: str) -> bytes:
+        return self._store.blobs.read(blob_key)
+
+    # -- operators (`queue` command) ---------------------------------------------------------
+
+    def entries(self, *, status: RecipientStatus | None = None, limit: int = 1000) -> list[QueueEntry]:
+        """Queued messages, oldest first, each with all its recipients; with `status`, only the messages
+        that have a recipient in that status."""
+        query = select(M).order_by(M.created_at, M.id).limit(limit)
+        if status is not None:
+            wanted = RecipientStatus(status).value
+            query = query.where(exists().where(R.outbound_message_id == M.id, R.status == wanted))
+        with self._store.reading() as conn:
+            return _entries(conn, conn.execute(query).all())
+
+    def show(self, queue_id: str) -> QueueEntry | None:
+        with self._store.reading() as conn:
+            found = _entries(conn, conn.execute(select(M).where(M.queue_id == queue_id)).all())
+        return found[0] if found else None
+
+    def retry(self, queue_id: str | None, *, now: datetime) -> int:
+        """Make the pending recipients of one message (None: of every message) due `now`; returns how many.
+        Raises QueueEntryNotFound for an unknown queue id."""
+        with self._store.writing() as conn:
+            statement = update(R).where(R.status.in_(PENDING)).values(next_attempt_at=now)
+            if queue_id is not None:
+                statement = statement.where(R.outbound_message_id == _message_row(conn, queue_id).id)
+            return conn.execute(statement).rowcount
+
+    def drop(self, queue_id: str) -> int:
+        """Remove a message and all its recipients without any notice; returns how many recipients went.
+        The blob goes too unless a mailbox copy still uses it. Raises QueueEntryNotFound."""
+        with self._store.writing() as conn:
+            message = _message_row(conn, queue_id)
+            count = conn.execute(delete(R).where(R.outbound_message_id == message.id)).rowcount
+            conn.execute(delete(M).where(M.id == message.id))
+            keys = drop_unreferenced_blobs(conn, [message.blob_id])
+        self._remove_files(keys)
+        return count
+
+    def purge_finished(self, older_than: datetime) -> int:
+        """Forget messages whose recipients are all final (before `older_than`) and notified; returns how many."""
+        unfinished = exists().where(
+            R.outbound_message_id == M.id,
+            or_(R.final_at.is_(None), R.final_at > older_than, R.notified.is_(False)),
+        )
+        purged = 0
+        while True:
+            with self._store.writing() as conn:
+                rows = conn.execute(select(M.id, M.blob_id).where(~unfinished).order_by(M.id).limit(_BATCH)).all()
+                ids = [row.id for row in rows]
+                if ids:
+                    conn.execute(delete(R).where(R.outbound_message_id.in_(ids)))
+                    purged += conn.execute(delete(M).where(M.id.in_(ids))).rowcount
+                keys = drop_unreferenced_blobs(conn, {row.blob_id for row in rows})
+            self._remove_files(keys)
+            if len(rows) < _BATCH:
+                return purged
+
+    def _remove_files(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._store.blobs.remove(key)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_envelope(envelope: OutboundEnvelope) -> None:
+    if not envelope.recipients:
+        raise ValueError("a queued message needs at least one recipient")
+    if envelope.ret is not None and envelope.ret not in RET_VALUES:
+        raise ValueError(f"RET must be FULL or HDRS, not {envelope.ret!r}")
+    for recipient in envelope.recipients:
+        _domain(recipient.address)
+
+
+def _domain(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"not a mailbox address: {address!r}")
+    return domain.lower()
+
+
+def _check_outcome(outcome: Outcome) -> None:
+    if outcome.status == RecipientStatus.DEFERRED and outcome.next_attempt_at is None:
+        raise ValueError("a deferred outcome needs next_attempt_at")
+    if outcome.status not in (RecipientStatus.DEFERRED, *FINAL):
+        raise ValueError(f"an outcome is delivered, deferred or failed, not {outcome.status!r}")
+
+
+def _record_params(owner: str, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    final = outcome.status in FINAL
+    return {
+        "b_id": outcome.recipient_id, "b_owner": owner, "b_status": RecipientStatus(outcome.status).value,
+        "b_now": now, "b_next": None if final else outcome.next_attempt_at, "b_final": now if final else None,
+        "b_reply": outcome.reply, "b_action": outcome.action or None, "b_remote_mta": outcome.remote_mta or None,
+        "b_notified": final and not outcome.notice,
+    }  # fmt: skip
+
+
+def _notify(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(keyword for keyword in value.split(",") if keyword)
+
+
+def _deliveries() -> Any:
+    return (
+        select(R.id, M.queue_id, R.address, R.domain, M.sender, R.orcpt, R.notify, M.envid, M.ret,
+               Blob.key.label("blob_key"), M.message_id, R.attempts, M.created_at, M.expires_at)
+        .join(M, R.outbound_message_id == M.id)
+        .join(Blob, M.blob_id == Blob.id)
+    )  # fmt: skip
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        recipient_id=row.id, queue_id=row.queue_id, address=row.address, domain=row.domain, sender=row.sender,
+        orcpt=row.orcpt, notify=_notify(row.notify), envid=row.envid, ret=row.ret, blob_key=row.blob_key,
+        message_id=row.message_id, attempts=row.attempts, created_at=row.created_at, expires_at=row.expires_at,
+    )  # fmt: skip
+
+
+def _notices() -> Any:
+    return (
+        select(R.id, M.queue_id, R.address, R.orcpt, R.status, R.action, R.last_reply, R.remote_mta, M.sender,
+               M.envid, M.ret, Blob.key.label("blob_key"), M.message_id, M.created_at, R.last_attempt_at,
+               R.next_attempt_at)
+        .join(M, R.outbound_message_id == M.id)
+        .join(Blob, M.blob_id == Blob.id)
+    )  # fmt: skip
+
+
+def _notice(row: Any, kind: str) -> Notice:
+    status = RecipientStatus(row.status)
+    return Notice(
+        recipient_id=row.id, queue_id=row.queue_id, kind=kind, address=row.address, orcpt=row.orcpt,
+        status=status, action=row.action or ("delayed" if kind == "delay" else ""), reply=row.last_reply,
+        remote_mta=row.remote_mta or "", sender=row.sender, envid=row.envid, ret=row.ret, blob_key=row.blob_key,
+        message_id=row.message_id, created_at=row.created_at, last_attempt_at=row.last_attempt_at,
+        next_attempt_at=None if status in FINAL else row.next_attempt_at,
+    )  # fmt: skip
+
+
+def _message_row(conn: Connection, queue_id: str) -> Any:
+    """The queued message's row, locked against a concurrent drop or purge (PostgreSQL)."""
+    row = conn.execute(select(M.id, M.blob_id).where(M.queue_id == queue_id).with_for_update()).one_or_none()
+    if row is None:
+        raise QueueEntryNotFound(f"no queued message {queue_id}")
+    return row
+
+
+def _entries(conn: Connection, messages: Sequence[Any]) -> list[QueueEntry]:
+    """QueueEntry per message row, recipients read in one query per batch."""
+    recipients: dict[int, list[RecipientState]] = {row.id: [] for row in messages}
+    for batch in _chunks([row.id for row in messages], _BATCH):
+        query = select(R).where(R.outbound_message_id.in_(batch)).order_by(R.id)
+        for r in conn.execute(query):
+            status = RecipientStatus(r.status)
+            recipients[r.outbound_message_id].append(RecipientState(
+                address=r.address, status=status, attempts=r.attempts,
+                next_attempt_at=None if status in FINAL else r.next_attempt_at, last_attempt_at=r.last_attempt_at,
+                last_reply=r.last_reply, action=r.action, leased_until=r.lease_until,
+            ))  # fmt: skip
+    return [
+        QueueEntry(
+            queue_id=m.queue_id, sender=m.sender, message_id=m.message_id, size=m.size, created_at=m.created_at,
+            expires_at=m.expires_at, submitted_by=m.submitted_by, recipients=tuple(recipients[m.id]),
+        )
+        for m in messages
+    ]
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
