@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import sys
@@ -17,7 +18,11 @@ from .config import Settings, load_settings
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .annuaire import Annuaire
+    from .store.facade import Store
+    from .store.queue import QueueEntry
 
 T = TypeVar("T")
 
@@ -256,89 +261,153 @@ def annuaire_search(text: str, home: Path, limit: int) -> None:
         click.echo(json.dumps(entry.to_json(), ensure_ascii=False))
 
 
+@main.group()
+def queue() -> None:
+    """Look into the outbound queue; retry or drop queued messages (also while `serve` runs)."""
 
-@main.command("send-bulk")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--server", required=True, metavar="HOST:PORT", help="The operator's submission port.")
-@click.option("--tls", "tls_mode", type=click.Choice(["starttls", "implicit"]), default="starttls",
-              show_default=True, help="STARTTLS (587-style) or TLS from the first byte (465-style).")
-@click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The APP mailbox's certificate (PEM), presented for AUTH EXTERNAL.")
-@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ca", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The trust CA that signs the server's certificate.")
-@click.option("--from", "sender", required=True,
-              help="The APP mailbox address (MAIL FROM, and From of composed reports).")
-@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV file;recipient;subject naming the PDFs of FOLDER (without it: FOLDER's *.eml files).")
-@click.option("--connections", default=4, show_default=True, type=click.IntRange(1, 32))
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV of refusals (default: FOLDER/send-bulk-report.csv).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def send_bulk(folder: Path, server: str, tls_mode: str, cert: Path, key: Path,
-              ca: Path, sender: str, mapping: Path | None, connections: int, report: Path | None,
-              progress: bool | None) -> None:
-    """Submit every message of FOLDER from an APP mailbox, authenticated by its certificate.
 
-    Resumable: a journal in FOLDER records what the server accepted, so running the command again
-    sends only the rest. Exit status 0 when all was accepted, 1 when some recipient was refused for
-    good (see the report), 75 when temporary failures remain (run it again later), 65 when FOLDER
-    or the mapping is wrong (nothing sent), 78 when the server cannot be used as configured
-    (certificate, CA, authentication).
-    """
-    import socket
-    import ssl
+QUEUE_STATUSES = ("scheduled", "deferred", "delivered", "failed")  # store.queue.RecipientStatus, not imported here
 
-    from tqdm import tqdm
 
-    from .bulk.journal import JournalBusy
-    from .bulk.report import REPORT_FILE, write_report
-    from .bulk.runner import BulkRun, client_context, run_bulk
-    from .bulk.sender import Server, SubmissionError
-    from .bulk.sources import SourceError, is_address
+def _with_queue(home: Path, action: Callable[[Store], T]) -> T:
+    """Run ``action`` on the store of HOME, migrated first (as `mailbox ls` does), then close it."""
+    from .store.facade import Store
 
-    host, _, port = server.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.BadParameter("expected HOST:PORT", param_hint="--server")
-    if not is_address(sender):
-        raise click.BadParameter(f"{sender!r} is not a mail address", param_hint="--from")
+    settings = _settings(home)
+    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
     try:
-        context = client_context(cert, key, ca)
-    except (OSError, ssl.SSLError) as exc:
-        _stop(f"cannot use the certificate, key or CA: {exc}", EX_CONFIG)
-    target = Server(host.strip("[]"), int(port), "implicit" if tls_mode == "implicit" else "starttls", context,
-                    helo=socket.gethostname() or "send-bulk")
-    bar = tqdm(unit=" msgs", disable=not (sys.stderr.isatty() if progress is None else progress))
-
-    def planned(total: int) -> None:
-        bar.total = total
-        bar.refresh()
-
-    run = BulkRun(folder, sender, target, mapping=mapping, connections=connections)
-    try:
-        summary = asyncio.run(run_bulk(run, on_planned=planned, on_outcome=lambda _: bar.update()))
-    except SourceError as exc:
-        _stop(str(exc), EX_DATAERR)
-    except JournalBusy as exc:
-        _stop(str(exc), EX_TEMPFAIL)
-    except SubmissionError as exc:
-        _stop(f"{exc} (nothing more was sent; run again once fixed)", EX_CONFIG)
+        store.migrate()
+        return action(store)
     finally:
-        bar.close()
-    report_path = report or folder / REPORT_FILE
-    rows = write_report(report_path, summary.outcomes)
-    click.echo(summary.text())
-    if rows:
-        click.echo(f"{rows} refused recipient(s) listed in {report_path}")
-    sys.exit(summary.exit_status)
+        store.close()
 
 
-EX_DATAERR, EX_CONFIG = 65, 78  # sysexits: bad input data; configuration (certificate, CA, server) to fix
+def _no_such_queue_id(queue_id: str) -> NoReturn:
+    click.echo(f"{queue_id}: no such queued message", err=True)
+    sys.exit(1)
 
 
-def _stop(message: str, status: int) -> NoReturn:
-    click.echo(f"send-bulk: {message}", err=True)
-    sys.exit(status)
+def _queue_entry_json(entry: QueueEntry) -> dict[str, object]:
+    def instant(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "queue_id": entry.queue_id, "sender": entry.sender, "message_id": entry.message_id, "size": entry.size,
+        "created_at": instant(entry.created_at), "expires_at": instant(entry.expires_at),
+        "submitted_by": entry.submitted_by,
+        "recipients": [
+            {
+                "address": r.address, "status": r.status.value, "attempts": r.attempts,
+                "next_attempt_at": instant(r.next_attempt_at), "last_attempt_at": instant(r.last_attempt_at),
+                "last_reply": r.last_reply, "action": r.action, "leased_until": instant(r.leased_until),
+            }
+            for r in entry.recipients
+        ],
+    }  # fmt: skip
+
+
+def _age(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    return f"{size / 1024:.1f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
+
+
+def _queue_entry_lines(entry: QueueEntry, now: datetime) -> list[str]:
+    """A message line (id, age, size, sender), then one indented line per recipient."""
+    lines = [f"{entry.queue_id:<16}  {_age((now - entry.created_at).total_seconds()):>7}  {_size(entry.size):>9}  "
+             f"{entry.sender or '<>'}"]
+    for r in entry.recipients:
+        next_attempt = f", next {r.next_attempt_at:%Y-%m-%d %H:%M:%S}Z" if r.next_attempt_at else ""
+        if r.leased_until is not None and r.leased_until > now:
+            next_attempt = ", being tried now"
+        reply = " ".join(r.last_reply.split())[:120]
+        lines.append(f"    {r.address}  {r.status.value}, {r.attempts} attempt(s){next_attempt}"
+                     + (f": {reply}" if reply else ""))
+    return lines
+
+
+@queue.command("ls")
+@click.option("--status", type=click.Choice(QUEUE_STATUSES), help="Only messages with a recipient in this status.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line per message.")
+@HOME_OPTION
+def queue_ls(status: str | None, as_json: bool, home: Path) -> None:
+    """List queued messages, oldest first, with each recipient's status, attempts, next attempt and last reply."""
+    from .store.queue import RecipientStatus
+
+    wanted = None if status is None else RecipientStatus(status)
+    entries, now = _with_queue(home, lambda store: (store.queue.entries(status=wanted), store.now()))
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(_queue_entry_json(entry), ensure_ascii=False))
+        return
+    if not entries:
+        click.echo("the queue is empty" if status is None else f"no queued message has a {status} recipient")
+        return
+    click.echo(f"{'QUEUE ID':<16}  {'AGE':>7}  {'SIZE':>9}  SENDER / RECIPIENTS")
+    for entry in entries:
+        click.echo("\n".join(_queue_entry_lines(entry, now)))
+
+
+@queue.command("show")
+@click.argument("queue_id")
+@HOME_OPTION
+def queue_show(queue_id: str, home: Path) -> None:
+    """Print QUEUE_ID's message and every recipient's state as JSON (never the message's content)."""
+    entry = _with_queue(home, lambda store: store.queue.show(queue_id))
+    if entry is None:
+        _no_such_queue_id(queue_id)
+    click.echo(json.dumps(_queue_entry_json(entry), ensure_ascii=False, indent=2))
+
+
+@queue.command("retry")
+@click.argument("queue_id", required=False)
+@click.option("--all", "every", is_flag=True, help="Every queued message.")
+@HOME_OPTION
+def queue_retry(queue_id: str | None, every: bool, home: Path) -> None:
+    """Make the pending recipients of QUEUE_ID (or, with --all, of every message) due now."""
+    from .store.queue import QueueEntryNotFound
+
+    if (queue_id is None) != every:
+        raise click.UsageError("give either a QUEUE_ID or --all")
+    try:
+        due = _with_queue(home, lambda store: store.queue.retry(queue_id, now=store.now()))
+    except QueueEntryNotFound:
+        _no_such_queue_id(str(queue_id))
+    logging.getLogger("mssante_operator.audit").info(
+        "queue retry queue_id=%s due=%d by=%s", queue_id or "all", due, getpass.getuser())
+    click.echo(f"{due} recipient(s) due now")
+
+
+@queue.command("drop")
+@click.argument("queue_id")
+@HOME_OPTION
+def queue_drop(queue_id: str, home: Path) -> None:
+    """Remove QUEUE_ID from the queue without sending any bounce (asks nothing: script with care)."""
+    from .store.queue import QueueEntryNotFound
+
+    def drop(store: Store) -> tuple[QueueEntry | None, int]:
+        entry = store.queue.show(queue_id)
+        return entry, 0 if entry is None else store.queue.drop(queue_id)
+
+    try:
+        entry, count = _with_queue(home, drop)
+    except QueueEntryNotFound:  # dropped by someone else meanwhile
+        entry = None
+    if entry is None:
+        _no_such_queue_id(queue_id)
+    logging.getLogger("mssante_operator.audit").info(
+        "queue drop queue_id=%s recipients=%d by=%s", queue_id, count, getpass.getuser())
+    click.echo(f"dropped {queue_id}: from {entry.sender or '<>'} to {', '.join(r.address for r in entry.recipients)}"
+               f" ({count} recipient(s), {_size(entry.size)}), no bounce sent")
 
 
 if __name__ == "__main__":
