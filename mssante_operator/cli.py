@@ -410,5 +410,89 @@ def queue_drop(queue_id: str, home: Path) -> None:
                f" ({count} recipient(s), {_size(entry.size)}), no bounce sent")
 
 
+@main.command("send-bulk")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--server", required=True, metavar="HOST:PORT", help="The operator's submission port.")
+@click.option("--tls", "tls_mode", type=click.Choice(["starttls", "implicit"]), default="starttls",
+              show_default=True, help="STARTTLS (587-style) or TLS from the first byte (465-style).")
+@click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The APP mailbox's certificate (PEM), presented for AUTH EXTERNAL.")
+@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ca", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The trust CA that signs the server's certificate.")
+@click.option("--from", "sender", required=True,
+              help="The APP mailbox address (MAIL FROM, and From of composed reports).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV file;recipient;subject naming the PDFs of FOLDER (without it: FOLDER's *.eml files).")
+@click.option("--connections", default=4, show_default=True, type=click.IntRange(1, 32))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of refusals (default: FOLDER/send-bulk-report.csv).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def send_bulk(folder: Path, server: str, tls_mode: str, cert: Path, key: Path,
+              ca: Path, sender: str, mapping: Path | None, connections: int, report: Path | None,
+              progress: bool | None) -> None:
+    """Submit every message of FOLDER from an APP mailbox, authenticated by its certificate.
+
+    Resumable: a journal in FOLDER records what the server accepted, so running the command again
+    sends only the rest. Exit status 0 when all was accepted, 1 when some recipient was refused for
+    good (see the report), 75 when temporary failures remain (run it again later), 65 when FOLDER
+    or the mapping is wrong (nothing sent), 78 when the server cannot be used as configured
+    (certificate, CA, authentication).
+    """
+    import socket
+    import ssl
+
+    from tqdm import tqdm
+
+    from .bulk.journal import JournalBusy
+    from .bulk.report import REPORT_FILE, write_report
+    from .bulk.runner import BulkRun, client_context, run_bulk
+    from .bulk.sender import Server, SubmissionError
+    from .bulk.sources import SourceError, is_address
+
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="--server")
+    if not is_address(sender):
+        raise click.BadParameter(f"{sender!r} is not a mail address", param_hint="--from")
+    try:
+        context = client_context(cert, key, ca)
+    except (OSError, ssl.SSLError) as exc:
+        _stop(f"cannot use the certificate, key or CA: {exc}", EX_CONFIG)
+    target = Server(host.strip("[]"), int(port), "implicit" if tls_mode == "implicit" else "starttls", context,
+                    helo=socket.gethostname() or "send-bulk")
+    bar = tqdm(unit=" msgs", disable=not (sys.stderr.isatty() if progress is None else progress))
+
+    def planned(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
+    run = BulkRun(folder, sender, target, mapping=mapping, connections=connections)
+    try:
+        summary = asyncio.run(run_bulk(run, on_planned=planned, on_outcome=lambda _: bar.update()))
+    except SourceError as exc:
+        _stop(str(exc), EX_DATAERR)
+    except JournalBusy as exc:
+        _stop(str(exc), EX_TEMPFAIL)
+    except SubmissionError as exc:
+        _stop(f"{exc} (nothing more was sent; run again once fixed)", EX_CONFIG)
+    finally:
+        bar.close()
+    report_path = report or folder / REPORT_FILE
+    rows = write_report(report_path, summary.outcomes)
+    click.echo(summary.text())
+    if rows:
+        click.echo(f"{rows} refused recipient(s) listed in {report_path}")
+    sys.exit(summary.exit_status)
+
+
+EX_DATAERR, EX_CONFIG = 65, 78  # sysexits: bad input data; configuration (certificate, CA, server) to fix
+
+
+def _stop(message: str, status: int) -> NoReturn:
+    click.echo(f"send-bulk: {message}", err=True)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
     main()
