@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,14 +22,22 @@ from .connection_limits import ConnectionLimiter, KeyedCounter
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
-from .listening import MTA_LISTENERS, Acceptor, WorkerLoad, bind_listener, configured_listeners
+from .listening import MTA_LISTENERS, SUBMISSION_LISTENERS, Acceptor, WorkerLoad, bind_listener, configured_listeners
+from .smtp.group_commit import GroupCommit
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
+from .smtp.next_hop import NextHops
+from .smtp.notices import Notices
+from .smtp.outbound import OutboundClient
+from .smtp.queue import QueueRunner
 from .smtp.server import GuardedSMTP
-from .store.facade import Store
+from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
+from .store.facade import NewMessage, Store
+from .store.submission import Submission, SubmissionResult, Submissions
 from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
+from .trust_space.dkim_signing import DkimSigner
 from .trust_space.space import TrustSpace
-from .trust_space.tls import server_context
+from .trust_space.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +115,58 @@ class Operator:
             delivery=self.delivery,
             cpu_executor=self.cpu,
         )
+        self.notices = Notices(store=self.store, delivery=self.delivery, hostname=settings.operator.hostname,
+                               domain=settings.operator.domain, delay_warning=settings.outbound.delay_warning)
+        self.queue_runner = self._queue_runner()
+        self._background: set[asyncio.Task[None]] = set()
+        self.submission_context = self._submission_context()
+
+    def _submission_context(self) -> SubmissionContext:
+        settings = self.settings
+        dkim = settings.dkim
+        signer = DkimSigner(settings.operator.domain, dkim.selector, settings.path(dkim.private_key).read_bytes())
+        # Same writer thread as local delivery: SQLite has one writer, and batches form while it is busy.
+        commits: GroupCommit[Submission, SubmissionResult] = GroupCommit(
+            Submissions(self.store).submit_many, self.delivery.executor, what="submission")
+        return SubmissionContext(
+            hostname=settings.operator.hostname,
+            local_domains=settings.operator.local_domains,
+            max_recipients=settings.submission.max_recipients,
+            annuaire=self.annuaire,
+            authenticator=self.authenticator,
+            liste_blanche=self.trust.liste_blanche,
+            signer=signer,
+            commit=commits.submit,
+            max_lifetime=settings.outbound.max_lifetime,
+            sent_copy=settings.submission.sent_copy,
+            cpu_executor=self.cpu,
+            on_queued=self.queue_runner.wake,
+            on_local_success=self._send_receipt,
+        )
+
+    def _send_receipt(self, sender: str, message: NewMessage, addresses: list[str], envid: str | None) -> None:
+        task = asyncio.get_running_loop().create_task(self.notices.local_success(sender, message, addresses, envid))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _queue_runner(self) -> QueueRunner:
+        settings = self.settings
+        outbound = settings.outbound
+        client = OutboundClient(
+            hostname=settings.operator.hostname,
+            client_tls=client_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
+                                      settings.path(settings.trust_space.ca_bundle)),
+            liste_blanche=self.trust.liste_blanche,
+            revocations=self.trust.revocations,
+            hops=NextHops(outbound.routes, dns_timeout=settings.dkim.dns_timeout),
+            per_peer_connections=outbound.per_peer_connections,
+            connect_timeout=outbound.connect_timeout,
+            command_timeout=outbound.command_timeout,
+            idle_timeout=outbound.idle_timeout,
+        )
+        owner = f"{settings.operator.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        return QueueRunner(store=self.store, client=client, settings=outbound, notices=self.notices, owner=owner,
+                           writer=self.delivery.executor)
 
     def _authenticator(self) -> Authenticator:
         auth = self.settings.auth
@@ -154,24 +216,23 @@ class Operator:
         self._acceptors.append(acceptor)
         log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, acceptor.port, listener.tls)
 
-    async def _start_mta(self, name: str, listener: ListenerSettings) -> None:
+    async def _start_smtp(self, name: str, listener: ListenerSettings) -> None:
+        """An MTA or submission listener: GuardedSMTP (or its submission subclass) on an Acceptor."""
         loop = asyncio.get_running_loop()
         context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
         limits = self.settings.limits
         limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load)
-        handler = MtaHandler(self.mta_context)
+        submission = name in SUBMISSION_LISTENERS
+        mta_handler = MtaHandler(self.mta_context)
+        submission_handler = SubmissionHandler(self.submission_context)
 
         def factory() -> GuardedSMTP:
-            return GuardedSMTP(
-                handler,
-                limits=self.settings.limits,
-                limiter=limiter,
-                hostname=self.settings.operator.hostname,
-                tls_context=None if implicit else context,
-                require_starttls=not implicit,
-                loop=loop,
-            )
+            options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
+                       "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
+            if submission:
+                return SubmissionSMTP(submission_handler, **options)  # type: ignore[arg-type]
+            return GuardedSMTP(mta_handler, **options)  # type: ignore[arg-type]
 
         sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
         acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)
@@ -188,11 +249,12 @@ class Operator:
                 log.info("removed %d orphan blobs left by an interrupted delivery", removed)
         await self.watcher.start()
         for name, listener in configured_listeners(self.settings).items():
-            if name in MTA_LISTENERS:
-                await self._start_mta(name, listener)
+            if name in MTA_LISTENERS or name in SUBMISSION_LISTENERS:
+                await self._start_smtp(name, listener)
             else:
                 await self._start_imap(name, listener)
         self._refresher = asyncio.create_task(self._refresh_periodically())
+        self.queue_runner.start()
 
     def reload(self) -> None:
         """Re-read the liste blanche and the CRLs (SIGHUP and timer); connections stay up."""
@@ -212,6 +274,9 @@ class Operator:
         for acceptor in self._acceptors:
             acceptor.close()
         await self._close_imap_sessions()
+        await self.queue_runner.stop()
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
         await self.delivery.close()
         await self.watcher.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)

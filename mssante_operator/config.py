@@ -83,6 +83,8 @@ class ListenersSettings(_Section):
     mtas: ListenerSettings | None = None
     imap: ListenerSettings | None = None
     imaps: ListenerSettings | None = None
+    submission: ListenerSettings | None = None  # 587-style: STARTTLS, then AUTH
+    submissions: ListenerSettings | None = None  # 465-style: implicit TLS (RFC 8314)
 
 
 class ImapSettings(_Section):
@@ -208,6 +210,38 @@ class LimitsSettings(_Section):
     session_timeout: Duration = 1800.0
 
 
+class SubmissionSettings(_Section):
+    """What the submission listeners do with an accepted message besides routing it."""
+
+    sent_copy: bool = True  # a copy in the sender's Sent folder (clients then need not APPEND one)
+    max_recipients: int = Field(default=1000, ge=1)  # a hospital's circular; peers still get <= 100 per session
+
+
+class OutboundSettings(_Section):
+    """The outbound queue: next hops, retries, lifetime (contract keys: routes, retry_schedule, max_lifetime)."""
+
+    routes: dict[str, str] = Field(default_factory=dict)  # domain -> "host:port", before DNS MX
+    retry_schedule: list[Duration] = Field(default_factory=lambda: [60.0, 300.0, 900.0, 3600.0, 14400.0])
+    retry_interval: Duration = Field(default=3600.0, gt=0)  # after the schedule: hourly, until max_lifetime
+    max_lifetime: Duration = Field(default=5 * 86400.0, gt=0)
+    delay_warning: Duration = Field(default=4 * 3600.0, ge=0)  # "0": no delay DSN
+    per_peer_connections: int = Field(default=4, ge=1, le=100)
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 120.0
+    idle_timeout: Duration = 30.0  # a connection to a peer is kept this long for the next message
+    lease: Duration = Field(default=300.0, ge=1.0)  # a claimed recipient is another worker's after this
+    batch: int = Field(default=200, ge=1, le=5000)  # recipients claimed at once
+    keep_finished: Duration = 86400.0  # delivered/failed messages stay visible to `queue show` this long
+
+    @model_validator(mode="after")
+    def _routes_are_host_port(self) -> OutboundSettings:
+        for domain, hop in self.routes.items():
+            host, _, port = hop.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"routes.{domain}: {hop!r} is not 'host:port'")
+        return self
+
+
 class Settings(_Section):
     """Everything the operator reads from config.toml, with paths resolved against HOME."""
 
@@ -223,6 +257,8 @@ class Settings(_Section):
     limits: LimitsSettings = LimitsSettings()
     imap: ImapSettings = ImapSettings()
     auth: AuthSettings = AuthSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     def path(self, value: Path) -> Path:
         """A configured path, relative paths being taken from HOME."""

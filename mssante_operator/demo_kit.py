@@ -169,22 +169,17 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
     _write_json(home / ANNUAIRE_FILE, {"entries": [entry.to_json() for entry in MAILBOXES]})
     mailboxes = _write_mailboxes(home, trust_ca)
 
-    mta_port, mtas_port, imap_port, imaps_port = free_ports(4)
-    config = _config(mta_port, mtas_port, operator_dkim_key, static_keys)
-    config["listeners"]["imap"] = {"host": LOCALHOST, "port": imap_port, "tls": "starttls"}
-    config["listeners"]["imaps"] = {"host": LOCALHOST, "port": imaps_port, "tls": "implicit"}
+    ports = dict(zip(_LISTENER_TLS, free_ports(len(_LISTENER_TLS)), strict=True))
+    config = _config(operator_dkim_key, static_keys)
+    config["listeners"] = {name: {"host": LOCALHOST, "port": port, "tls": _LISTENER_TLS[name]}
+                           for name, port in ports.items()}
     (home / CONFIG_FILE).write_text(_CONFIG_HEADER + tomli_w.dumps(config), encoding="utf-8")
 
     manifest = {
         "operator": {
             "domain": OPERATOR.domain, "dkim_selector": DKIM_SELECTOR, "dkim_public_txt": operator_txt,
         },
-        "listeners": {
-            "mta": {"host": LOCALHOST, "port": mta_port},
-            "mtas": {"host": LOCALHOST, "port": mtas_port},
-            "imap": {"host": LOCALHOST, "port": imap_port},
-            "imaps": {"host": LOCALHOST, "port": imaps_port},
-        },
+        "listeners": {name: {"host": LOCALHOST, "port": port} for name, port in ports.items()},
         "trust_ca": TRUST_CA_CERT,
         "operator_cert": OPERATOR_CERT,
         "operator_key": OPERATOR_KEY,
@@ -340,15 +335,16 @@ _CONFIG_HEADER = (
 )
 
 
-def _config(mta_port: int, mtas_port: int, dkim_key: str, static_keys: dict[str, str]) -> dict[str, Any]:
+# Contract names of the listeners (demo.json) and how each starts TLS.
+_LISTENER_TLS = {"mta": "starttls", "mtas": "implicit", "submission": "starttls", "submissions": "implicit",
+                 "imap": "starttls", "imaps": "implicit"}
+
+
+def _config(dkim_key: str, static_keys: dict[str, str]) -> dict[str, Any]:
     """config.toml as data; it must validate with :func:`mssante_operator.config.load_settings`."""
     return {
         "operator": {"domain": OPERATOR.domain, "hostname": OPERATOR.host},
         "storage": {"url": "sqlite:///store.db", "blob_dir": "blobs"},
-        "listeners": {
-            "mta": {"host": LOCALHOST, "port": mta_port, "tls": "starttls"},
-            "mtas": {"host": LOCALHOST, "port": mtas_port, "tls": "implicit"},
-        },
         "tls": {"cert": OPERATOR_CERT, "key": OPERATOR_KEY},
         "trust_space": {
             "ca_bundle": TRUST_CA_CERT, "crl_files": [TRUST_CA_CRL],
@@ -360,6 +356,8 @@ def _config(mta_port: int, mtas_port: int, dkim_key: str, static_keys: dict[str,
         },
         "annuaire": {"backend": "file", "file": ANNUAIRE_FILE},
         "limits": _default_limits(),
+        # The peers of the kit run nowhere: give them a next hop here (e.g. a test peer) to deliver to them.
+        "outbound": {"routes": {}, "retry_schedule": ["1m", "5m", "15m", "1h", "4h"], "max_lifetime": "5d"},
     }
 
 

@@ -54,11 +54,12 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 MTA_LISTENERS = ("mta", "mtas")
 IMAP_LISTENERS = ("imap", "imaps")
+SUBMISSION_LISTENERS = ("submission", "submissions")
 
 
 def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
     """The listeners HOME/config.toml enables, by contract name."""
-    names = MTA_LISTENERS + IMAP_LISTENERS
+    names = MTA_LISTENERS + SUBMISSION_LISTENERS + IMAP_LISTENERS
     return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
 
 

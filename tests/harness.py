@@ -33,17 +33,23 @@ DOCTOR = f"dr.martin@{OPERATOR_DOMAIN}"
 def make_kit(home: Path, *, store_url: str | None = None, **overrides: dict[str, Any]) -> dict[str, Any]:
     """A demo kit in ``home``; ``store_url`` and section overrides are written into config.toml."""
     manifest = create_kit(home)
-    if store_url is not None or overrides:
-        import tomllib
-
-        config_path = home / "config.toml"
-        config = tomllib.loads(config_path.read_text())
-        if store_url is not None:
-            config["storage"]["url"] = store_url
-        for section, values in overrides.items():
-            config.setdefault(section, {}).update(values)
-        config_path.write_text(tomli_w.dumps(config))
+    if store_url is not None:
+        overrides = {**overrides, "storage": {"url": store_url}}
+    configure(home, **overrides)
     return manifest
+
+
+def configure(home: Path, **overrides: dict[str, Any]) -> None:
+    """Update sections of HOME/config.toml (each given key replaces the file's)."""
+    if not overrides:
+        return
+    import tomllib
+
+    config_path = home / "config.toml"
+    config = tomllib.loads(config_path.read_text())
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    config_path.write_text(tomli_w.dumps(config))
 
 
 @dataclass

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.parser import HeaderParser
-from email.utils import format_datetime
+from email.utils import format_datetime, make_msgid
 
 _PARSER = HeaderParser(policy=email.policy.compat32)
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -29,6 +29,8 @@ class HeaderSummary:
     from_text: str
     subject: str
     message_id: str | None
+    sender_values: list[str] = field(default_factory=list)
+    has_date: bool = True
 
 
 def split_header(message: bytes) -> tuple[bytes, bytes]:
@@ -60,6 +62,8 @@ def summarise(message: bytes) -> HeaderSummary:
         from_text=" ".join(_decoded(str(v)) for v in from_values),
         subject=" ".join(_decoded(str(parsed.get("Subject", ""))).split()),
         message_id=message_id or None,
+        sender_values=[str(v) for v in parsed.get_all("Sender", [])],
+        has_date=parsed.get("Date") is not None,
     )
 
 
@@ -79,20 +83,46 @@ def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
     cannot keep the header by folding it, adding a version number or a comment in front of our name.
     """
     header, body = split_header(message)
-    fields: list[list[bytes]] = []  # each field: its first line and its continuation lines
+    ours = authserv_id.encode("utf-8").lower()
+    kept: list[bytes] = []
+    for lines in _fields(header):
+        name = _AUTH_RESULTS_NAME.match(lines[0])
+        if name is not None and _authserv_id(b" ".join([lines[0][name.end() :], *lines[1:]])) == ours:
+            continue
+        kept.extend(lines)
+    return b"\r\n".join(kept) + body
+
+
+def _fields(header: bytes) -> list[list[bytes]]:
+    """The header block split into fields, each its first line and its continuation lines."""
+    fields: list[list[bytes]] = []
     for line in header.split(b"\r\n"):
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1].append(line)
         else:
             fields.append([line])
-    ours = authserv_id.encode("utf-8").lower()
-    kept: list[bytes] = []
-    for field in fields:
-        name = _AUTH_RESULTS_NAME.match(field[0])
-        if name is not None and _authserv_id(b" ".join([field[0][name.end() :], *field[1:]])) == ours:
-            continue
-        kept.extend(field)
-    return b"\r\n".join(kept) + body
+    return fields
+
+
+_BCC_NAME = re.compile(rb"^bcc[ \t]*:", re.I)
+
+
+def prepare_submission(message: bytes, summary: HeaderSummary, *, id_domain: str, when: datetime) -> tuple[bytes, str]:
+    """A submitted message made ready to leave (RFC 6409 8): Bcc fields removed, Date and Message-ID
+    added when the client left them out. Returns the message and its Message-ID."""
+    header, body = split_header(message)
+    kept = [line for lines in _fields(header) if not _BCC_NAME.match(lines[0]) for line in lines]
+    added = b""
+    message_id = summary.message_id
+    if message_id is None:
+        message_id = make_msgid(domain=id_domain)
+        added += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
+    if not summary.has_date:
+        added += b"Date: " + format_datetime(when).encode("ascii") + b"\r\n"
+    if not body:  # a message without a blank line: all header, no body
+        kept = [line for line in kept if line]
+        return added + b"\r\n".join(kept) + b"\r\n", message_id
+    return added + b"\r\n".join(kept) + body, message_id
 
 
 def received_header(

@@ -193,10 +193,14 @@ class GuardedSMTP(SMTP):
     async def _push_ehlo(self, keywords: list[str]) -> None:
         """Send the EHLO reply: our host name, then the extensions we honour."""
         kept = [k for k in keywords[1:] if not k.startswith(("AUTH", "HELP"))]
-        keywords = [keywords[0], *kept, "PIPELINING", "ENHANCEDSTATUSCODES"]
+        keywords = [keywords[0], *kept, "PIPELINING", "ENHANCEDSTATUSCODES", *self.more_extensions()]
         for index, keyword in enumerate(keywords):
             separator = " " if index == len(keywords) - 1 else "-"
             await super().push(f"250{separator}{keyword}")
+
+    def more_extensions(self) -> list[str]:
+        """EHLO keywords a subclass adds (the MTA listener has none: peers do not authenticate by SASL)."""
+        return []
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, read in one search instead of aiosmtpd's line-by-line loop (same checks, same hooks)."""

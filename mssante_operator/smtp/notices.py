@@ -1,0 +1,111 @@
+"""Delivery status notifications (RFC 3464) sent to our own senders: bounces, delay warnings, receipts.
+
+Every sender of the outbound queue is one of our mailboxes (submission only lets a principal send as
+its own), so a DSN is a local delivery into the sender's INBOX, never a message on the network, and a
+DSN (null sender) never causes another. The queue keeps a "notified" mark per recipient, set only after
+the DSN is committed: a crash in between sends it again rather than losing it. Recipients of one
+message that end the same way share one report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from ..store.facade import NewMessage, Store
+from ..store.queue import Notice
+from . import dsn, headers
+from .local_delivery import LocalDelivery
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_STATUS = {"failed": "5.0.0", "delayed": "4.0.0", "relayed": "2.0.0", "delivered": "2.0.0"}
+_ENHANCED = re.compile(r"^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def enhanced_status(reply: str, default: str) -> str:
+    """The RFC 3463 code of a reply ("451 4.3.0 …" or "4.3.0 …" gives 4.3.0), else ``default``."""
+    match = _ENHANCED.match(reply)
+    return match.group(1) if match else default
+
+
+def _enhanced(reply: str, action: str) -> str:
+    return enhanced_status(reply, _DEFAULT_STATUS.get(action, "5.0.0"))
+
+
+class Notices:
+    """Builds DSNs and delivers them to the senders' mailboxes."""
+
+    def __init__(self, *, store: Store, delivery: LocalDelivery, hostname: str, domain: str,
+                 delay_warning: float) -> None:
+        self._store = store
+        self._delivery = delivery
+        self._hostname = hostname
+        self._from = f"MAILER-DAEMON@{domain}"
+        self._delay_warning = delay_warning or None
+
+    async def send_pending(self) -> int:
+        """Send every DSN the queue owes; returns how many reports were delivered."""
+        notices = await asyncio.to_thread(self._store.queue.pending_notices, now=datetime.now(UTC),
+                                          delay_warning=self._delay_warning)
+        groups: dict[tuple[str, str], list[Notice]] = defaultdict(list)
+        for notice in notices:
+            groups[(notice.queue_id, notice.kind)].append(notice)
+        sent = 0
+        for (queue_id, kind), group in groups.items():
+            try:
+                await self._send(group)
+            except Exception:  # the sender's mailbox cannot be written now: the mark stays, retried later
+                log.exception("queue %s: %s DSN could not be delivered", queue_id, kind)
+                continue
+            ids = [n.recipient_id for n in group]
+            mark = self._store.queue.mark_warned if kind == "delay" else self._store.queue.mark_notified
+            await asyncio.to_thread(mark, ids)
+            sent += 1
+        return sent
+
+    async def _send(self, group: list[Notice]) -> None:
+        first = group[0]
+        if not first.sender:  # a bounce of a bounce: RFC 3461 6.2, never
+            return
+        original = await asyncio.to_thread(self._store.queue.read, first.blob_key)
+        recipients = [
+            dsn.ReportedRecipient(
+                address=n.address, orcpt=n.orcpt, action=n.action or "failed",
+                status=_enhanced(n.reply, n.action), diagnostic=n.reply, remote_mta=n.remote_mta,
+                last_attempt=n.last_attempt_at, will_retry_until=None,
+            )
+            for n in group
+        ]
+        await self._deliver(first.sender, original, recipients, envid=first.envid, ret=first.ret,
+                            arrival=first.created_at)
+        log.info("queue %s: %s DSN for %d recipients delivered to the sender", first.queue_id,
+                 group[0].kind, len(group))
+
+    async def local_success(self, sender: str, message: NewMessage, addresses: list[str],
+                            envid: str | None) -> None:
+        """The receipt for local recipients that asked NOTIFY=SUCCESS (delivered at once, at submission)."""
+        now = datetime.now(UTC)
+        recipients = [dsn.ReportedRecipient(address=a, orcpt=None, action="delivered", status="2.0.0",
+                                            diagnostic="", remote_mta="", last_attempt=now, will_retry_until=None)
+                      for a in addresses]
+        try:
+            await self._deliver(sender, message.raw, recipients, envid=envid, ret="HDRS",
+                                arrival=message.received_at)
+        except Exception:
+            log.exception("delivery receipt for a local delivery could not be stored")
+
+    async def _deliver(self, sender: str, original: bytes, recipients: list[dsn.ReportedRecipient], *,
+                       envid: str | None, ret: str | None, arrival: datetime) -> None:
+        now = datetime.now(UTC)
+        report = dsn.build_report(
+            reporting_mta=self._hostname, original_sender=sender, envid=envid, ret=ret, recipients=recipients,
+            original=original, arrival=arrival, now=now, from_address=self._from,
+        )
+        summary = headers.summarise(report)
+        message = NewMessage(raw=report, message_id=summary.message_id, from_addr=summary.from_text,
+                             subject=summary.subject, authentication_results="", received_at=now)
+        await self._delivery.deliver(message, [sender])

@@ -1,0 +1,120 @@
+"""A submitted message committed in one transaction: local INBOXes, the Sent copy and the outbound queue.
+
+One blob serves every copy (written and fsync'd once, before the transaction), so a report sent to
+three local colleagues and two peer operators costs one file. Either all of it is committed or none:
+the client's 250 then means the message is in every local mailbox and in the queue for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, delete, select
+
+from .blobs import BlobFile
+from .facade import DeliveryOutcome, NewMessage, normalize_address
+from .models import Account, Blob, Mailbox
+from .queue import OutboundEnvelope
+
+if TYPE_CHECKING:
+    from .facade import Store
+
+SENT = "\\Sent"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What one accepted message must become."""
+
+    message: NewMessage
+    local_recipients: tuple[str, ...] = ()
+    sent_copy_for: str | None = None  # the mailbox whose Sent folder keeps a copy (the sender's)
+    outbound: OutboundEnvelope | None = None  # recipients at peer operators
+    expires_at: datetime | None = None  # when the queue gives up (outbound only)
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    local: dict[str, DeliveryOutcome]
+    queue_id: str | None
+    sent_copy: bool
+
+
+class Submissions:
+    """Commits submitted messages, several per transaction (group commit)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._with_folders: set[str] = set()  # accounts known to have their special-use folders
+
+    def submit_many(self, items: list[Submission]) -> list[SubmissionResult]:
+        store = self._store
+        for item in items:
+            if item.outbound is not None and item.outbound.recipients and item.expires_at is None:
+                raise ValueError("an outbound submission needs expires_at")
+        inboxes = store._ensure_inboxes(a for item in items for a in item.local_recipients)
+        self._ensure_folders(item.sent_copy_for for item in items if item.sent_copy_for)
+        blobs = store._write_blobs([item.message.raw for item in items])
+        changed: set[int] = set()
+        with store.writing() as conn:
+            try:
+                sent = {a: self._sent_folder(conn, a) for a in {i.sent_copy_for for i in items if i.sent_copy_for}}
+                # Every folder written below is locked here, in id order, so concurrent commits cannot deadlock.
+                store._lock_mailboxes(conn, sorted({*inboxes.values(), *(f for f in sent.values() if f)}))
+                results = [self._one(conn, item, blob, inboxes, sent, changed)
+                           for item, blob in zip(items, blobs, strict=True)]
+            except BaseException:
+                store._remove_blobs(blobs)
+                raise
+            store.changed(conn, changed)
+        store._remove_blobs(b for b, r in zip(blobs, results, strict=True) if not _references(r))
+        return results
+
+    def _one(self, conn: Connection, item: Submission, blob: BlobFile | None, inboxes: dict[str, int],
+             sent_folders: dict[str, int | None], changed: set[int]) -> SubmissionResult:
+        store = self._store
+        assert blob is not None
+        blob_id = store._insert_blob(conn, blob)
+        local: dict[str, DeliveryOutcome] = {}
+        for address in sorted({normalize_address(a) for a in item.local_recipients}):
+            if store._is_duplicate(conn, inboxes[address], item.message):
+                local[address] = DeliveryOutcome.DUPLICATE
+                continue
+            local[address] = store._insert_message(conn, inboxes[address], item.message, blob_id)
+            changed.add(inboxes[address])
+        sent = False
+        if item.sent_copy_for:
+            folder_id = sent_folders[item.sent_copy_for]
+            if folder_id is not None:  # the user deleted their Sent folder: no copy, no error
+                store._insert_message(conn, folder_id, item.message, blob_id, flags="\\Seen", dedup=False)
+                changed.add(folder_id)
+                sent = True
+        queue_id = None
+        if item.outbound is not None and item.outbound.recipients:
+            assert item.expires_at is not None
+            queue_id = store.queue.add(conn, blob_id, len(item.message.raw), item.outbound,
+                                       now=item.message.received_at, expires_at=item.expires_at)
+        result = SubmissionResult({a: local[normalize_address(a)] for a in item.local_recipients}, queue_id, sent)
+        if not _references(result):
+            conn.execute(delete(Blob).where(Blob.id == blob_id))
+        return result
+
+    @staticmethod
+    def _sent_folder(conn: Connection, address: str) -> int | None:
+        return conn.scalar(
+            select(Mailbox.id).join(Account, Mailbox.account_id == Account.id)
+            .where(Account.address == normalize_address(address), Mailbox.special_use == SENT)
+        )
+
+    def _ensure_folders(self, addresses: Iterable[str]) -> None:
+        for address in {normalize_address(a) for a in addresses} - self._with_folders:
+            self._store.folders.ensure_account(address)
+            self._with_folders.add(address)
+
+
+def _references(result: SubmissionResult) -> bool:
+    """Whether anything committed points at the message's blob."""
+    return result.sent_copy or result.queue_id is not None or DeliveryOutcome.STORED in result.local.values()
