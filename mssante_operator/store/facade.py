@@ -404,19 +404,21 @@ class Store:
         ).scalar_one()
 
     def _insert_message(
-        self, conn: Connection, mailbox_id: int, message: NewMessage, blob_id: int
+        self, conn: Connection, mailbox_id: int, message: NewMessage, blob_id: int, *, flags: str = "",
+        dedup: bool = True,
     ) -> DeliveryOutcome:
+        """One message row; ``dedup=False`` for copies the Message-ID must not deduplicate (a Sent copy)."""
         uid, modseq = self._allocate_uid(conn, mailbox_id)
         values = {
             "mailbox_id": mailbox_id,
             "uid": uid,
             "modseq": modseq,
-            "flags": "",
+            "flags": flags,
             "internaldate": message.received_at,
             "size": len(message.raw),
             "blob_id": blob_id,
             "message_id": _dedup_key(message.message_id),
-            "dedup_key": _dedup_key(message.message_id),
+            "dedup_key": _dedup_key(message.message_id) if dedup else None,
             "from_addr": message.from_addr,
             "subject": message.subject,
             "authentication_results": message.authentication_results,
