@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -84,7 +84,7 @@ class Journal:
             "sha256": outcome.sha256,
             "queue_id": outcome.queue_id,
             "accepted": list(outcome.accepted),
-            "refused": [r.__dict__ for r in outcome.refusals],
+            "refused": [asdict(r) for r in outcome.refusals],
         }
         self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._handle.flush()

@@ -53,12 +53,12 @@ class Summary:
 
 
 def write_report(path: Path, outcomes: list[Outcome]) -> int:
-    """One row per refused recipient (``kind`` permanent or temporary); returns the row count."""
+    """One row per refused recipient (``kind`` permanent or temporary), by file name; returns the row count."""
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter=";")
         writer.writerow(REPORT_COLUMNS)
-        for outcome in outcomes:
+        for outcome in sorted(outcomes, key=lambda o: o.key):
             for refusal in outcome.refusals:
                 writer.writerow((outcome.key, refusal.recipient, refusal.code or "", refusal.enhanced,
                                  refusal.text, "temporary" if refusal.temporary else "permanent"))
