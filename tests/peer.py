@@ -2,7 +2,7 @@
 
 It stands for another MSSanté operator's MTA: STARTTLS with a demo-kit peer certificate, a client
 certificate required and verified against the kit's trust CA, and an envelope recorder. Tests script
-its answers (``answer_rcpt("451 4.3.0 try later")`` is used once, then 250 again), choose whether it
+its answers (``answer("RCPT", "451 4.3.0 try later")`` is used once, then 250 again), choose whether it
 advertises DSN, or give it another certificate (the revoked peer's, the rogue's) to check refusals.
 
 Usage::
@@ -127,16 +127,27 @@ class _Handler:
         ssl_object = server.transport.get_extra_info("ssl_object") if server.transport else None
         return ssl_object is not None and ssl_object.getpeercert(binary_form=True) is not None
 
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        reply = self.peer._next_reply("MAIL", address) or "250 2.1.0 OK"
+        if reply.startswith("2"):
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+        return reply
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return self.peer._next_reply("RSET", None) or "250 2.0.0 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        reply = self.peer._next_reply("rcpt", address) or "250 2.1.5 OK"
+        reply = self.peer._next_reply("RCPT", address) or "250 2.1.5 OK"
         if reply.startswith("2"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
         return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        reply = self.peer._next_reply("data", None) or "250 2.0.0 OK"
+        reply = self.peer._next_reply("DATA", None) or "250 2.0.0 OK"
         if reply.startswith("2"):
             assert isinstance(server, _PeerSmtp) and isinstance(envelope, _PeerEnvelope)
             ssl_object = server.transport.get_extra_info("ssl_object") if server.transport else None
@@ -242,13 +253,17 @@ class PeerOperator:
 
     # -- scripting and observation ------------------------------------------------------------
 
-    def answer_rcpt(self, *replies: str, address: str | None = None) -> None:
-        """Queue replies for RCPT (for ``address`` only, or any), each used once, then 250 again."""
-        self._queue("rcpt", address, replies)
+    def answer(self, command: str, *replies: str, address: str | None = None) -> None:
+        """Queue replies to MAIL, RCPT, RSET or DATA (its end), each used once, then 250 again.
 
-    def answer_data(self, *replies: str) -> None:
-        """Queue replies for the end of DATA, each used once; a non-2xx reply records nothing."""
-        self._queue("data", None, replies)
+        ``address`` limits MAIL or RCPT replies to that sender or recipient. A refused DATA
+        records nothing; ``"421 ..."`` is answered but the connection stays open.
+        """
+        command = command.upper()
+        if command not in {"MAIL", "RCPT", "RSET", "DATA"}:
+            raise ValueError(f"cannot script {command}")
+        with self._lock:
+            self._state.replies.setdefault((command, address), deque()).extend(replies)
 
     @property
     def received(self) -> list[Received]:
@@ -260,6 +275,12 @@ class PeerOperator:
         """Connections accepted since this object was made (across restarts)."""
         with self._lock:
             return self._state.connections
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now."""
+        with self._lock:
+            return self._state.active
 
     @property
     def peak_connections(self) -> int:
@@ -296,10 +317,6 @@ class PeerOperator:
             self._sessions.discard(session)
             with self._lock:
                 self._state.active -= 1
-
-    def _queue(self, command: str, address: str | None, replies: tuple[str, ...]) -> None:
-        with self._lock:
-            self._state.replies.setdefault((command, address), deque()).extend(replies)
 
     def _next_reply(self, command: str, address: str | None) -> str | None:
         with self._lock:
