@@ -157,6 +157,9 @@ class _Handler:
                 content=bytes(envelope.original_content or b""),
                 client_dn=peer_tls(ssl_object).dn_text if ssl_object else "", connection=server.serial,
             ))
+        stall = self.peer._take_stall()
+        if stall:  # committed, but the answer is slow: a client that dies now never learns it
+            await asyncio.sleep(stall)
         return reply
 
 
@@ -190,6 +193,7 @@ class PeerOperator:
             self._tls = server_context(home / (cert or entry["cert"]), home / (key or entry["key"]),
                                        home / manifest["trust_ca"])
         self._lock = threading.Lock()
+        self._stall = 0.0
         self._state = _State()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -264,6 +268,16 @@ class PeerOperator:
             raise ValueError(f"cannot script {command}")
         with self._lock:
             self._state.replies.setdefault((command, address), deque()).extend(replies)
+
+    def stall_data(self, seconds: float) -> None:
+        """Make the next DATA wait ``seconds`` after it is recorded, before it is answered (a slow peer)."""
+        with self._lock:
+            self._stall = seconds
+
+    def _take_stall(self) -> float:
+        with self._lock:
+            stall, self._stall = self._stall, 0.0
+        return stall
 
     @property
     def received(self) -> list[Received]:

@@ -1,0 +1,65 @@
+"""A worker killed in the middle of a delivery loses nothing: its lease expires and the message goes again.
+
+The operator runs as a real process (`serve`, one worker). The peer stores the message, then is slow to
+answer DATA; the process is killed with SIGKILL while it waits for that answer, then started again. The
+recipient is delivered again: a duplicate with the same Message-ID, which the receiver drops.
+"""
+
+from __future__ import annotations
+
+import email
+import signal
+import smtplib
+import time
+from pathlib import Path
+
+from harness import configure, make_kit, serve_process
+from peer import PeerOperator
+from test_submission import DOCTOR, letter
+
+from mssante_operator.config import load_settings
+from mssante_operator.store.facade import Store
+
+LAB = "labo-biolab.mssante.fr"
+
+
+def _submit(home: Path, manifest: dict, subject: str) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
+    context.check_hostname = False
+    doctor = next(m for m in manifest["mailboxes"] if m["address"] == DOCTOR)
+    with smtplib.SMTP_SSL("127.0.0.1", manifest["listeners"]["submissions"]["port"], context=context,
+                          timeout=30) as client:
+        client.login(DOCTOR, doctor["password"])
+        client.sendmail(DOCTOR, [f"resultats@{LAB}"], letter(DOCTOR, [f"resultats@{LAB}"], subject=subject))
+
+
+def test_killed_mid_delivery_then_restarted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    manifest = make_kit(home)
+    with PeerOperator(home, manifest, "labo", dsn=False) as peer:
+        configure(home, server={"workers": 1}, outbound={
+            "routes": {LAB: peer.route}, "lease": "2s", "retry_schedule": ["1s"], "retry_interval": "1s"})
+        peer.stall_data(3.0)
+        with serve_process(home, manifest) as process:
+            _submit(home, manifest, "Interrompu")
+            deadline = time.monotonic() + 20
+            while peer.open_connections == 0 and time.monotonic() < deadline:  # the delivery is under way
+                time.sleep(0.02)
+            time.sleep(0.3)  # inside DATA, waiting for the peer's answer
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        with serve_process(home, manifest):
+            received = peer.wait_for(1, timeout=30)
+            time.sleep(4)  # the stalled first copy, if any, is recorded by now
+            received = peer.received
+        copies = [email.message_from_bytes(r.content) for r in received]
+        assert len(copies) == 2
+        assert len({c["Message-ID"] for c in copies}) == 1  # a duplicate, if any, is recognisable
+    store = Store(load_settings(home).database_url, home / "blobs")
+    try:
+        states = [r.status for e in store.queue.entries() for r in e.recipients]
+    finally:
+        store.close()
+    assert states == ["delivered"]
