@@ -56,12 +56,18 @@ class ServerMemory:
             time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        total = 0.0
+        user, system = self.cpu_split()
+        return user + system
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the whole tree so far."""
+        user = system = 0.0
         for proc in self.tree():
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                total += times.user + times.system
-        return total
+                user += times.user
+                system += times.system
+        return user, system
 
     def stop(self) -> None:
         self._stop.set()

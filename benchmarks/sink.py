@@ -1,7 +1,8 @@
 """The floor: a bare aiosmtpd server that only writes each message to a file and fsyncs it.
 
 Same TLS as the operator (STARTTLS, client certificate requested and chain-checked), no policy,
-no DKIM, no database. Run by benchmarks/ingress.py as a separate process.
+no DKIM, no database. Run as a separate process by benchmarks/ingress.py (as the operator's floor) and by
+benchmarks/bulk.py (as the peer operator receiving the reports; then with a peer's certificate, argv[4:6]).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 
+from mssante_operator.config import LimitsSettings
+from mssante_operator.connection_limits import ConnectionLimiter
+from mssante_operator.smtp.server import GuardedSMTP
 from mssante_operator.trust_space.tls import server_context
 
 
@@ -33,15 +37,24 @@ class FsyncSink:
         return "250 OK"
 
 
-async def main(home: Path, port: int, directory: Path) -> None:
-    context = server_context(home / "certs/operator.pem", home / "certs/operator.key", home / "certs/trust-ca.pem")
+async def main(home: Path, port: int, directory: Path, cert: str = "certs/operator.pem",
+               key: str = "certs/operator.key", reader: str = "aiosmtpd") -> None:
+    context = server_context(home / cert, home / key, home / "certs/trust-ca.pem")
     loop = asyncio.get_running_loop()
     handler = FsyncSink(directory)
-    server = await loop.create_server(
-        lambda: SMTP(handler, tls_context=context, require_starttls=True, enable_SMTPUTF8=True,
-                     data_size_limit=50 * 1024 * 1024, loop=loop),
-        "127.0.0.1", port,
-    )
+    limits = LimitsSettings(max_message_size=50 * 1024 * 1024, max_connections=10_000, max_connections_per_ip=10_000)
+    limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+
+    def session() -> SMTP:
+        if reader == "fast":
+            # GuardedSMTP's one-search DATA reader: plain aiosmtpd reads line by line in Python, which would make
+            # the sink, not the operator, the bottleneck of a benchmark whose processes share two cores (bulk.py).
+            return GuardedSMTP(handler, limits=limits, limiter=limiter, hostname="sink.test", tls_context=context,
+                               require_starttls=True, loop=loop)
+        return SMTP(handler, tls_context=context, require_starttls=True, enable_SMTPUTF8=True,
+                    data_size_limit=limits.max_message_size, loop=loop)
+
+    server = await loop.create_server(session, "127.0.0.1", port)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     print("sink ready", flush=True)
@@ -50,4 +63,4 @@ async def main(home: Path, port: int, directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:7]))
