@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from process_tree import ServerMemory
 
 from mssante_operator.config import load_settings
@@ -126,6 +128,10 @@ def main() -> None:
                                         os.environ["BENCH_PYSPY"], "-f", "raw", "--subprocesses", "-p",
                                         str(operator.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu_before = memory.cpu_split()
+            sink_cpu = ServerMemory(sink.pid)
+            sink_before = sink_cpu.cpu_seconds()
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            machine_before = psutil.cpu_times()
             started = time.monotonic()
             bulk = subprocess.run(
                 [sys.executable, "-m", "mssante_operator.cli", "send-bulk", str(folder), "--server",
@@ -135,13 +141,19 @@ def main() -> None:
                 capture_output=True, text=True,
             )
             submitted = time.monotonic() - started
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            client_cpu = (children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime)
             print(bulk.stdout.strip() or bulk.stderr.strip()[-2000:], flush=True)
             deadline = time.monotonic() + 600
             while (delivered := sum(1 for _ in sink_dir.iterdir())) < args.count and time.monotonic() < deadline:
                 time.sleep(0.05)
             end_to_end = time.monotonic() - started
             user, system = (after - before for after, before in zip(memory.cpu_split(), cpu_before, strict=True))
+            machine = psutil.cpu_times()
+            busy = 1 - (machine.idle - machine_before.idle) / (sum(machine) - sum(machine_before))
+            sink_used = sink_cpu.cpu_seconds() - sink_before
             memory.stop()
+            sink_cpu.stop()
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
@@ -166,6 +178,9 @@ def main() -> None:
         "operator_peak_rss_mb": round(memory.peak / 2**20, 1),
         "operator_cpu_ms_per_msg": round((user + system) * 1000 / max(delivered, 1), 2),
         "operator_system_cpu_ms_per_msg": round(system * 1000 / max(delivered, 1), 2),
+        "send_bulk_cpu_ms_per_msg": round(client_cpu * 1000 / max(delivered, 1), 2),
+        "sink_cpu_ms_per_msg": round(sink_used * 1000 / max(delivered, 1), 2),
+        "machine_busy_pct": round(busy * 100, 1),
         "queue_statuses": statuses,
         "cpus": os.cpu_count(),
     }
@@ -177,7 +192,9 @@ def main() -> None:
     print(f"queue latency (accepted -> delivered): p50 {result['queue_latency_p50_s']} s, "
           f"p99 {result['queue_latency_p99_s']} s")
     print(f"operator peak RSS {result['operator_peak_rss_mb']} MB, CPU {result['operator_cpu_ms_per_msg']} ms/msg "
-          f"(of which system {result['operator_system_cpu_ms_per_msg']})")
+          f"(of which system {result['operator_system_cpu_ms_per_msg']}); send-bulk "
+          f"{result['send_bulk_cpu_ms_per_msg']} ms/msg, sink {result['sink_cpu_ms_per_msg']} ms/msg; "
+          f"machine busy {result['machine_busy_pct']} %")
     print(json.dumps(result))
 
 

@@ -325,7 +325,7 @@ class OutboundClient:
                 answer([recipient], exc.code, exc.message)
         if accepted:
             try:
-                response = await smtp.data(_with_final_crlf(message.raw))
+                response = await _data(smtp, message.raw, self.command_timeout)
                 answer(accepted, response.code, response.message)
             except aiosmtplib.SMTPDataError as exc:
                 answer(accepted, exc.code, exc.message)
@@ -355,8 +355,32 @@ def _rcpt_options(recipient: OutgoingRecipient) -> list[str]:
     return options
 
 
-def _with_final_crlf(raw: bytes) -> bytes:
-    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+async def _data(smtp: aiosmtplib.SMTP, raw: bytes, timeout: float) -> aiosmtplib.SMTPResponse:
+    """DATA, the message dot-stuffed with one C-level replace, then the final reply.
+
+    aiosmtplib's ``data()`` normalises line endings and dot-stuffs with two regular-expression passes over
+    the whole message: a fifth of the delivery's CPU for a 50 KB report. Queued messages have CRLF line
+    endings only (submission refuses bare CR and LF; our DSNs are built with CRLF), so the normalisation is
+    needed only for a message that somehow is not, and is kept for it. The payload is written through the
+    session's protocol, which this session alone uses (the pool hands a session to one sender at a time).
+    """
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        return await smtp.data(raw, timeout=timeout)
+    start = await smtp.execute_command(b"DATA", timeout=timeout)
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    stuffed = raw.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost before the message was sent")
+    protocol.write(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+    response = await protocol.read_response(timeout=timeout)
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 def _for_all(message: OutgoingMessage, failure: _Failure, session: _Session | None) -> list[RecipientResult]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,11 @@ _REFUSALS = {
     Refusal.TOO_MANY_FROM_IP: "421 4.7.0 Too many connections from your address; try again later",
     Refusal.TOO_MANY_OVERALL: "421 4.3.2 Too many connections; try again later",
 }
+
+
+# <local@domain> with a dot-atom local part and a host-name domain: nearly every MAIL and RCPT argument.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>\s*(.*)", re.S)
 
 
 class BareLineEnding(Exception):
@@ -197,6 +203,15 @@ class GuardedSMTP(SMTP):
         for index, keyword in enumerate(keywords):
             separator = " " if index == len(keywords) - 1 else "-"
             await super().push(f"250{separator}{keyword}")
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of a MAIL/RCPT argument and the rest: a simple ``<local@domain>`` is read with one
+        regular expression; anything else (quoted local parts, source routes, UTF-8) by aiosmtpd's
+        RFC 5322 parser, which costs a tenth of a millisecond per command."""
+        match = _SIMPLE_PATH.fullmatch(arg or "")
+        if match is None or (self.local_part_limit and len(match.group(1).rpartition("@")[0]) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return match.group(1), match.group(2)
 
     def more_extensions(self) -> list[str]:
         """EHLO keywords a subclass adds (the MTA listener has none: peers do not authenticate by SASL)."""
