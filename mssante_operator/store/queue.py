@@ -150,6 +150,28 @@ class OutboundQueue:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Statements of the hot path built once (as the store does for deliveries): SQLAlchemy then skips
+        # rebuilding them and computing their cache keys, a large part of a small statement's cost.
+        self._insert_message = insert(M).returning(M.id)
+        self._insert_recipients = insert(R)
+        lease_now = bindparam("b_now", type_=UTCDateTime())
+        due = (
+            select(R.id)
+            .where(R.status.in_(PENDING), R.next_attempt_at <= lease_now,
+                   or_(R.lease_until.is_(None), R.lease_until < lease_now))
+            .order_by(R.next_attempt_at, R.outbound_message_id, R.id)
+            .limit(bindparam("b_limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        # One UPDATE leases the due rows (the subquery skips rows another claimer holds on PostgreSQL).
+        self._lease = (
+            update(R).where(R.id.in_(due))
+            .values(lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until", type_=UTCDateTime()))
+            .returning(R.id)
+        )
+        self._leased = _deliveries().where(R.lease_owner == bindparam("b_owner"), R.id.in_(bindparam("b_ids",
+                                                                                                      expanding=True)))
         self._record = (
             update(R)
             .where(R.id == bindparam("b_id"), R.lease_owner == bindparam("b_owner"))
@@ -178,12 +200,12 @@ class OutboundQueue:
         Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id."""
         _check_envelope(envelope)
         queue_id = secrets.token_hex(8)
-        message_id = conn.execute(insert(M).returning(M.id), {
+        message_id = conn.execute(self._insert_message, {
             "queue_id": queue_id, "blob_id": blob_id, "sender": envelope.sender, "envid": envelope.envid,
             "ret": envelope.ret, "message_id": envelope.message_id, "submitted_by": envelope.submitted_by,
             "size": size, "created_at": now, "expires_at": expires_at,
         }).scalar_one()  # fmt: skip
-        conn.execute(insert(R), [
+        conn.execute(self._insert_recipients, [
             {
                 "outbound_message_id": message_id, "address": r.address, "domain": _domain(r.address),
                 "orcpt": r.orcpt, "notify": None if r.notify is None else ",".join(r.notify),
@@ -218,22 +240,13 @@ class OutboundQueue:
         Due: scheduled or deferred, next attempt reached, and not leased (or the lease ran out). Rows
         another transaction is claiming are skipped, never waited for (PostgreSQL SKIP LOCKED).
         """
-        due = (
-            select(R.id)
-            .where(R.status.in_(PENDING), R.next_attempt_at <= now, or_(R.lease_until.is_(None), R.lease_until < now))
-            .order_by(R.next_attempt_at, R.outbound_message_id, R.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         with self._store.writing() as conn:
-            ids = list(conn.scalars(due))
+            ids = list(conn.scalars(self._lease, {"b_now": now, "b_limit": limit, "b_owner": owner,
+                                                  "b_until": now + timedelta(seconds=lease)}))
             if not ids:
                 return []
-            conn.execute(update(R).where(R.id.in_(ids)).values(
-                lease_owner=owner, lease_until=now + timedelta(seconds=lease)))
-            rows = conn.execute(
-                _deliveries().where(R.id.in_(ids)).order_by(R.next_attempt_at, R.outbound_message_id, R.id)
-            ).all()
+            rows = conn.execute(self._leased, {"b_owner": owner, "b_ids": ids}).all()
+        rows.sort(key=lambda row: (row.next_attempt_at, row.outbound_message_id, row.id))
         return [_delivery(row) for row in rows]
 
     def record(self, owner: str, outcomes: Sequence[Outcome], *, now: datetime) -> int:
@@ -244,17 +257,10 @@ class OutboundQueue:
         """
         for outcome in outcomes:
             _check_outcome(outcome)
-        changed = 0
-        with self._store.writing() as conn:
-            for batch in _chunks(outcomes, _BATCH):
-                ids = [o.recipient_id for o in batch]
-                owned = set(conn.scalars(
-                    select(R.id).where(R.id.in_(ids), R.lease_owner == owner).with_for_update()))
-                params = [_record_params(owner, o, now) for o in batch if o.recipient_id in owned]
-                if params:
-                    conn.execute(self._record, params)
-                changed += len(params)
-        return changed
+        if not outcomes:
+            return 0
+        with self._store.writing() as conn:  # the UPDATE's owner condition skips rows another worker took over
+            return conn.execute(self._record, [_record_params(owner, o, now) for o in outcomes]).rowcount
 
     def release(self, owner: str) -> int:
         """Give back every lease of `owner` (clean shutdown): its recipients are claimable at once."""
@@ -408,7 +414,8 @@ def _notify(value: str | None) -> tuple[str, ...] | None:
 def _deliveries() -> Any:
     return (
         select(R.id, M.queue_id, R.address, R.domain, M.sender, R.orcpt, R.notify, M.envid, M.ret,
-               Blob.key.label("blob_key"), M.message_id, R.attempts, M.created_at, M.expires_at)
+               Blob.key.label("blob_key"), M.message_id, R.attempts, M.created_at, M.expires_at,
+               R.next_attempt_at, R.outbound_message_id)
         .join(M, R.outbound_message_id == M.id)
         .join(Blob, M.blob_id == Blob.id)
     )  # fmt: skip

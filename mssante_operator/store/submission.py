@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from .blobs import BlobFile
 from .facade import DeliveryOutcome, NewMessage, normalize_address
@@ -49,6 +49,10 @@ class Submissions:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._with_folders: set[str] = set()  # accounts known to have their special-use folders
+        self._find_sent = (  # built once: the statement's cache key is not computed again per batch
+            select(Account.address, Mailbox.id).join(Account, Mailbox.account_id == Account.id)
+            .where(Account.address.in_(bindparam("addresses", expanding=True)), Mailbox.special_use == SENT)
+        )
 
     def submit_many(self, items: list[Submission]) -> list[SubmissionResult]:
         store = self._store
@@ -61,7 +65,7 @@ class Submissions:
         changed: set[int] = set()
         with store.writing() as conn:
             try:
-                sent = {a: self._sent_folder(conn, a) for a in {i.sent_copy_for for i in items if i.sent_copy_for}}
+                sent = self._sent_folders(conn, {i.sent_copy_for for i in items if i.sent_copy_for})
                 # Every folder written below is locked here, in id order, so concurrent commits cannot deadlock.
                 store._lock_mailboxes(conn, sorted({*inboxes.values(), *(f for f in sent.values() if f)}))
                 results = [self._one(conn, item, blob, inboxes, sent, changed)
@@ -102,12 +106,14 @@ class Submissions:
             conn.execute(delete(Blob).where(Blob.id == blob_id))
         return result
 
-    @staticmethod
-    def _sent_folder(conn: Connection, address: str) -> int | None:
-        return conn.scalar(
-            select(Mailbox.id).join(Account, Mailbox.account_id == Account.id)
-            .where(Account.address == normalize_address(address), Mailbox.special_use == SENT)
-        )
+    def _sent_folders(self, conn: Connection, addresses: set[str]) -> dict[str, int | None]:
+        """The Sent folder of each address (None: the user deleted it), by the address as given."""
+        if not addresses:
+            return {}
+        wanted = {a: normalize_address(a) for a in addresses}
+        rows = conn.execute(self._find_sent, {"addresses": sorted(set(wanted.values()))})
+        found = {row.address: row.id for row in rows}
+        return {a: found.get(n) for a, n in wanted.items()}
 
     def _ensure_folders(self, addresses: Iterable[str]) -> None:
         for address in {normalize_address(a) for a in addresses} - self._with_folders:
