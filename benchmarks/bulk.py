@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=50_000, help="bytes per composed message")
-    parser.add_argument("--connections", type=int, default=8, help="send-bulk connections")
+    parser.add_argument("--connections", type=int, default=16, help="send-bulk connections")
     parser.add_argument("--workers", type=int, default=0, help="[server] workers (0: one per CPU)")
     args = parser.parse_args()
 
