@@ -108,14 +108,17 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
-    assert set(listeners) == {"mta", "mtas", "imap", "imaps"}
+    assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
     assert len(set(ports)) == len(ports)
     settings = load_settings(home)
     assert (settings.listeners.mta.host, settings.listeners.mta.port) == (
         listeners["mta"]["host"], listeners["mta"]["port"])
-    assert settings.listeners.mtas.port == listeners["mtas"]["port"]
+    for name, listener in listeners.items():  # config.toml and demo.json agree, TLS style by contract name
+        configured = getattr(settings.listeners, name)
+        assert (configured.host, configured.port) == (listener["host"], listener["port"])
+        assert configured.tls == ("implicit" if name.endswith("s") else "starttls")
 
 
 def test_every_kit_certificate_chains_to_trust_ca(home, manifest):
