@@ -58,9 +58,17 @@ def _server_tls(settings: Settings) -> ssl.SSLContext:
     )
 
 
+def _dkim_signer(settings: Settings) -> DkimSigner:
+    dkim = settings.dkim
+    return DkimSigner(settings.operator.domain, dkim.selector, settings.path(dkim.private_key).read_bytes())
+
+
 def check_start_up(settings: Settings) -> None:
-    """Load what a worker needs (certificates, liste blanche, CRLs, annuaire); raise on the first problem."""
+    """Load what a worker needs (certificates, DKIM key, liste blanche, CRLs, annuaire, next hops); raise on the
+    first problem."""
     _server_tls(settings)
+    _dkim_signer(settings)
+    NextHops(settings.outbound.routes)
     TrustSpace(settings)
     open_annuaire(settings)
 
@@ -123,8 +131,7 @@ class Operator:
 
     def _submission_context(self) -> SubmissionContext:
         settings = self.settings
-        dkim = settings.dkim
-        signer = DkimSigner(settings.operator.domain, dkim.selector, settings.path(dkim.private_key).read_bytes())
+        signer = _dkim_signer(settings)
         # Same writer thread as local delivery: SQLite has one writer, and batches form while it is busy.
         commits: GroupCommit[Submission, SubmissionResult] = GroupCommit(
             Submissions(self.store).submit_many, self.delivery.executor, what="submission")
