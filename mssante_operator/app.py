@@ -230,16 +230,18 @@ class Operator:
         implicit = listener.tls == "implicit"
         limits = self.settings.limits
         limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load)
-        submission = name in SUBMISSION_LISTENERS
-        mta_handler = MtaHandler(self.mta_context)
-        submission_handler = SubmissionHandler(self.submission_context)
+        options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
+                   "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
+        if name in SUBMISSION_LISTENERS:
+            submission_handler = SubmissionHandler(self.submission_context)
 
-        def factory() -> GuardedSMTP:
-            options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
-                       "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
-            if submission:
+            def factory() -> GuardedSMTP:
                 return SubmissionSMTP(submission_handler, **options)  # type: ignore[arg-type]
-            return GuardedSMTP(mta_handler, **options)  # type: ignore[arg-type]
+        else:
+            mta_handler = MtaHandler(self.mta_context)
+
+            def factory() -> GuardedSMTP:
+                return GuardedSMTP(mta_handler, **options)  # type: ignore[arg-type]
 
         sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
         acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)
