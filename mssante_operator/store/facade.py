@@ -176,6 +176,9 @@ class Store:
         self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
         self.folders = Folders(self)
         self.queue = OutboundQueue(self)
+        from mssante_operator.store.conversations import Conversations  # here: it imports this module
+
+        self.conversations = Conversations(self)
         self._listeners: list[Callable[[set[int]], None]] = []
         self._url = url
 

@@ -215,3 +215,40 @@ class OutboundRecipient(Base):
     remote_mta: Mapped[str | None] = mapped_column(Text)
     warned: Mapped[bool] = mapped_column(Boolean, default=False)  # delay warning sent
     notified: Mapped[bool] = mapped_column(Boolean, default=False)  # final notice sent (or none owed)
+
+
+class Conversation(Base):
+    """A patient's conversation with one professional mailbox: open until the mailbox (or an operator) ends it.
+
+    One row per (patient, mailbox), updated in place; `conversation_events` keeps every change.
+    """
+
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("patient_ins", "mailbox"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    patient_ins: Mapped[str] = mapped_column(String(15))  # canonical INS (upper-case 2A/2B)
+    mailbox: Mapped[str] = mapped_column(String(320), index=True)  # lower case
+    status: Mapped[str] = mapped_column(String(8))  # open | ended
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    opened_by: Mapped[str] = mapped_column(Text)  # actor: login, peer DN or "operator:<user>"
+    opened_by_message_id: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_by: Mapped[str | None] = mapped_column(Text)
+    ended_by_message_id: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConversationEventRow(Base):
+    """One open or end of a conversation (the audit trail `conversation ls --history` prints)."""
+
+    __tablename__ = "conversation_events"
+    __table_args__ = (Index("ix_conversation_events_patient_ins_mailbox", "patient_ins", "mailbox"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    patient_ins: Mapped[str] = mapped_column(String(15))
+    mailbox: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(8))  # open | end
+    message_id: Mapped[str | None] = mapped_column(Text)  # None: an operator's command
+    actor: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, delete, select
 
+from ..patients.conversations import ConversationEvent
 from .blobs import BlobFile
 from .facade import DeliveryOutcome, NewMessage, normalize_address
 from .models import Account, Blob, Mailbox
@@ -34,6 +35,7 @@ class Submission:
     sent_copy_for: str | None = None  # the mailbox whose Sent folder keeps a copy (the sender's)
     outbound: OutboundEnvelope | None = None  # recipients at peer operators
     expires_at: datetime | None = None  # when the queue gives up (outbound only)
+    conversations: tuple[ConversationEvent, ...] = ()  # committed with the message, never without it
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class Submissions:
                 store._lock_mailboxes(conn, sorted({*inboxes.values(), *(f for f in sent.values() if f)}))
                 results = [self._one(conn, item, blob, inboxes, sent, changed)
                            for item, blob in zip(items, blobs, strict=True)]
+                # Once for the batch: rows are then locked in one order (see store/conversations.py).
+                store.conversations.apply(conn, [event for item in items for event in item.conversations])
             except BaseException:
                 store._remove_blobs(blobs)
                 raise
