@@ -98,9 +98,18 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
             operator = Operator(settings, inherited=inherited_listeners(), load=WorkerLoad.inherited())
         else:
             operator = Operator(settings)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ConfigError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    asyncio.run(operator.serve_forever(prepare_store=not worker))
+    if worker or settings.bridge is None:
+        asyncio.run(operator.serve_forever(prepare_store=not worker))
+        return
+    from .workers import bridge_argv, start_companion, stop_processes
+
+    bridge = start_companion(bridge_argv(home.resolve()))
+    try:
+        asyncio.run(operator.serve_forever())
+    finally:
+        stop_processes([bridge])
 
 
 def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> NoReturn:
@@ -111,8 +120,11 @@ def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> No
     status = prepare_in_child(home.resolve(), log_level)  # the child has said why on stderr
     if status:
         sys.exit(status)
+    from .workers import bridge_argv
+
+    companions = [bridge_argv(home.resolve())] if settings.bridge is not None else []
     try:
-        sys.exit(Supervisor(home.resolve(), count, log_level, bind_listeners(settings)).run())
+        sys.exit(Supervisor(home.resolve(), count, log_level, bind_listeners(settings), companions).run())
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
 
@@ -493,6 +505,10 @@ def _stop(message: str, status: int) -> NoReturn:
     click.echo(f"send-bulk: {message}", err=True)
     sys.exit(status)
 
+
+from .cli_conversation import conversation  # noqa: E402  (at the end: it imports this module's helpers)
+
+main.add_command(conversation)
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -242,6 +242,34 @@ class OutboundSettings(_Section):
         return self
 
 
+class PatientsSettings(_Section):
+    """Patient messaging (``[matricule INS]@patient.mssante.fr``): where mes_bridge answers, and who it is.
+
+    Without this section the patient path is closed (451 4.3.0): mail to patients waits at the sender.
+    """
+
+    registry_url: str  # the bridge's registry, https://host:port (mutual TLS: we present our certificate)
+    lmtp: str  # the bridge's LMTP intake, "host:port", implicit TLS (mutual)
+    bridge_dn: str  # the bridge's certificate subject: it may submit as patients, and must serve LMTP/registry
+    state_cache_ttl: Duration = Field(default=30.0, ge=0.0)  # a patient space's state is remembered this long
+    registry_timeout: Duration = Field(default=5.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _checked(self) -> PatientsSettings:
+        from .trust_space.dn import parse_dn
+
+        if not self.registry_url.startswith("https://"):
+            raise ValueError(f"registry_url: {self.registry_url!r} must be an https:// URL")
+        host, _, port = self.lmtp.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"lmtp: {self.lmtp!r} is not 'host:port'")
+        try:
+            parse_dn(self.bridge_dn)
+        except ValueError as exc:
+            raise ValueError(f"bridge_dn: {exc}") from exc
+        return self
+
+
 class Settings(_Section):
     """Everything the operator reads from config.toml, with paths resolved against HOME."""
 
@@ -259,6 +287,9 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     submission: SubmissionSettings = SubmissionSettings()
     outbound: OutboundSettings = OutboundSettings()
+    patients: PatientsSettings | None = None
+    # mes_bridge's own table (a separate service; `mes_bridge.settings` validates it): kept as data here.
+    bridge: dict[str, Any] | None = None
 
     def path(self, value: Path) -> Path:
         """A configured path, relative paths being taken from HOME."""

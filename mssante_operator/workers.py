@@ -57,15 +57,48 @@ def prepare_in_child(home: Path, log_level: str) -> int:
     return status if status >= 0 else 128 - status  # killed by a signal: as a shell reports it
 
 
-class Supervisor:
-    """Starts, watches and stops the worker processes of one HOME."""
+def bridge_argv(home: Path) -> list[str]:
+    """mes_bridge, a separate service that ``serve`` runs beside the operator when HOME configures [bridge]."""
+    return [sys.executable, "-m", "mes_bridge", "serve", "--home", str(home)]
 
-    def __init__(self, home: Path, count: int, log_level: str, sockets: dict[str, socket.socket]) -> None:
+
+def start_companion(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A companion service (mes_bridge) tied to our life like the workers."""
+    process = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+    log.info("%s started (pid %d)", argv[2], process.pid)
+    return process
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float = 30.0) -> int:
+    """SIGTERM each, wait up to ``grace`` seconds in all, kill the late; the first non-zero status."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    status = 0
+    for process in processes:
+        try:
+            code = process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("process %d did not stop in %.0f s; killing it", process.pid, grace)
+            process.kill()
+            code = process.wait()
+        status = status or (code if code > 0 else 0)
+    return status
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes of one HOME (and its companion services)."""
+
+    def __init__(self, home: Path, count: int, log_level: str, sockets: dict[str, socket.socket],
+                 companions: list[list[str]] | None = None) -> None:
         self.home = home
         self.count = count
         self.log_level = log_level
         self.sockets = sockets
         self.load = WorkerLoad.create(count)
+        self.companion_argvs = companions or []
+        self.companions: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
         self._stopping = False
         self._reload = False
@@ -92,6 +125,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        self.companions = [start_companion(argv) for argv in self.companion_argvs]
         self.workers = [self._spawn(slot) for slot in range(self.count)]
         while not self._stopping:
             if self._reload:
@@ -103,24 +137,18 @@ class Supervisor:
                     log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
                     time.sleep(1)
                     self.workers[index] = self._spawn(index)
+            for index, companion in enumerate(self.companions):
+                if companion.poll() is not None and not self._stopping:
+                    log.error("companion %d exited with %s; restarting it", companion.pid, companion.returncode)
+                    time.sleep(1)
+                    self.companions[index] = start_companion(self.companion_argvs[index])
             time.sleep(0.2)
         for sock in self.sockets.values():
             sock.close()  # no new connections while the workers finish theirs
         return self._stop_workers()
 
     def _stop_workers(self, grace: float = 30.0) -> int:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        status = 0
-        for worker in self.workers:
-            try:
-                code = worker.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.error("worker %d did not stop in %.0f s; killing it", worker.pid, grace)
-                worker.kill()
-                code = worker.wait()
-            status = status or (code if code > 0 else 0)
+        status = stop_processes(self.workers, grace)
+        status = stop_processes(self.companions, grace) or status
         log.info("operator stopped")
         return status

@@ -10,7 +10,6 @@ never cached: the next question tries the directory again.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 
+from ..single_flight import SingleFlight
 from .base import Annuaire, MailboxEntry
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ class CachedAnnuaire(Annuaire):
         self._stamp_seen = self._stamp_value()
         self._stamp_checked = clock()
         self._clock = clock
-        self._in_flight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._flights = SingleFlight()
         self.hits = self.misses = 0
 
     def _stamp_value(self) -> int | None:
@@ -87,21 +87,10 @@ class CachedAnnuaire(Annuaire):
         if key in self._missing:
             self.hits += 1
             return empty
-        running = self._in_flight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)  # type: ignore[no-any-return]
         self.misses += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            value = await fetch()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: nobody else may be waiting
-            raise
-        finally:
-            del self._in_flight[key]
-        future.set_result(value)
+        value, fetched = await self._flights.run(key, fetch)
+        if not fetched:
+            return value
         if self._enabled:
             if value:
                 self._found[key] = value
