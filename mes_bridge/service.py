@@ -1,0 +1,142 @@
+"""The bridge as one running service: the LMTP intake and the registry, until SIGTERM or SIGINT.
+
+At start the store is opened (schema created), patients.json seeds the patients not known yet, the
+CRLs are read and both ports bound; "bridge ready" is logged once both listeners accept connections
+(the operator's ``serve`` and the tests wait for that line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mssante_operator.config import LimitsSettings
+from mssante_operator.connection_limits import ConnectionLimiter
+from mssante_operator.errors import ConfigError
+from mssante_operator.listening import Acceptor, bind_listener
+from mssante_operator.patients.ins import InvalidIns, validate_ins
+from mssante_operator.patients.states import PatientState
+
+from .lmtp import lmtp_factory
+from .registry import make_app, start_registry
+from .settings import BridgeSettings
+from .store import KNOWN_STATES, BridgeStore, NewPatient
+from .trust import OperatorGate, server_tls
+
+log = logging.getLogger(__name__)
+
+
+def read_patients_file(path: Path) -> list[NewPatient]:
+    """The patients of a patients.json; ConfigError naming the file and the entry at fault."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the patients file: {exc}") from exc
+    entries = document.get("patients") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f'{path}: expected {{"patients": [...]}}')
+    patients = []
+    for index, entry in enumerate(entries):
+        where = f"{path}: patients[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("ins"), str):
+            raise ConfigError(f"{where}: an object with an \"ins\" string is expected")
+        try:
+            ins = validate_ins(entry["ins"])
+        except InvalidIns as exc:
+            raise ConfigError(f"{where}.ins: {exc}") from exc
+        state = entry.get("state", PatientState.ACTIVE.value)
+        if state not in {s.value for s in KNOWN_STATES}:
+            raise ConfigError(f"{where}.state: {state!r} is not one of {', '.join(sorted(KNOWN_STATES))}")
+        names = {key: entry.get(key) for key in ("given_name", "family_name", "password_hash")}
+        if any(value is not None and not isinstance(value, str) for value in names.values()):
+            raise ConfigError(f"{where}: given_name, family_name and password_hash must be strings")
+        patients.append(NewPatient(ins=ins, state=PatientState(state), **names))
+    return patients
+
+
+def open_store(settings: BridgeSettings) -> BridgeStore:
+    return BridgeStore(settings.database_url, settings.path(settings.blob_dir))
+
+
+def seed_patients(settings: BridgeSettings, store: BridgeStore) -> list[str]:
+    """Add patients.json's patients that the store does not know; their INS."""
+    if settings.patients_file is None:
+        return []
+    return store.seed(read_patients_file(settings.path(settings.patients_file)), actor="patients-file")
+
+
+def _hostname(settings: BridgeSettings) -> str:
+    """The name in our greeting: the CN of our certificate (what peers see in the TLS handshake)."""
+    try:
+        cert = x509.load_pem_x509_certificate(settings.path(settings.cert).read_bytes())
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else "mes-bridge"
+    except (OSError, ValueError):
+        return "mes-bridge"
+
+
+class BridgeService:
+    """Both listeners of the bridge in one event loop; :meth:`start` then :meth:`stop`, or :meth:`run`."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self.store = open_store(settings)
+        self.gate = OperatorGate.load(settings)
+        self.tls = server_tls(settings)
+        self._acceptor: Acceptor | None = None
+        self._runner: web.AppRunner | None = None
+        self.ports: dict[str, int] = {}  # listener name -> bound port (a configured 0 is resolved)
+        self.addresses: dict[str, str] = {}
+
+    async def start(self) -> None:
+        added = await asyncio.to_thread(seed_patients, self.settings, self.store)
+        if added:
+            log.info("patients seeded count=%d", len(added))
+        listeners = self.settings.listeners
+        if listeners.lmtp is not None:
+            sock = bind_listener(listeners.lmtp.host, listeners.lmtp.port)
+            limits = LimitsSettings()
+            limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+            factory = lmtp_factory(self.store, self.gate, hostname=_hostname(self.settings),
+                                   max_message_size=self.settings.max_message_size, limiter=limiter)
+            self._acceptor = Acceptor(sock, factory, tls=self.tls)
+            self._acceptor.start()
+            self.ports["lmtp"] = self._acceptor.port
+            self.addresses["lmtp"] = f"{listeners.lmtp.host}:{self._acceptor.port}"
+        if listeners.registry is not None:
+            sock = bind_listener(listeners.registry.host, listeners.registry.port)
+            self.ports["registry"] = int(sock.getsockname()[1])
+            self.addresses["registry"] = f"{listeners.registry.host}:{self.ports['registry']}"
+            self._runner = await start_registry(make_app(self.store, self.gate), sock, self.tls)
+        log.info("bridge ready %s", " ".join(f"{name}={where}" for name, where in self.addresses.items()))
+
+    async def stop(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.store.close()
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then close the listeners."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("bridge stopping")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self.stop()

@@ -1,0 +1,131 @@
+"""The bridge's settings: the ``[bridge]`` table of HOME/config.toml, typed and validated at start-up.
+
+The bridge shares the operator's HOME and configuration file (the operator keeps the table as data and
+never reads it), so one demo kit configures both. Relative paths are relative to HOME; errors name the
+file and the dotted key (``bridge.listeners.lmtp.port``), as the operator's own settings do.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mssante_operator.config import CONFIG_FILE, _format_errors
+from mssante_operator.errors import ConfigError
+from mssante_operator.trust_space.dn import NormalDn, parse_dn
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets or not) as a pair; ValueError naming the value otherwise."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not 'host:port'")
+    return host, int(port)
+
+
+class BridgeListener(_Section):
+    """One listening socket of the bridge; both speak TLS at once and require a client certificate."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)  # 0: any free port (tests read the bound one)
+
+
+class BridgeListeners(_Section):
+    lmtp: BridgeListener | None = None
+    registry: BridgeListener | None = None
+
+
+class BridgeSettings(_Section):
+    """Everything the bridge reads from ``[bridge]``, with paths resolved against HOME."""
+
+    home: Path
+    database: str = "sqlite:///bridge.db"
+    blob_dir: Path = Path("bridge-blobs")
+    cert: Path  # server certificate (LMTP, registry) and client certificate (submission to the operator)
+    key: Path
+    ca_bundle: Path  # the operators' client certificates must chain to it
+    crl_files: list[Path] = Field(default_factory=list)
+    trusted_operators: list[str] = Field(default_factory=list)  # certificate DNs allowed on LMTP and registry
+    patients_file: Path | None = None  # seeds patients not yet known; never overwrites a known one
+    operator_submission: str | None = None  # "host:port" of the operator's implicit-TLS submission listener
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    listeners: BridgeListeners = BridgeListeners()
+
+    @field_validator("trusted_operators")
+    @classmethod
+    def _dns_parse(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            try:
+                parse_dn(value)
+            except ValueError as exc:
+                raise ValueError(f"item {index} ({value!r}): {exc}") from exc
+        return values
+
+    @field_validator("operator_submission")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)
+        return value
+
+    def path(self, value: Path) -> Path:
+        """A configured path, relative paths being taken from HOME."""
+        return value if value.is_absolute() else self.home / value
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite file placed in HOME."""
+        url = self.database
+        if url.startswith(SQLITE_PREFIX) and not url.startswith(SQLITE_PREFIX + "/") and not url.endswith(":memory:"):
+            return SQLITE_PREFIX + str(self.path(Path(url.removeprefix(SQLITE_PREFIX))))
+        return url
+
+    @property
+    def trusted_dns(self) -> frozenset[NormalDn]:
+        return frozenset(parse_dn(value) for value in self.trusted_operators)
+
+    @property
+    def submission_address(self) -> tuple[str, int] | None:
+        return None if self.operator_submission is None else split_host_port(self.operator_submission)
+
+
+class _ConfigFile(BaseModel):
+    """Only to have pydantic name errors ``bridge.<key>``: the rest of the file is the operator's."""
+
+    bridge: BridgeSettings
+
+
+def _read_table(file: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: not found") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read as TOML: {exc}") from exc
+    table = document.get("bridge")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: bridge: missing table (mes_bridge is configured by a [bridge] table)")
+    return table
+
+
+def load_bridge_settings(home: Path, data: dict[str, Any] | None = None) -> BridgeSettings:
+    """Validate ``[bridge]`` of HOME/config.toml (or ``data``, that table already read), raising ConfigError."""
+    home = Path(home).resolve()
+    file = home / CONFIG_FILE
+    table = _read_table(file) if data is None else data
+    if "home" in table:
+        raise ConfigError(f"{file}: bridge.home: unknown key (HOME is the folder that holds the file)")
+    try:
+        return _ConfigFile.model_validate({"bridge": {**table, "home": home}}).bridge
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(file, exc)) from exc

@@ -1,0 +1,64 @@
+"""Which operators may talk to the bridge: TLS with a client certificate, a trusted DN, not revoked.
+
+Both listeners (LMTP intake and registry) require a client certificate chaining to ``ca_bundle``
+(OpenSSL refuses the handshake otherwise); the gate then checks what OpenSSL does not: that the
+certificate's subject is one of ``trusted_operators`` (compared by meaning, as the liste blanche's DNs
+are) and that the CRLs of the trust space do not revoke it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from mssante_operator.trust_space.dn import NormalDn, name_to_dn
+from mssante_operator.trust_space.revocation import RevocationLists, load_certificates
+from mssante_operator.trust_space.tls import client_context, server_context
+
+from .settings import BridgeSettings
+
+
+@dataclass(frozen=True)
+class OperatorGate:
+    """Decides whether a (chain-verified) client certificate belongs to a trusted, unrevoked operator."""
+
+    trusted: frozenset[NormalDn]
+    revocations: RevocationLists
+
+    @classmethod
+    def load(cls, settings: BridgeSettings) -> OperatorGate:
+        """Read the CRLs (signature checked against the CA bundle); RevocationError names a bad file."""
+        authorities = load_certificates(settings.path(settings.ca_bundle))
+        crls = [settings.path(path) for path in settings.crl_files]
+        return cls(settings.trusted_dns, RevocationLists.load(crls, authorities))
+
+    def refusal(self, certificate: x509.Certificate | None) -> str | None:
+        """None when the peer may use the bridge; else why not, in a sentence for its administrator."""
+        if certificate is None:
+            return "a client certificate of the MSSanté trust space is required"
+        if self.revocations.is_revoked(certificate):
+            return "your client certificate has been revoked by its certification authority"
+        if name_to_dn(certificate.subject) not in self.trusted:
+            return f"certificate DN {certificate.subject.rfc4514_string()} is not a trusted operator of this bridge"
+        return None
+
+
+def server_tls(settings: BridgeSettings) -> ssl.SSLContext:
+    """The listeners' context: our chain, and a client certificate required (CERT_REQUIRED)."""
+    context = server_context(settings.path(settings.cert), settings.path(settings.key),
+                             settings.path(settings.ca_bundle))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls(settings: BridgeSettings) -> ssl.SSLContext:
+    """Context for the operator's submission listener: our certificate, theirs verified, no host-name check.
+
+    The operator is reached at a configured address; what identifies it is its chain to the trust CA.
+    """
+    context = client_context(settings.path(settings.cert), settings.path(settings.key),
+                             settings.path(settings.ca_bundle))
+    context.check_hostname = False
+    return context
