@@ -10,6 +10,8 @@ import socket
 import ssl
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from .annuaire.factory import open_annuaire
@@ -23,19 +25,25 @@ from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
 from .listening import MTA_LISTENERS, SUBMISSION_LISTENERS, Acceptor, WorkerLoad, bind_listener, configured_listeners
+from .patients.registry_client import PatientRegistry
 from .smtp.group_commit import GroupCommit
+from .smtp.lmtp_client import LmtpClient
 from .smtp.local_delivery import LocalDelivery
 from .smtp.mta import MtaContext, MtaHandler
 from .smtp.next_hop import NextHops
 from .smtp.notices import Notices
 from .smtp.outbound import OutboundClient
+from .smtp.patient_path import PatientPath
 from .smtp.queue import QueueRunner
 from .smtp.server import GuardedSMTP
 from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
+from .smtp.targets import DeliveryTargets
 from .store.facade import NewMessage, Store
+from .store.queue import OutboundEnvelope, QueuedRecipient
 from .store.submission import Submission, SubmissionResult, Submissions
 from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
 from .trust_space.dkim_signing import DkimSigner
+from .trust_space.dn import parse_dn
 from .trust_space.space import TrustSpace
 from .trust_space.tls import client_context, server_context
 
@@ -71,6 +79,10 @@ def check_start_up(settings: Settings) -> None:
     NextHops(settings.outbound.routes)
     TrustSpace(settings)
     open_annuaire(settings)
+    if settings.bridge is not None:  # mes_bridge starts beside us: its table must be valid too
+        from mes_bridge.settings import load_bridge_settings
+
+        load_bridge_settings(settings.home, settings.bridge)
 
 
 def prepare_store(settings: Settings) -> None:
@@ -112,6 +124,16 @@ class Operator:
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
         self._imap_sessions: dict[ImapConnection, asyncio.Task[None]] = {}  # open ones, told BYE at stop()
         self._stopping = False
+        self.signer = _dkim_signer(settings)
+        # Same writer thread as local delivery: SQLite has one writer, and batches form while it is busy.
+        self._commits: GroupCommit[Submission, SubmissionResult] = GroupCommit(
+            Submissions(self.store).submit_many, self.delivery.executor, what="submission")
+        self.registry, self.patient_path = self._patients()
+        self.notices = Notices(store=self.store, delivery=self.delivery, hostname=settings.operator.hostname,
+                               domain=settings.operator.domain, delay_warning=settings.outbound.delay_warning,
+                               local_domains=settings.operator.local_domains, relay=self._relay_report)
+        self.queue_runner = self._queue_runner()
+        self._background: set[asyncio.Task[None]] = set()
         self.mta_context = MtaContext(
             hostname=settings.operator.hostname,
             local_domains=settings.operator.local_domains,
@@ -122,19 +144,29 @@ class Operator:
             dkim_keys=dkim_key_source(settings),
             delivery=self.delivery,
             cpu_executor=self.cpu,
+            patients=self.patient_path,
+            commit=self._commits.submit,
+            max_lifetime=settings.outbound.max_lifetime,
+            on_queued=self.queue_runner.wake,
         )
-        self.notices = Notices(store=self.store, delivery=self.delivery, hostname=settings.operator.hostname,
-                               domain=settings.operator.domain, delay_warning=settings.outbound.delay_warning)
-        self.queue_runner = self._queue_runner()
-        self._background: set[asyncio.Task[None]] = set()
         self.submission_context = self._submission_context()
+
+    def _client_tls(self) -> ssl.SSLContext:
+        settings = self.settings
+        return client_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
+                              settings.path(settings.trust_space.ca_bundle))
+
+    def _patients(self) -> tuple[PatientRegistry | None, PatientPath | None]:
+        """The bridge's registry client and the patient checks, when [patients] is configured."""
+        patients = self.settings.patients
+        if patients is None:
+            return None, None
+        registry = PatientRegistry(patients.registry_url, self._client_tls(), bridge_dn=parse_dn(patients.bridge_dn),
+                                   ttl=patients.state_cache_ttl, timeout=patients.registry_timeout)
+        return registry, PatientPath(registry, self.annuaire, self.store.conversations.status)
 
     def _submission_context(self) -> SubmissionContext:
         settings = self.settings
-        signer = _dkim_signer(settings)
-        # Same writer thread as local delivery: SQLite has one writer, and batches form while it is busy.
-        commits: GroupCommit[Submission, SubmissionResult] = GroupCommit(
-            Submissions(self.store).submit_many, self.delivery.executor, what="submission")
         return SubmissionContext(
             hostname=settings.operator.hostname,
             local_domains=settings.operator.local_domains,
@@ -142,14 +174,28 @@ class Operator:
             annuaire=self.annuaire,
             authenticator=self.authenticator,
             liste_blanche=self.trust.liste_blanche,
-            signer=signer,
-            commit=commits.submit,
+            signer=self.signer,
+            commit=self._commits.submit,
             max_lifetime=settings.outbound.max_lifetime,
             sent_copy=settings.submission.sent_copy,
             cpu_executor=self.cpu,
             on_queued=self.queue_runner.wake,
             on_local_success=self._send_receipt,
+            patients=self.patient_path,
         )
+
+    async def _relay_report(self, report: bytes, message: NewMessage, recipient: str) -> None:
+        """A DSN for a sender who is not ours (a patient, a peer's professional): signed, then queued."""
+        loop = asyncio.get_running_loop()
+        signature = await loop.run_in_executor(self.cpu, self.signer.sign, report)
+        signed = replace(message, raw=signature + report)
+        expires = message.received_at + timedelta(seconds=self.settings.outbound.max_lifetime)
+        await self._commits.submit(Submission(
+            message=signed, expires_at=expires,
+            outbound=OutboundEnvelope(sender="", recipients=(QueuedRecipient(recipient),),
+                                      message_id=message.message_id, submitted_by="notices"),
+        ))
+        self.queue_runner.wake()
 
     def _send_receipt(self, sender: str, message: NewMessage, addresses: list[str], envid: str | None) -> None:
         task = asyncio.get_running_loop().create_task(self.notices.local_success(sender, message, addresses, envid))
@@ -161,8 +207,7 @@ class Operator:
         outbound = settings.outbound
         client = OutboundClient(
             hostname=settings.operator.hostname,
-            client_tls=client_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
-                                      settings.path(settings.trust_space.ca_bundle)),
+            client_tls=self._client_tls(),
             liste_blanche=self.trust.liste_blanche,
             revocations=self.trust.revocations,
             hops=NextHops(outbound.routes, dns_timeout=settings.dkim.dns_timeout),
@@ -171,8 +216,16 @@ class Operator:
             command_timeout=outbound.command_timeout,
             idle_timeout=outbound.idle_timeout,
         )
+        lmtp = None
+        if settings.patients is not None:
+            host, _, port = settings.patients.lmtp.rpartition(":")
+            lmtp = LmtpClient(host=host, port=int(port), hostname=settings.operator.hostname,
+                              client_tls=self._client_tls(), bridge_dn=parse_dn(settings.patients.bridge_dn),
+                              connections=outbound.per_peer_connections, timeout=outbound.command_timeout,
+                              idle_timeout=outbound.idle_timeout)
         owner = f"{settings.operator.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        return QueueRunner(store=self.store, client=client, settings=outbound, notices=self.notices, owner=owner,
+        return QueueRunner(store=self.store, client=DeliveryTargets(client, lmtp), settings=outbound,
+                           notices=self.notices, owner=owner,
                            writer=self.delivery.executor)
 
     def _authenticator(self) -> Authenticator:
@@ -183,7 +236,9 @@ class Operator:
             jwks = auth.token_jwks if remote else self.settings.path(Path(auth.token_jwks))
             tokens = TokenValidator(auth.token_issuer, auth.token_audience, jwks, rpps_claim=auth.token_rpps_claim)
         credentials = CredentialStore(self.settings.path(auth.credentials), cache_ttl=auth.cache_ttl)
-        return Authenticator(self.annuaire, credentials, tokens, FailureLimiter())
+        patients = self.settings.patients
+        return Authenticator(self.annuaire, credentials, tokens, FailureLimiter(),
+                             bridge_dn=parse_dn(patients.bridge_dn) if patients is not None else None)
 
     async def _start_imap(self, name: str, listener: ListenerSettings) -> None:
         context = _server_tls(self.settings)
@@ -290,6 +345,8 @@ class Operator:
         await self.watcher.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
+        if self.registry is not None:
+            await self.registry.close()
         self.store.close()
         log.info("operator stopped" if self._inherited is None else "worker stopped")
 

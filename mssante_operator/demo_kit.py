@@ -4,7 +4,8 @@ One command gives a developer (or a demo script) everything ``serve`` needs and 
 would hold: a CA standing for IGC-Santé with its CRL, the operator's certificate and DKIM key, two
 peer operators (one revoked by the CRL yet still in the liste blanche, as happens for real), a rogue
 operator outside the trust space, an annuaire with PER/ORG/APP/pharmacy mailboxes, their credentials,
-and ``demo.json``, the manifest whose shape is a contract (see ARCHITECTURE.md). Paths in the config
+mes_bridge's certificate and patients (one per state of a patient space), and ``demo.json``, the
+manifest whose shape is a contract (see ARCHITECTURE.md). Paths in the config
 and the manifest are relative to HOME, so the folder can be moved as a whole.
 """
 
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from stdnum.fr import nir
 
 from .annuaire.base import BalKind, MailboxEntry
 from .auth.passwords import password_hasher
 from .config import CONFIG_FILE, LimitsSettings
+from .patients.ins import PATIENT_DOMAIN
 from .trust_space import dev_pki
 from .trust_space.dev_pki import Authority, Issued
 from .trust_space.liste_blanche import ListedDomain, render_liste_blanche
@@ -130,11 +133,49 @@ MAILBOXES = (
     ),
 )
 
+# A professional of a peer operator, in the annuaire as the national extraction would list them, so that
+# they may write to our patients (through our MTA) and the patients may answer.
+REMOTE_MAILBOXES = (
+    MailboxEntry(
+        address=PEERS[0].sender, kind=BalKind.ORG, display_name="Laboratoire BioLab — résultats",
+        structure_id=PEERS[0].ou, service="Biologie médicale",
+    ),
+)
+
+# mes_bridge (Mon espace santé): its certificate, and the patients of its registry, one per state.
+BRIDGE = Party(
+    name="bridge", domain=PATIENT_DOMAIN, host="bridge.patient.mssante.fr",
+    org="MON ESPACE SANTE DEMO", ou="180035024", st="Paris (75)",
+)
+BRIDGE_CERT, BRIDGE_KEY = "certs/bridge.pem", "certs/bridge.key"
+PATIENTS_FILE = "patients.json"
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    ins13: str  # the matricule without its key (computed: python-stdnum)
+    given_name: str
+    family_name: str
+    state: str
+
+    @property
+    def ins(self) -> str:
+        return self.ins13 + nir.calc_check_digits(self.ins13)
+
+
+PATIENTS = (
+    DemoPatient("2850775123456", "Sophie", "Lefèvre", "active"),
+    DemoPatient("19211" + "2A" + "004017", "Lucas", "Santoni", "not_activated"),  # born in Corse-du-Sud
+    DemoPatient("1780369045032", "Marc", "Girard", "opposed"),
+    DemoPatient("2601213055009", "Jeanne", "Roux", "closed"),
+)
+
 # What a kit consists of, so that --force removes exactly that (plus the store, see create_kit).
-_KIT_FILES = (CONFIG_FILE, MANIFEST_FILE, LISTE_BLANCHE_FILE, ANNUAIRE_FILE, CREDENTIALS_FILE)
+_KIT_FILES = (CONFIG_FILE, MANIFEST_FILE, LISTE_BLANCHE_FILE, ANNUAIRE_FILE, CREDENTIALS_FILE, PATIENTS_FILE)
 _KIT_DIRS = ("dkim", "certs/peers", "certs/mailboxes")
-_STORE_FILES = ("store.db", "store.db-wal", "store.db-shm", "store.db-journal")
-_STORE_DIRS = ("blobs",)
+_STORE_FILES = ("store.db", "store.db-wal", "store.db-shm", "store.db-journal",
+                "bridge.db", "bridge.db-wal", "bridge.db-shm", "bridge.db-journal")
+_STORE_DIRS = ("blobs", "bridge-blobs")
 
 
 class KitExistsError(FileExistsError):
@@ -166,13 +207,24 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
         peers.append(peer_entry)
         static_keys[_dkim_record_name(peer.domain)] = txt
     rogue = _write_rogue(home, rogue_ca)
-    _write_json(home / ANNUAIRE_FILE, {"entries": [entry.to_json() for entry in MAILBOXES]})
+    _write_json(home / ANNUAIRE_FILE, {"entries": [entry.to_json() for entry in (*MAILBOXES, *REMOTE_MAILBOXES)]})
     mailboxes = _write_mailboxes(home, trust_ca)
+    bridge_cert = _issue_party(trust_ca, BRIDGE, extra_dns=("localhost",))
+    _write_issued(home, bridge_cert, BRIDGE_CERT, BRIDGE_KEY)
+    patients = _write_patients(home)
 
-    ports = dict(zip(_LISTENER_TLS, free_ports(len(_LISTENER_TLS)), strict=True))
+    names = [*_LISTENER_TLS, *_BRIDGE_LISTENERS]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     config = _config(operator_dkim_key, static_keys)
-    config["listeners"] = {name: {"host": LOCALHOST, "port": port, "tls": _LISTENER_TLS[name]}
-                           for name, port in ports.items()}
+    config["listeners"] = {name: {"host": LOCALHOST, "port": ports[name], "tls": _LISTENER_TLS[name]}
+                           for name in _LISTENER_TLS}
+    config["patients"] = {
+        "registry_url": f"https://{LOCALHOST}:{ports['bridge_registry']}",
+        "lmtp": f"{LOCALHOST}:{ports['bridge_lmtp']}",
+        "bridge_dn": bridge_cert.dn,
+        "state_cache_ttl": "30s",
+    }
+    config["bridge"] = _bridge_config(ports, operator_dn=operator_cert.dn)
     (home / CONFIG_FILE).write_text(_CONFIG_HEADER + tomli_w.dumps(config), encoding="utf-8")
 
     manifest = {
@@ -186,6 +238,9 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
         "peers": peers,
         "rogue": rogue,
         "mailboxes": mailboxes,
+        "patients": patients,
+        "bridge_cert": BRIDGE_CERT,
+        "bridge_key": BRIDGE_KEY,
     }
     _write_json(home / MANIFEST_FILE, manifest, private=True)
     return manifest
@@ -321,6 +376,39 @@ def _write_mailboxes(home: Path, ca: Authority) -> list[dict[str, Any]]:
     return manifest
 
 
+def _write_patients(home: Path) -> list[dict[str, Any]]:
+    """The bridge's registry seed (password hashes) and the manifest's patients (clear passwords)."""
+    hasher = password_hasher()
+    seed, manifest = [], []
+    for patient in PATIENTS:
+        password = secrets.token_urlsafe(12)
+        seed.append({"ins": patient.ins, "state": patient.state, "given_name": patient.given_name,
+                     "family_name": patient.family_name, "password_hash": hasher.hash(password)})
+        manifest.append({"ins": patient.ins, "address": f"{patient.ins.lower()}@{PATIENT_DOMAIN}",
+                         "state": patient.state, "password": password})
+    _write_json(home / PATIENTS_FILE, {"patients": seed}, private=True)
+    return manifest
+
+
+def _bridge_config(ports: dict[str, int], *, operator_dn: str) -> dict[str, Any]:
+    """mes_bridge's [bridge] table: its store, certificate, the operator it trusts and where it submits."""
+    return {
+        "database": "sqlite:///bridge.db",
+        "blob_dir": "bridge-blobs",
+        "cert": BRIDGE_CERT,
+        "key": BRIDGE_KEY,
+        "ca_bundle": TRUST_CA_CERT,
+        "crl_files": [TRUST_CA_CRL],
+        "trusted_operators": [operator_dn],
+        "patients_file": PATIENTS_FILE,
+        "operator_submission": f"{LOCALHOST}:{ports['submissions']}",
+        "listeners": {
+            "lmtp": {"host": LOCALHOST, "port": ports["bridge_lmtp"]},
+            "registry": {"host": LOCALHOST, "port": ports["bridge_registry"]},
+        },
+    }
+
+
 def _issue_mailbox(ca: Authority, entry: MailboxEntry) -> Issued:
     """A client-only certificate naming the mailbox (CN, SAN email) and its RPPS or structure id (OU)."""
     return dev_pki.issue(
@@ -338,6 +426,8 @@ _CONFIG_HEADER = (
 # Contract names of the listeners (demo.json) and how each starts TLS.
 _LISTENER_TLS = {"mta": "starttls", "mtas": "implicit", "submission": "starttls", "submissions": "implicit",
                  "imap": "starttls", "imaps": "implicit"}
+# mes_bridge's listeners (demo.json names): LMTP over implicit TLS, the registry over HTTPS.
+_BRIDGE_LISTENERS = ("bridge_lmtp", "bridge_registry")
 
 
 def _config(dkim_key: str, static_keys: dict[str, str]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def _kit_cert_paths(manifest: dict) -> list[tuple[str, str]]:
     pairs = [(manifest["operator_cert"], manifest["operator_key"])]
     pairs += [(peer["cert"], peer["key"]) for peer in manifest["peers"]]
     pairs += [(box["cert"], box["key"]) for box in manifest["mailboxes"]]
+    pairs.append((manifest["bridge_cert"], manifest["bridge_key"]))
     return pairs
 
 
@@ -71,7 +72,7 @@ def test_config_validates(home, manifest):
 
 def test_manifest_follows_the_contract(home, manifest):
     assert set(manifest) == {"operator", "listeners", "trust_ca", "operator_cert", "operator_key",
-                             "peers", "rogue", "mailboxes"}
+                             "peers", "rogue", "mailboxes", "patients", "bridge_cert", "bridge_key"}
     assert set(manifest["operator"]) == {"domain", "dkim_selector", "dkim_public_txt"}
     assert manifest["operator"]["dkim_public_txt"].startswith("v=DKIM1; k=rsa; p=")
     assert set(manifest["rogue"]) == {"domain", "sender", "cert", "key"}
@@ -108,7 +109,8 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
-    assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps"}
+    assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps",
+                              "bridge_lmtp", "bridge_registry"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
     assert len(set(ports)) == len(ports)
@@ -116,6 +118,8 @@ def test_listeners_have_distinct_ports(home, manifest):
     assert (settings.listeners.mta.host, settings.listeners.mta.port) == (
         listeners["mta"]["host"], listeners["mta"]["port"])
     for name, listener in listeners.items():  # config.toml and demo.json agree, TLS style by contract name
+        if name.startswith("bridge_"):
+            continue  # mes_bridge's, in [bridge] (test_patients_and_bridge_are_configured)
         configured = getattr(settings.listeners, name)
         assert (configured.host, configured.port) == (listener["host"], listener["port"])
         assert configured.tls == ("implicit" if name.endswith("s") else "starttls")
@@ -176,8 +180,9 @@ def test_liste_blanche_lists_peers_by_dn(home, manifest):
 def test_annuaire_holds_the_required_mailboxes(home, manifest):
     data = json.loads((home / "annuaire.json").read_text(encoding="utf-8"))
     entries = {e.address: e for e in map(MailboxEntry.from_json, data["entries"])}
-    assert {box["address"] for box in manifest["mailboxes"]} == set(entries)
-    assert all(address.endswith("@hopital-demo.mssante.fr") for address in entries)
+    remote = {address for address in entries if not address.endswith("@hopital-demo.mssante.fr")}
+    assert remote == {"resultats@labo-biolab.mssante.fr"}  # a peer's professional, as the extraction lists them
+    assert {box["address"] for box in manifest["mailboxes"]} == set(entries) - remote
     pers = [e for e in entries.values() if e.kind is BalKind.PER]
     assert len(pers) >= 2 and all(e.rpps and len(e.rpps) == 11 for e in pers)
     org = entries["cardiologie@hopital-demo.mssante.fr"]
@@ -306,3 +311,30 @@ def test_init_refuses_a_home_with_only_a_config(tmp_path):
     (tmp_path / "config.toml").write_text("", encoding="utf-8")
     with pytest.raises(KitExistsError):
         create_kit(tmp_path)
+
+
+def test_patients_and_bridge_are_configured(home, manifest):
+    from mes_bridge.settings import load_bridge_settings
+    from mssante_operator.patients.ins import validate_ins
+
+    patients = manifest["patients"]
+    assert {p["state"] for p in patients} == {"active", "not_activated", "opposed", "closed"}
+    assert any("2A" in p["ins"] for p in patients)  # a Corsican department
+    for patient in patients:
+        assert validate_ins(patient["ins"]).address == patient["address"]
+        assert set(patient) == {"ins", "address", "state", "password"}
+    seed = json.loads((home / "patients.json").read_text(encoding="utf-8"))["patients"]
+    assert [p["ins"] for p in seed] == [p["ins"] for p in patients]
+    for entry, patient in zip(seed, patients, strict=True):
+        assert PasswordHasher().verify(entry["password_hash"], patient["password"])
+    assert stat.S_IMODE((home / "patients.json").stat().st_mode) == 0o600
+    settings = load_settings(home)
+    bridge_cert = _leaf(home, manifest["bridge_cert"])
+    assert name_to_dn(bridge_cert.subject) == name_to_dn(x509.Name.from_rfc4514_string(settings.patients.bridge_dn))
+    listeners = manifest["listeners"]
+    assert settings.patients.lmtp == f"127.0.0.1:{listeners['bridge_lmtp']['port']}"
+    assert settings.patients.registry_url == f"https://127.0.0.1:{listeners['bridge_registry']['port']}"
+    bridge = load_bridge_settings(home, settings.bridge)
+    operator = _leaf(home, manifest["operator_cert"])
+    assert [name_to_dn(x509.Name.from_rfc4514_string(dn)) for dn in bridge.trusted_operators] == [
+        name_to_dn(operator.subject)]

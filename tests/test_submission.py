@@ -214,11 +214,12 @@ def test_recipient_outside_the_trust_space(running: RunningOperator) -> None:
         assert code == 550 and text.startswith(b"5.7.1 recipient domain outside the MSSant")
 
 
-def test_patient_recipient_is_temporarily_refused(running: RunningOperator) -> None:
+def test_patient_recipient_with_a_wrong_ins_key_is_refused(running: RunningOperator) -> None:
+    # The address of ANS material: its key is not 97 - (2880912345678 mod 97), so it is no INS.
     with submit_client(running) as client:
         client.mail(DOCTOR)
         code, text = client.rcpt("288091234567823@patient.mssante.fr")
-        assert code == 451 and text.startswith(b"4.3.0")
+        assert code == 550 and text.startswith(b"5.1.3 invalid INS in patient address")
 
 
 def test_unknown_and_app_local_recipients(running: RunningOperator) -> None:

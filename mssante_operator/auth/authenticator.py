@@ -36,6 +36,8 @@ from typing import NoReturn
 from cryptography import x509
 
 from ..annuaire.base import Annuaire, BalKind, MailboxEntry
+from ..patients.ins import PATIENT_DOMAIN, is_patient_address
+from ..trust_space.dn import NormalDn, name_to_dn
 from ..trust_space.tls import PeerTls
 from .certificates import allows_client_auth, as_certificate, certificate_identity
 from .passwords import CredentialStore, normalize_address
@@ -46,6 +48,9 @@ from .tokens import TokenError, TokenValidator
 log = logging.getLogger(__name__)
 
 LOGIN_KINDS = frozenset({BalKind.PER, BalKind.APP})
+BRIDGE_LOGIN = "mes_bridge"
+BRIDGE_ENTRY = MailboxEntry(address=f"mes_bridge@{PATIENT_DOMAIN}", kind=BalKind.APP,
+                            display_name="Mon espace santé (patients)")
 CLIENT_MESSAGE = "authentication failed"
 
 
@@ -71,6 +76,7 @@ class Principal:
     own: MailboxEntry
     delegated: tuple[MailboxEntry, ...] = ()  # ORG mailboxes they are a delegate of
     authzid: str = ""  # the ORG mailbox they asked to act as ("" = themselves)
+    patient_gateway: bool = False  # mes_bridge: submits patients' messages, as any patient, and nothing else
 
     @property
     def acting_as(self) -> str:
@@ -84,10 +90,15 @@ class Principal:
 
     def may_open(self, address: str) -> bool:
         """Whether the principal may read ``address`` (IMAP): its own mailbox or a delegated one."""
-        return normalize_address(address) in self.addresses
+        return not self.patient_gateway and normalize_address(address) in self.addresses
 
     def may_send_as(self, address: str) -> bool:
-        """Whether the principal may use ``address`` as sender (MAIL FROM / From:)."""
+        """Whether the principal may use ``address`` as sender (MAIL FROM / From:).
+
+        The bridge sends as patients only; every other principal as its own and delegated mailboxes.
+        """
+        if self.patient_gateway:
+            return is_patient_address(address)
         return normalize_address(address) in self.addresses
 
 
@@ -102,8 +113,10 @@ class Authenticator:
         limiter: FailureLimiter,
         *,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        bridge_dn: NormalDn | None = None,
     ) -> None:
         self.annuaire = annuaire
+        self.bridge_dn = bridge_dn
         self.credentials = credentials
         self.tokens = tokens
         self.limiter = limiter
@@ -133,8 +146,13 @@ class Authenticator:
             await self._fail(f"{login}: wrong password", login, ip, mechanism)
         return await self._principal(entry, mechanism, authzid, ip)
 
-    async def certificate(self, cert: PeerTls | x509.Certificate, ip: str, authzid: str = "") -> Principal:
-        """EXTERNAL: the (TLS-verified) client certificate names the mailbox, see the module docstring."""
+    async def certificate(self, cert: PeerTls | x509.Certificate, ip: str, authzid: str = "", *,
+                          gateway: bool = False) -> Principal:
+        """EXTERNAL: the (TLS-verified) client certificate names the mailbox, see the module docstring.
+
+        With ``gateway`` (the submission listeners), mes_bridge's certificate (``bridge_dn``) is the patient
+        gateway; IMAP never passes it, so the bridge cannot open any mailbox.
+        """
         authzid = normalize_address(authzid)
         certificate = as_certificate(cert)
         if certificate is None:
@@ -142,6 +160,11 @@ class Authenticator:
         identity = certificate_identity(certificate)
         if not allows_client_auth(certificate):
             await self._fail(f"certificate {identity.dn} is not for client authentication", "", ip, EXTERNAL)
+        if self.bridge_dn is not None and name_to_dn(certificate.subject) == self.bridge_dn:
+            if not gateway or authzid:
+                await self._fail(f"certificate {identity.dn} is mes_bridge's: it only submits for patients", "", ip,
+                                 EXTERNAL)
+            return Principal(login=BRIDGE_LOGIN, mechanism=EXTERNAL, own=BRIDGE_ENTRY, patient_gateway=True)
         candidates: list[MailboxEntry] = []
         for email in identity.emails:
             entry = await self.annuaire.lookup(email)

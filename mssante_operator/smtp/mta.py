@@ -10,23 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..annuaire import Annuaire, AnnuaireUnavailable
 from ..errors import Refusal
+from ..patients.conversations import ConversationEvent
+from ..patients.ins import PATIENT_DOMAIN, Ins
 from ..store.facade import DeliveryOutcome, NewMessage
+from ..store.queue import OutboundEnvelope, QueuedRecipient
+from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim import KeySource, verify_message
 from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.revocation import RevocationLists
 from ..trust_space.tls import PeerTls
 from . import headers, policy
 from .local_delivery import LocalDelivery
+from .patient_path import PatientPath, check_content, conversation_events
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,12 @@ class MtaContext:
     dkim_keys: KeySource
     delivery: LocalDelivery
     cpu_executor: Executor | None = None
+    # Patient recipients (a peer's professional writing to a patient): checked by ``patients``, then
+    # committed with ``commit`` (local copies, the queue rows to mes_bridge and the conversation events).
+    patients: PatientPath | None = None
+    commit: Callable[[Submission], Awaitable[SubmissionResult]] | None = None
+    max_lifetime: float = 5 * 86400.0
+    on_queued: Callable[[], None] = lambda: None
 
 
 def _peer(session: Session) -> PeerTls | None:
@@ -80,16 +92,27 @@ class MtaHandler:
     ) -> str:
         address = address.lower()
         refusal = policy.check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients)
-        refusal = refusal or policy.check_recipient_domain(policy.address_domain(address), self.ctx.local_domains)
-        if refusal is None:
+        domain = policy.address_domain(address)
+        if refusal is None and self.ctx.patients is not None and domain == PATIENT_DOMAIN:
             try:
-                entry = await self.ctx.annuaire.lookup(address)
-            except AnnuaireUnavailable as exc:
-                log.warning("annuaire unavailable for rcpt: %s", exc)
-                return policy.ANNUAIRE_DOWN.reply
-            refusal = policy.check_recipient_entry(address, entry)
+                ins = await self.ctx.patients.recipient(address)
+                if envelope.mail_from != "<>":  # a delivery report to a patient carries no writer
+                    await self.ctx.patients.writer(envelope.mail_from)
+            except Refusal as patient_refusal:
+                refusal = patient_refusal
+            else:
+                _patients(envelope)[address] = ins
+        elif refusal is None:
+            refusal = policy.check_recipient_domain(domain, self.ctx.local_domains)
+            if refusal is None:
+                try:
+                    entry = await self.ctx.annuaire.lookup(address)
+                except AnnuaireUnavailable as exc:
+                    log.warning("annuaire unavailable for rcpt: %s", exc)
+                    return policy.ANNUAIRE_DOWN.reply
+                refusal = policy.check_recipient_entry(address, entry)
         if refusal is not None:
-            log.info("rcpt refused rcpt=%s reply=%r", address, refusal.reply)
+            log.info("rcpt refused rcpt_domain=%s reply=%r", domain, refusal.reply)
             return refusal.reply
         if address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(address)
@@ -104,7 +127,13 @@ class MtaHandler:
             log.info("data refused id=%s reply=%r", queue_id, refusal.reply)
             return refusal.reply
         try:
-            outcomes = await self.ctx.delivery.deliver(message, list(envelope.rcpt_tos))
+            if _patients(envelope):
+                outcomes = await self._commit_with_patients(message, envelope)
+            else:
+                outcomes = await self.ctx.delivery.deliver(message, list(envelope.rcpt_tos))
+        except Refusal as refusal:
+            log.info("data refused id=%s reply=%r", queue_id, refusal.reply)
+            return refusal.reply
         except Exception:
             log.exception("delivery failed id=%s", queue_id)
             return policy.STORE_FAILED.reply
@@ -116,6 +145,34 @@ class MtaHandler:
             len(outcomes) - stored, len(message.raw),
         )
         return f"250 2.0.0 Message accepted, id {queue_id}"
+
+    async def _commit_with_patients(self, message: NewMessage, envelope: Envelope) -> dict[str, DeliveryOutcome]:
+        """Local copies, the patients' queue rows and the conversation events, in one transaction."""
+        assert self.ctx.patients is not None and self.ctx.commit is not None
+        patients = _patients(envelope)
+        if (refusal := check_content(message.raw, list(patients.values()))) is not None:
+            raise refusal
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        events: list[ConversationEvent] = []
+        if mail_from:
+            from_values = headers.summarise(message.raw).from_values
+            from_address = (getaddresses(from_values)[0][1] if from_values else mail_from).lower()
+            writer = await self.ctx.patients.writer(from_address)
+            events = conversation_events(message.raw, mailbox=from_address, kind=writer.kind,
+                                         patients=list(patients.values()), message_id=message.message_id,
+                                         actor=mail_from, at=message.received_at)
+        queued = tuple(QueuedRecipient(a) for a in envelope.rcpt_tos if a in patients)
+        submission = Submission(
+            message=message,
+            local_recipients=tuple(a for a in envelope.rcpt_tos if a not in patients),
+            outbound=OutboundEnvelope(sender=mail_from, recipients=queued, message_id=message.message_id,
+                                      submitted_by=f"mta:{mail_from or '<>'}"),
+            expires_at=message.received_at + timedelta(seconds=self.ctx.max_lifetime),
+            conversations=tuple(events),
+        )
+        result = await self.ctx.commit(submission)
+        self.ctx.on_queued()
+        return {**result.local, **dict.fromkeys(patients, DeliveryOutcome.STORED)}
 
     async def _checked_message(
         self, server: SMTP, session: Session, envelope: Envelope, queue_id: str
@@ -165,3 +222,12 @@ class MtaHandler:
 def _client_ip(session: Any) -> str:
     peer = getattr(session, "peer", None)
     return str(peer[0]) if peer else "unknown"
+
+
+def _patients(envelope: Envelope) -> dict[str, Ins]:
+    """The patient recipients of this transaction and their INS (kept on the envelope, reset with it)."""
+    found = getattr(envelope, "patient_recipients", None)
+    if found is None:
+        found = {}
+        envelope.patient_recipients = found  # type: ignore[attr-defined]
+    return found

@@ -1,8 +1,10 @@
 """Delivery status notifications (RFC 3464) sent to our own senders: bounces, delay warnings, receipts.
 
-Every sender of the outbound queue is one of our mailboxes (submission only lets a principal send as
-its own), so a DSN is a local delivery into the sender's INBOX, never a message on the network, and a
-DSN (null sender) never causes another. The queue keeps a "notified" mark per recipient, set only after
+Most senders of the queue are our mailboxes (submission only lets a principal send as its own): their
+DSN is a local delivery into the sender's INBOX. Two senders are not: a patient (mes_bridge submits
+their replies) and a peer operator's professional whose message to a patient we accepted; their DSN
+goes back through the queue (``relay``), to the bridge or to the peer. A DSN (null sender) never
+causes another. The queue keeps a "notified" mark per recipient, set only after
 the DSN is committed: a crash in between sends it again rather than losing it. Recipients of one
 message that end the same way share one report.
 """
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from ..store.facade import NewMessage, Store
@@ -40,9 +43,12 @@ class Notices:
     """Builds DSNs and delivers them to the senders' mailboxes."""
 
     def __init__(self, *, store: Store, delivery: LocalDelivery, hostname: str, domain: str,
-                 delay_warning: float) -> None:
+                 delay_warning: float, local_domains: Iterable[str] = (),
+                 relay: Callable[[bytes, NewMessage, str], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._delivery = delivery
+        self._local_domains = {d.lower() for d in (domain, *local_domains)}
+        self._relay = relay
         self._hostname = hostname
         self._from = f"MAILER-DAEMON@{domain}"
         self._delay_warning = delay_warning or None
@@ -108,4 +114,7 @@ class Notices:
         summary = headers.summarise(report)
         message = NewMessage(raw=report, message_id=summary.message_id, from_addr=summary.from_text,
                              subject=summary.subject, authentication_results="", received_at=now)
-        await self._delivery.deliver(message, [sender])
+        if sender.rpartition("@")[2].lower() in self._local_domains or self._relay is None:
+            await self._delivery.deliver(message, [sender])
+        else:
+            await self._relay(report, message, sender)

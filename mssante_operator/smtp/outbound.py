@@ -61,6 +61,7 @@ class RecipientResult:
     reply: str                            # the peer's reply line, or our reason
     remote_mta: str = ""                  # the host that answered ("" when none did)
     peer_dsn: bool = False                # the peer speaks DSN: it reports success itself (RFC 3461)
+    final: bool = False                   # delivered to its final destination (LMTP), not relayed
 
 
 class _Failure(Exception):

@@ -26,7 +26,8 @@ from ..store.queue import Delivery, Outcome, RecipientStatus
 from .dsn import wants_notice
 from .group_commit import GroupCommit
 from .notices import Notices
-from .outbound import OutboundClient, OutgoingMessage, OutgoingRecipient, RecipientResult
+from .outbound import OutgoingMessage, OutgoingRecipient, RecipientResult
+from .targets import DeliveryTargets
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def outcome_of(delivery: Delivery, result: RecipientResult, *, now: datetime,
     if result.kind == "delivered":
         # A DSN-capable peer got NOTIFY and reports success itself; otherwise we say "relayed" (RFC 3461 5.2.2).
         notice = bounces and not result.peer_dsn and wants_notice(delivery.notify, "success")
-        return Outcome(delivery.recipient_id, RecipientStatus.DELIVERED, result.reply, action="relayed",
+        action = "delivered" if result.final else "relayed"
+        return Outcome(delivery.recipient_id, RecipientStatus.DELIVERED, result.reply, action=action,
                        remote_mta=result.remote_mta, notice=notice)
     if result.kind == "temporary":
         later = next_attempt_at(delivery.attempts + 1, now=now, expires_at=delivery.expires_at,
@@ -71,7 +73,7 @@ def outcome_of(delivery: Delivery, result: RecipientResult, *, now: datetime,
 class QueueRunner:
     """Delivers the outbound queue of one store, continuously, until stopped."""
 
-    def __init__(self, *, store: Store, client: OutboundClient, settings: OutboundSettings, notices: Notices,
+    def __init__(self, *, store: Store, client: DeliveryTargets, settings: OutboundSettings, notices: Notices,
                  owner: str, writer: Executor) -> None:
         self._store = store
         self._client = client

@@ -1,9 +1,9 @@
 """Who may send as whom on the submission port: pure checks over the authenticated Principal.
 
 A professional sends as their PER mailbox or as an ORG mailbox they are a delegate of; software
-sends as the APP mailbox its certificate maps to. The envelope sender (MAIL FROM) and every address
-of the From and Sender header fields must be one of those: anything else is spoofing, refused with
-``550 5.7.1`` before the message is read or stored.
+sends as the APP mailbox its certificate maps to; mes_bridge sends as patients (valid INS addresses)
+only. The envelope sender (MAIL FROM) and every address of the From and Sender header fields must be
+one of those: anything else is spoofing, refused with ``550 5.7.1`` before the message is read or stored.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from email.utils import getaddresses
 
 from ..auth.authenticator import Principal
 from ..errors import Refusal
+from ..patients.ins import is_patient_address, parse_patient_address
 
 NULL_SENDER = Refusal(
     550, "5.7.1", "The null sender <> is reserved for delivery reports; send with your own mailbox address"
@@ -22,6 +23,11 @@ def check_envelope_sender(address: str, principal: Principal) -> Refusal | None:
     """MAIL FROM must be a mailbox the principal may send as."""
     if address in ("", "<>"):
         return NULL_SENDER
+    if principal.patient_gateway and is_patient_address(address):
+        try:
+            parse_patient_address(address)
+        except Refusal as refusal:
+            return refusal
     if not principal.may_send_as(address):
         return Refusal(550, "5.7.1", f"You are not allowed to send as {address}: "
                                      f"{principal.login} may send as {', '.join(principal.addresses)}")

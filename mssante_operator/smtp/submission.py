@@ -19,14 +19,17 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, Envelope, Session
 
 from ..annuaire import Annuaire, AnnuaireUnavailable
+from ..annuaire.base import BalKind
 from ..auth import sasl
 from ..auth.authenticator import AuthenticationFailed, Authenticator, Principal
 from ..errors import Refusal, TemporaryFailure
+from ..patients.ins import Ins, parse_patient_address
 from ..store.facade import NewMessage
 from ..store.queue import OutboundEnvelope, QueuedRecipient
 from ..store.submission import Submission, SubmissionResult
@@ -34,6 +37,7 @@ from ..trust_space.dkim_signing import DkimSigner
 from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.tls import PeerTls
 from . import dsn, headers, policy, sender_rules
+from .patient_path import PATIENT_TO_PATIENT, PatientPath, check_content, conversation_events
 from .router import Route, Target, route_recipient
 from .server import GuardedSMTP
 
@@ -63,6 +67,7 @@ class SubmissionContext:
     on_queued: Callable[[], None] = lambda: None  # wakes the queue runner
     # (sender, message, local addresses that asked NOTIFY=SUCCESS, ENVID): sends the delivery receipt
     on_local_success: Callable[[str, NewMessage, list[str], str | None], None] = lambda *args: None
+    patients: PatientPath | None = None  # None: [patients] not configured, the patient path is closed
 
 
 @dataclass
@@ -72,6 +77,7 @@ class _Transaction:
     mail: dsn.MailParameters = field(default_factory=lambda: dsn.MailParameters(None, None))
     rcpt: dict[str, dsn.RcptParameters] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    patients: dict[str, Ins] = field(default_factory=dict)  # patient recipients and their INS
 
 
 def _peer(session: Session) -> PeerTls | None:
@@ -171,7 +177,7 @@ class SubmissionSMTP(GuardedSMTP):
                 external = sasl.parse_external(await self._response(initial))
                 peer = _peer(self.session)
                 assert peer is not None
-                attempt = auth.certificate(peer, ip, external.authzid)
+                attempt = auth.certificate(peer, ip, external.authzid, gateway=True)
             else:
                 data = await self._response(initial)
                 bearer = sasl.parse_oauthbearer(data) if mechanism == sasl.OAUTHBEARER else sasl.parse_xoauth2(data)
@@ -254,24 +260,47 @@ class SubmissionHandler:
         address = address.lower()
         if (refusal := policy.check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients)) is not None:
             return refusal.reply
-        route = route_recipient(address, local_domains=self.ctx.local_domains, liste=self.ctx.liste_blanche())
+        route = route_recipient(address, local_domains=self.ctx.local_domains, liste=self.ctx.liste_blanche(),
+                                patients_open=self.ctx.patients is not None)
         if isinstance(route, Refusal):
             log.info("submission rcpt refused domain=%s reply=%r", policy.address_domain(address), route.reply)
             return route.reply
-        if route.target is Target.LOCAL:
-            try:
-                entry = await self.ctx.annuaire.lookup(address)
-            except AnnuaireUnavailable as exc:
-                log.warning("annuaire unavailable for rcpt: %s", exc)
-                return policy.ANNUAIRE_DOWN.reply
-            if (refusal := policy.check_recipient_entry(address, entry)) is not None:
-                return refusal.reply
+        principal = _principal(session)
+        assert principal is not None
+        try:
+            await self._check_recipient(server, principal, envelope.mail_from, address, route)
+        except Refusal as refusal:
+            log.info("submission rcpt refused domain=%s reply=%r", policy.address_domain(address), refusal.reply)
+            return refusal.reply
         if address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
             server.transaction.rcpt[address] = parameters
             server.transaction.routes[address] = route
         return "250 2.1.5 Recipient accepted"
+
+    async def _check_recipient(self, server: SubmissionSMTP, principal: Principal, sender: str, address: str,
+                               route: Route) -> None:
+        """The recipient checks beyond routing: the local mailbox, and the patient rules; raise the Refusal."""
+        patients = self.ctx.patients
+        if route.target is Target.PATIENT:
+            assert patients is not None  # the router opens the patient path only then
+            if principal.patient_gateway:
+                raise PATIENT_TO_PATIENT
+            server.transaction.patients[address] = await patients.recipient(address)
+            await patients.writer(sender)
+            return
+        if route.target is Target.LOCAL:
+            try:
+                entry = await self.ctx.annuaire.lookup(address)
+            except AnnuaireUnavailable as exc:
+                log.warning("annuaire unavailable for rcpt: %s", exc)
+                raise policy.ANNUAIRE_DOWN from None
+            if (refusal := policy.check_recipient_entry(address, entry)) is not None:
+                raise refusal
+        if principal.patient_gateway:  # a patient writes: only to who opened the conversation (or a pharmacy)
+            assert patients is not None
+            await patients.reply(parse_patient_address(sender), address)
 
     async def handle_DATA(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         principal = _principal(session)
@@ -309,6 +338,13 @@ class SubmissionHandler:
         refusal = sender_rules.check_header_senders(summary.from_values, summary.sender_values, principal)
         if refusal is not None:
             raise refusal
+        from_address = getaddresses(summary.from_values)[0][1].lower()
+        if principal.patient_gateway and from_address != envelope.mail_from.lower():
+            raise Refusal(550, "5.7.1", "A patient's message must come From the patient's own address (MAIL FROM)")
+        transaction = server.transaction
+        patients = [transaction.patients[a] for a in envelope.rcpt_tos if a in transaction.patients]
+        if (refusal := check_content(data, patients)) is not None:
+            raise refusal
         now = datetime.now(UTC)
         prepared, message_id = headers.prepare_submission(data, summary, id_domain=self.ctx.hostname, when=now)
         peer = _peer(session)
@@ -324,18 +360,29 @@ class SubmissionHandler:
         raw = signature + unsigned
         routes = server.transaction.routes
         local = tuple(a for a in envelope.rcpt_tos if routes[a].target is Target.LOCAL)
-        remote = tuple(
+        remote = tuple(  # peer operators and patients: both through the queue
             QueuedRecipient(a, server.transaction.rcpt[a].orcpt, server.transaction.rcpt[a].notify)
-            for a in envelope.rcpt_tos if routes[a].target is Target.OUTBOUND
+            for a in envelope.rcpt_tos if routes[a].target in (Target.OUTBOUND, Target.PATIENT)
         )
         mail = server.transaction.mail
         message = NewMessage(raw=raw, message_id=message_id, from_addr=summary.from_text, subject=summary.subject,
                              authentication_results="", received_at=now)
+        events = conversation_events(raw, mailbox=from_address, kind=_kind_of(principal, from_address),
+                                     patients=patients, message_id=message_id, actor=principal.login, at=now)
         return Submission(
             message=message,
             local_recipients=local,
-            sent_copy_for=envelope.mail_from if self.ctx.sent_copy else None,
+            sent_copy_for=envelope.mail_from if self.ctx.sent_copy and not principal.patient_gateway else None,
+            conversations=tuple(events),
             outbound=OutboundEnvelope(sender=envelope.mail_from, recipients=remote, message_id=message_id,
                                       submitted_by=principal.login, envid=mail.envid, ret=mail.ret) if remote else None,
             expires_at=now + timedelta(seconds=self.ctx.max_lifetime),
         )
+
+
+def _kind_of(principal: Principal, address: str) -> BalKind:
+    """The kind of the mailbox the principal sends as: its own, or a delegated ORG mailbox."""
+    for entry in (principal.own, *principal.delegated):
+        if entry.address == address:
+            return entry.kind
+    return BalKind.CAB  # not reached: the sender rules admit only those
