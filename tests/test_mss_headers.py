@@ -7,7 +7,7 @@ from email.message import EmailMessage
 import pytest
 
 from mssante_operator.patients.ins import validate_ins
-from mssante_operator.patients.mss_headers import check_mss_headers, mss_header_values
+from mssante_operator.patients.mss_headers import check_mss_headers, check_raw_mss_headers, mss_header_values
 from mssante_operator.patients.xdm import NewDocument, PatientId, build_xdm
 
 INS = validate_ins("288091234567894")
@@ -144,3 +144,26 @@ def test_header_values_are_read_and_kept():
                                       "X-MSS-MES": ["FIN"]}
     check_mss_headers(msg, [INS])
     assert msg.get_all("X-MSS-CODECDA") == ["11502-2,", " 34133-9"]
+
+
+def raw(msg: EmailMessage) -> bytes:
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+def test_raw_messages_are_parsed_only_when_a_header_announces_an_archive():
+    assert check_raw_mss_headers(raw(message({"X-MSS-INS": "O"}, QUALIFIED)), [INS]) is None
+    refusal = check_raw_mss_headers(raw(message({"X-MSS-INS": "O"}, QUALIFIED)), [OTHER])
+    assert refusal is not None and refusal.enhanced == "5.6.0" and OTHER.address in refusal.text
+    assert check_raw_mss_headers(raw(message({"x-mss-codecda": "1"}, b"junk")), []).code == 550
+    assert check_raw_mss_headers(raw(message({"X-MSS-MES": "FIN"}, b"junk")), [OTHER]) is None
+    body_mention = b"Subject: x\r\n\r\nX-MSS-INS: O\r\n"
+    assert check_raw_mss_headers(body_mention, [OTHER]) is None
+
+
+def test_malformed_mime_headers_do_not_break_the_search():
+    data = (b"X-MSS-INS: O\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: application/zip; name*=utf-8'zz'%ZZ%\r\n"
+            b"Content-Disposition: attachment; filename*=\"=?bad?=\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"!!!not base64\r\n--b--\r\n")
+    refusal = check_raw_mss_headers(data, [INS])
+    assert refusal is not None and refusal.code == 550

@@ -9,16 +9,22 @@ archive is refused here, permanently (the same message would fail again). The he
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from email.message import EmailMessage
+from typing import cast
 
 from ..errors import Refusal
+from ..smtp.headers import split_header
 from .ins import Ins
 from .xdm import XdmDocument, XdmError, XdmPackage, find_xdm_attachments, read_xdm
 
 INS_HEADER = "X-MSS-INS"
 CODECDA_HEADER = "X-MSS-CODECDA"
+_ANNOUNCED = re.compile(rb"^x-mss-(?:ins|codecda)[ \t]*:", re.I | re.M)
 
 
 def mss_header_values(message: EmailMessage) -> dict[str, list[str]]:
@@ -73,6 +79,15 @@ def check_mss_headers(message: EmailMessage, patient_recipients: Sequence[Ins]) 
             return _refused(f"les documents de l'archive IHE_XDM ne concernent pas le patient {recipient.address}",
                             f"the documents of the IHE_XDM archive are not about the patient {recipient.address}")
     return None
+
+
+def check_raw_mss_headers(raw: bytes, patient_recipients: Sequence[Ins]) -> Refusal | None:
+    """:func:`check_mss_headers` on a received message's bytes, parsing the MIME body only when announced."""
+    header, _ = split_header(raw)
+    if not _ANNOUNCED.search(header):
+        return None
+    message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))  # what it builds
+    return check_mss_headers(message, patient_recipients)
 
 
 def _documents(message: EmailMessage) -> tuple[XdmDocument, ...] | Refusal:

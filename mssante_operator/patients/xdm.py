@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.message import EmailMessage
 from typing import Any
 from xml.parsers import expat
@@ -264,7 +265,7 @@ def read_xdm(data: bytes) -> XdmPackage:
     """The documents of an XDM archive; XdmError when it is not a safe, well-formed one."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError) as exc:
         raise XdmError("the attachment is not a readable ZIP archive") from exc
     with archive:
         entries = _checked_entries(archive)
@@ -472,11 +473,14 @@ def find_xdm_attachments(message: EmailMessage) -> list[bytes]:
     for part in message.walk():
         if part.is_multipart():
             continue
-        filename = (part.get_filename() or "").strip().lower()
-        content_type = part.get_content_type()
-        if filename != "ihe_xdm.zip" and not filename.endswith(".zip") and "zip" not in content_type:
+        try:  # a sender's malformed MIME headers can trip the email package; such a part is no archive
+            filename = (part.get_filename() or "").strip().lower()
+            content_type = part.get_content_type()
+            if filename != "ihe_xdm.zip" and not filename.endswith(".zip") and "zip" not in content_type:
+                continue
+            payload = part.get_payload(decode=True)
+        except (ValueError, IndexError, LookupError, TypeError, HeaderParseError):
             continue
-        payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes) or not payload:
             continue
         if filename == "ihe_xdm.zip" or _has_xdm_folder(payload):
@@ -488,7 +492,7 @@ def _has_xdm_folder(data: bytes) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return any(name.lower().startswith("ihe_xdm/") for name in archive.namelist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
         return False
 
 
