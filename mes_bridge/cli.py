@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import logging
+import mimetypes
 import sys
 from pathlib import Path
 
@@ -13,8 +14,18 @@ import click
 
 from mssante_operator.cli import HOME_OPTION  # the operator's HOME: the bridge reads its [bridge] table
 from mssante_operator.errors import ConfigError
+from mssante_operator.patients.ins import Ins, InvalidIns, validate_ins
+from mssante_operator.patients.states import PatientState
+from mssante_operator.smtp.headers import summarise
 
+from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
+from .service import open_store
 from .settings import BridgeSettings, load_bridge_settings
+from .store import KNOWN_STATES, PatientNotFound
+
+EX_UNAVAILABLE = 69  # sysexits.h: the operator cannot be reached
+EX_TEMPFAIL = 75  # sysexits.h: try again later
+EX_NOPERM = 77  # sysexits.h: this patient may not send
 
 
 def _settings(home: Path) -> BridgeSettings:
@@ -55,5 +66,108 @@ def serve(home: Path) -> None:
         raise click.ClickException(f"cannot start: {exc}") from exc
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+class InsParam(click.ParamType):
+    """A matricule INS on the command line: a usage error says what is wrong with it."""
+
+    name = "INS"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Ins:
+        if isinstance(value, Ins):
+            return value
+        try:
+            return validate_ins(str(value))
+        except InvalidIns as exc:
+            self.fail(str(exc), param, ctx)
+
+
+INS = InsParam()
+
+
+@main.group()
+def patients() -> None:
+    """The patients' spaces the bridge knows."""
+
+
+@patients.command("ls")
+@HOME_OPTION
+def patients_ls(home: Path) -> None:
+    """One JSON object per line per patient (never a password hash)."""
+    store = open_store(_settings(home))
+    try:
+        for patient in store.patients():
+            _echo_json({"ins": patient.ins, "address": Ins(patient.ins).address, "state": patient.state.value,
+                        "given_name": patient.given_name, "family_name": patient.family_name,
+                        "created_at": patient.created_at.isoformat(), "updated_at": patient.updated_at.isoformat()})
+    finally:
+        store.close()
+
+
+@patients.command("set-state")
+@click.argument("ins", type=INS)
+@click.argument("state", type=click.Choice(sorted(state.value for state in KNOWN_STATES)))
+@HOME_OPTION
+@click.option("--by", "by", default=None, help="Who makes the change (default: the system user).")
+def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None:
+    """Change the state of a known patient's space (audited)."""
+    store = open_store(_settings(home))
+    try:
+        record = store.set_state(ins, PatientState(state), actor=f"operator:{by or getpass.getuser()}")
+    except PatientNotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    _echo_json({"ins": record.ins, "state": record.state.value, "updated_at": record.updated_at.isoformat()})
+
+
+@main.command()
+@click.argument("ins", type=INS)
+@HOME_OPTION
+def inbox(ins: Ins, home: Path) -> None:
+    """The messages a patient received, one JSON object per line, oldest first."""
+    store = open_store(_settings(home))
+    try:
+        for record in store.messages(ins, "in"):
+            summary = summarise(store.blobs.read(record.blob_key))
+            _echo_json({"id": record.id, "message_id": record.message_id, "from": summary.from_text,
+                        "subject": record.subject, "size": record.size, "received_at": record.at.isoformat()})
+    finally:
+        store.close()
+
+
+@main.command()
+@HOME_OPTION
+@click.option("--from", "sender", required=True, type=INS, help="The patient's INS.")
+@click.option("--to", "recipients", required=True, multiple=True, help="A professional's address (repeatable).")
+@click.option("--subject", required=True)
+@click.option("--body", required=True)
+@click.option("--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file to attach (repeatable).")
+@click.option("--in-reply-to", default=None, help="The Message-ID this message answers.")
+def send(home: Path, sender: Ins, recipients: tuple[str, ...], subject: str, body: str, attach: tuple[Path, ...],
+         in_reply_to: str | None) -> None:
+    """Send as a patient through the operator; one line per recipient.
+
+    Exit status: 0 all accepted, 1 some (or all) refused, 75 temporary failure, 69 the operator cannot
+    be reached, 77 the patient is unknown or their space is not active.
+    """
+    settings = _settings(home)
+    attachments = [(path.name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+                   for path in attach]
+    try:
+        outcome = asyncio.run(send_patient_message(
+            settings, ins=sender, to=recipients, subject=subject, body=body, attachments=attachments,
+            in_reply_to=in_reply_to, actor=f"cli:{getpass.getuser()}",
+        ))
+    except PatientCannotSend as exc:
+        click.echo(f"not sent: {exc}", err=True)
+        sys.exit(EX_NOPERM)
+    except BridgeSendError as exc:
+        click.echo(f"not sent: {exc.reply}", err=True)
+        sys.exit(EX_UNAVAILABLE if exc.unreachable else EX_TEMPFAIL if exc.temporary else 1)
+    for address in recipients:
+        if address in outcome.refused:
+            click.echo(f"refused {address}: {outcome.refused[address]}")
+        else:
+            click.echo(f"accepted {address} {outcome.message_id}")
+    if outcome.refused:
+        sys.exit(1)

@@ -209,9 +209,9 @@ class BridgeStore:
                         ins=patient.ins.value, state=patient.state.value, given_name=patient.given_name,
                         family_name=patient.family_name, password_hash=patient.password_hash,
                         created_at=now, updated_at=now,
-                    ).on_conflict_do_nothing(index_elements=["ins"])
-                )
-                if result.rowcount:
+                    ).on_conflict_do_nothing(index_elements=["ins"]).returning(BridgePatient.ins)
+                ).first()
+                if result is not None:  # (rowcount says nothing here on psycopg: RETURNING does)
                     added.append(patient.ins.value)
                     self._audit(conn, actor=actor, action="patient-add", ins=patient.ins.value,
                                 detail=f"state={patient.state.value}", at=now)
@@ -272,7 +272,7 @@ class BridgeStore:
                        "blob_key": blob.key, "at": now}
                 for ins in wanted:
                     statement = self._insert(table).values(ins=ins, **row).on_conflict_do_nothing()
-                    if conn.execute(statement).rowcount:
+                    if conn.execute(statement.returning(table.c.id)).first() is not None:
                         outcome[ins] = True
                         self._audit(conn, actor=actor, action=action, ins=ins,
                                     detail=f"message_id={message_id} size={blob.size}", at=now)

@@ -240,3 +240,99 @@ def message(message_id: str = "<m1@operator.test>", *, subject: str = "Compte re
         "",
     ]
     return "\r\n".join(lines).encode()
+
+
+# -- a stand-in for the operator's submission listener (implicit TLS, AUTH EXTERNAL) -----------------
+
+
+@dataclass
+class Submitted:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    authenticated_dn: str
+
+
+class _SubmissionHandler:
+    def __init__(self, refuse: dict[str, str]) -> None:
+        self.refuse = refuse
+        self.received: list[Submitted] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(Submitted(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                       session.external_dn))
+        return "250 2.0.0 Queued"
+
+
+def _submission_class() -> type:
+    from aiosmtpd.smtp import SMTP
+
+    from mssante_operator.trust_space.tls import peer_tls
+
+    class Submission(SMTP):
+        """aiosmtpd answering AUTH EXTERNAL for the expected certificate DN only, MAIL only after it."""
+
+        expected_dn = ""
+
+        async def smtp_AUTH(self, arg: str) -> None:
+            assert self.session is not None and self.transport is not None
+            dn = peer_tls(self.transport.get_extra_info("ssl_object")).dn_text
+            if arg.split()[:2] == ["EXTERNAL", "="] and dn == self.expected_dn:
+                self.session.external_dn = dn
+                await self.push("235 2.7.0 Authentication successful")
+            else:
+                await self.push("535 5.7.8 Authentication credentials invalid")
+
+        async def smtp_MAIL(self, arg: str) -> None:
+            if not getattr(self.session, "external_dn", None):
+                await self.push("530 5.7.0 Authentication required")
+                return
+            await super().smtp_MAIL(arg)
+
+    return Submission
+
+
+@dataclass
+class FakeSubmission:
+    port: int
+    handler: _SubmissionHandler
+
+    @property
+    def received(self) -> list[Submitted]:
+        return self.handler.received
+
+
+@contextmanager
+def fake_submission(kit: dict[str, Any], refuse: dict[str, str] | None = None,
+                    expected: str = "bridge") -> Iterator[FakeSubmission]:
+    """The operator's submission listener as the bridge sees it, on its own loop in a thread."""
+    from mssante_operator.trust_space.tls import server_context
+
+    operator = kit["parties"]["operator"]
+    context = server_context(operator.cert, operator.key, kit["home"] / "certs" / "trust-ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    handler = _SubmissionHandler(refuse or {})
+    submission = _submission_class()
+    submission.expected_dn = kit["parties"][expected].dn
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="submission", daemon=True)
+    thread.start()
+
+    async def start() -> asyncio.AbstractServer:
+        return await loop.create_server(lambda: submission(handler, hostname="operator.test"), "127.0.0.1", 0,
+                                        ssl=context)
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        yield FakeSubmission(server.sockets[0].getsockname()[1], handler)
+    finally:
+        server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
