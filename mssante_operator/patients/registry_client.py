@@ -1,6 +1,6 @@
 """The operator's questions to mes_bridge's registry: what is the state of this patient's space?
 
-Asked at RCPT time for every patient recipient, over HTTPS with mutual TLS: we present the operator's
+Asked at RCPT time for every patient recipient not in the cache, over HTTPS with mutual TLS: we present the operator's
 certificate, the bridge must present a certificate of the trust space whose subject is the configured
 ``bridge_dn`` (a certificate merely chaining to the CA is not enough: any operator has one). Answers are
 kept ``ttl`` seconds (states change rarely: a patient activates or closes a space) and concurrent
@@ -10,12 +10,15 @@ the sender retries, nothing is refused for good because the bridge was down.
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 
-import aiohttp
 from cachetools import TTLCache
 from cryptography import x509
 
@@ -42,57 +45,61 @@ class PatientRegistry:
 
     def __init__(self, url: str, tls: ssl.SSLContext, *, bridge_dn: NormalDn, ttl: float = 30.0,
                  timeout: float = 5.0, size: int = 50_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._url = url.rstrip("/")
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise ValueError(f"{url!r} is not an https:// URL")
+        tls.check_hostname = False  # the bridge is known by its DN (checked below), not by the name we dial
+        tls.verify_mode = ssl.CERT_REQUIRED
+        self._host, self._port, self._base = parsed.hostname, parsed.port or 443, parsed.path.rstrip("/")
         self._tls = tls
         self._bridge_dn = bridge_dn
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._cache: TTLCache[str, PatientState] | None = (
             TTLCache(maxsize=size, ttl=ttl, timer=clock) if ttl > 0 else None)
         self._flights = SingleFlight()
-        self._session: aiohttp.ClientSession | None = None
 
     async def state(self, ins: Ins) -> PatientState:
         """The state of ``ins``'s space; raises RegistryUnavailable when the registry cannot say."""
         if self._cache is not None and (cached := self._cache.get(ins.value)) is not None:
             return cached
-        state, fetched = await self._flights.run(ins.value, lambda: self._fetch(ins))
+        state, fetched = await self._flights.run(ins.value, lambda: asyncio.to_thread(self._fetch, ins))
         if fetched and self._cache is not None:
             self._cache[ins.value] = state
         return state
 
-    async def _fetch(self, ins: Ins) -> PatientState:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._tls, limit=20))
+    def _fetch(self, ins: Ins) -> PatientState:
+        """One GET on a fresh connection whose certificate is checked before the question is asked.
+
+        (A blocking client in a thread: it lets us see the server's certificate before sending anything,
+        which aiohttp's pooled client does not expose. Answers are cached, so this runs rarely.)
+        """
+        connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._tls)
         try:
-            async with self._session.get(f"{self._url}/v1/patients/{ins.value}") as response:
-                self._check_server(response)
-                if response.status not in (200, 404):
-                    raise RegistryUnavailable(f"registry answered HTTP {response.status}")
-                body = await response.json()
-        except RegistryUnavailable:
-            raise
-        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+            connection.connect()
+            self._check_server(connection.sock)
+            connection.request("GET", f"{self._base}/v1/patients/{ins.value}", headers={"Accept": "application/json"})
+            response = connection.getresponse()
+            body = response.read(64 * 1024)
+        except (OSError, http.client.HTTPException) as exc:
             log.warning("patients' registry unreachable: %s", exc or type(exc).__name__)
             raise RegistryUnavailable(f"registry unreachable: {exc or type(exc).__name__}") from exc
+        finally:
+            connection.close()
+        if response.status not in (200, 404):
+            raise RegistryUnavailable(f"registry answered HTTP {response.status}")
         try:
-            return PatientState(body["state"]) if isinstance(body, dict) else PatientState("?")
-        except (KeyError, ValueError) as exc:
+            return PatientState(json.loads(body)["state"])
+        except (ValueError, KeyError, TypeError) as exc:
             raise RegistryUnavailable("registry answered without a known state") from exc
 
-    def _check_server(self, response: aiohttp.ClientResponse) -> None:
+    def _check_server(self, sock: ssl.SSLSocket) -> None:
         """The registry must be the bridge: its certificate's subject is ``bridge_dn``."""
-        connection = response.connection
-        ssl_object = connection.transport.get_extra_info("ssl_object") if connection and connection.transport else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if der is None:
-            raise RegistryUnavailable("cannot see the registry's certificate")
-        subject = x509.load_der_x509_certificate(der).subject
-        if name_to_dn(subject) != self._bridge_dn:
-            log.error("patients' registry presented %s, not the configured bridge DN", subject.rfc4514_string())
+        der = sock.getpeercert(binary_form=True)
+        subject = x509.load_der_x509_certificate(der).subject if der else None
+        if subject is None or name_to_dn(subject) != self._bridge_dn:
+            shown = subject.rfc4514_string() if subject is not None else "no certificate"
+            log.error("patients' registry presented %s, not the configured bridge DN", shown)
             raise RegistryUnavailable("the registry's certificate is not the bridge's")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing stays open between questions."""

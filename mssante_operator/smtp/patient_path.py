@@ -32,7 +32,7 @@ from ..patients.conversations import (
     events_for_message,
 )
 from ..patients.ins import Ins, parse_patient_address
-from ..patients.mss_headers import check_mss_headers
+from ..patients.mss_headers import check_raw_mss_headers
 from ..patients.registry_client import REGISTRY_DOWN, PatientRegistry, RegistryUnavailable
 from ..patients.states import check_patient_state
 from . import policy
@@ -40,7 +40,6 @@ from .headers import split_header
 
 PATIENT_TO_PATIENT = Refusal(550, "5.7.1", "Un patient ne peut pas écrire à un autre patient / "
                                            "patients cannot write to other patients")
-_MSS_CHECKED = (b"x-mss-ins:", b"x-mss-codecda:")
 _HEADERS_ONLY = BytesParser(policy=email.policy.default)
 
 
@@ -87,12 +86,7 @@ class PatientPath:
 
 def check_content(raw: bytes, patients: Sequence[Ins]) -> Refusal | None:
     """The X-MSS-INS / X-MSS-CODECDA checks against the IHE_XDM content (parsed only when a header is there)."""
-    header, _ = split_header(raw)
-    if not any(name in header.lower() for name in _MSS_CHECKED):
-        return None
-    message = _HEADERS_ONLY.parsebytes(raw)
-    assert isinstance(message, EmailMessage)
-    return check_mss_headers(message, patients)
+    return check_raw_mss_headers(raw, patients)
 
 
 def conversation_events(raw: bytes, *, mailbox: str, kind: BalKind, patients: Sequence[Ins], message_id: str | None,
@@ -106,10 +100,11 @@ def conversation_events(raw: bytes, *, mailbox: str, kind: BalKind, patients: Se
         return []
     header, _ = split_header(raw)
     parsed = _HEADERS_ONLY.parsebytes(header + b"\r\n", headersonly=True)
+    assert isinstance(parsed, EmailMessage)
     ends = ends_exchange([str(v) for v in parsed.get_all("X-MSS-MES", [])], _subject(parsed))
     return events_for_message(mailbox, patients, ends=ends, message_id=message_id, actor=actor, at=at)
 
 
-def _subject(parsed: object) -> str | None:
-    value = parsed.get("Subject")  # type: ignore[attr-defined]
+def _subject(parsed: EmailMessage) -> str | None:
+    value = parsed.get("Subject")
     return None if value is None else str(value)
