@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
@@ -24,9 +25,11 @@ from mssante_operator.connection_limits import ConnectionLimiter
 from mssante_operator.errors import Refusal
 from mssante_operator.patients.ins import Ins, is_patient_address, parse_patient_address
 from mssante_operator.patients.states import PatientState, check_patient_state
+from mssante_operator.smtp import dsn
 from mssante_operator.smtp.headers import summarise
 from mssante_operator.smtp.policy import check_line_endings
 from mssante_operator.smtp.server import GuardedSMTP
+from mssante_operator.smtp.submission import _split_address
 from mssante_operator.trust_space.tls import peer_tls
 
 from .store import BridgeStore, MessageMeta
@@ -65,6 +68,25 @@ class BridgeLMTP(GuardedSMTP):
                 transport.close()
                 return
         super().connection_made(transport)
+
+    def more_extensions(self) -> list[str]:
+        return ["DSN"]  # the operator passes its senders' NOTIFY/ORCPT on; it writes the DSNs itself
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await self._without_dsn(arg, "FROM:", dsn.split_mail_parameters, super().smtp_MAIL)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        await self._without_dsn(arg, "TO:", dsn.split_rcpt_parameters, super().smtp_RCPT)
+
+    async def _without_dsn(self, arg: str, keyword: str, split: Callable[[str], tuple[object, str]],
+                           command: Callable[[str], Awaitable[None]]) -> None:
+        """Run aiosmtpd's ``command`` without the DSN parameters (RFC 3461), which it would refuse. The bridge
+        is the final delivery: the operator turns our replies into the DSNs its senders asked for."""
+        parts = _split_address(arg or "", keyword)
+        try:
+            await command(arg if parts is None else parts[0] + split(parts[1])[1])
+        except dsn.DsnSyntaxError as exc:
+            await self.push(exc.refusal.reply)
 
     async def smtp_LHLO(self, arg: str) -> None:
         """The LMTP greeting: what EHLO answers in SMTP (RFC 2033 4.1)."""

@@ -134,6 +134,20 @@ def test_mail_size_parameter_over_the_limit_is_refused(client: LMTPS) -> None:
     assert text.startswith(b"5.3.4")
 
 
+def test_dsn_parameters_are_taken(client: LMTPS, bridge: RunningBridge) -> None:
+    client.ehlo()
+    assert client.has_extn("DSN")
+    assert client.docmd("MAIL", f"FROM:<{SENDER}> RET=HDRS ENVID=Q123+2Bx")[0] == 250
+    code, _ = client.docmd("RCPT", f"TO:<{address('active')}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{SENDER}")
+    assert code == 250
+    code, text = client.docmd("RCPT", f"TO:<{address('corsica')}> NOTIFY=NEVER,SUCCESS")
+    assert (code, text[:5]) == (501, b"5.5.4")
+    code, _ = client.docmd("DATA")
+    assert code == 354
+    client.send(message("<dsn@operator.test>") + b".\r\n")
+    assert client.getreply()[0] == 250
+
+
 def test_data_without_recipient_is_503(client: LMTPS) -> None:
     client.ehlo()
     assert client.mail(SENDER)[0] == 250
