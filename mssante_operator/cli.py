@@ -510,5 +510,27 @@ from .cli_conversation import conversation  # noqa: E402  (at the end: it import
 
 main.add_command(conversation)
 
+
+@main.group()
+def demo() -> None:
+    """Scenarios played against a running demo kit (`serve --home HOME` in another terminal)."""
+
+
+@demo.command("patient")
+@HOME_OPTION
+def demo_patient(home: Path) -> None:
+    """Doctor -> patient -> reply -> FIN -> refused -> reopened: each step and the operator's answer."""
+    import smtplib
+
+    from .demo_patient import StoryFailed, play
+
+    try:
+        play(home, click.echo)
+    except StoryFailed as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        raise click.ClickException(f"cannot play the story (is `serve --home {home}` running?): {exc}") from exc
+
+
 if __name__ == "__main__":
     main()
