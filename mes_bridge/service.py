@@ -126,17 +126,27 @@ class BridgeService:
             self._runner = None
         self.store.close()
 
+    async def reload(self) -> None:
+        """Re-read the CRLs (SIGHUP), as the operator does; a bad file is logged and the old lists stay."""
+        try:
+            await asyncio.to_thread(self.gate.reload)
+        except (OSError, ValueError) as exc:
+            log.error("CRLs not reloaded, the previous ones stay in force: %s", exc)
+            return
+        log.info("CRLs reloaded")
+
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then close the listeners."""
+        """Serve until SIGTERM or SIGINT (SIGHUP re-reads the CRLs), then close the listeners."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         try:
             await self.start()
             await stop.wait()
             log.info("bridge stopping")
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             await self.stop()

@@ -9,7 +9,6 @@ are) and that the CRLs of the trust space do not revoke it.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -20,19 +19,32 @@ from mssante_operator.trust_space.tls import client_context, server_context
 from .settings import BridgeSettings
 
 
-@dataclass(frozen=True)
 class OperatorGate:
-    """Decides whether a (chain-verified) client certificate belongs to a trusted, unrevoked operator."""
+    """Decides whether a (chain-verified) client certificate belongs to a trusted, unrevoked operator.
 
-    trusted: frozenset[NormalDn]
-    revocations: RevocationLists
+    The CRLs can be re-read while the service runs (SIGHUP): the next connection or request sees them.
+    """
+
+    def __init__(self, trusted: frozenset[NormalDn], revocations: RevocationLists,
+                 settings: BridgeSettings | None = None) -> None:
+        self.trusted = trusted
+        self.revocations = revocations
+        self._settings = settings
+
+    @staticmethod
+    def _read_crls(settings: BridgeSettings) -> RevocationLists:
+        authorities = load_certificates(settings.path(settings.ca_bundle))
+        return RevocationLists.load([settings.path(path) for path in settings.crl_files], authorities)
 
     @classmethod
     def load(cls, settings: BridgeSettings) -> OperatorGate:
         """Read the CRLs (signature checked against the CA bundle); RevocationError names a bad file."""
-        authorities = load_certificates(settings.path(settings.ca_bundle))
-        crls = [settings.path(path) for path in settings.crl_files]
-        return cls(settings.trusted_dns, RevocationLists.load(crls, authorities))
+        return cls(settings.trusted_dns, cls._read_crls(settings), settings)
+
+    def reload(self) -> None:
+        """Re-read the CRLs; on an error (RevocationError) the lists in force stay."""
+        if self._settings is not None:
+            self.revocations = self._read_crls(self._settings)
 
     def refusal(self, certificate: x509.Certificate | None) -> str | None:
         """None when the peer may use the bridge; else why not, in a sentence for its administrator."""

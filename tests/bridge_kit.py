@@ -111,7 +111,7 @@ def make_bridge_home(home: Path, *, lmtp_port: int = 0, registry_port: int = 0, 
         **bridge,
     }
     write_config(home, table)
-    return {"home": home, "parties": parties, "table": table}
+    return {"home": home, "parties": parties, "table": table, "ca": ca, "revoked_serials": [revoked.cert.serial_number]}
 
 
 def write_config(home: Path, table: dict[str, Any], **other: Any) -> None:

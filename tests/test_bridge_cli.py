@@ -42,7 +42,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def served(kit: dict) -> dict:
-    """`python -m mes_bridge serve` runs, takes a message over LMTP, and stops cleanly on SIGTERM."""
+    """`python -m mes_bridge serve` runs, takes a message over LMTP, re-reads CRLs on SIGHUP, stops on SIGTERM."""
     home = kit["home"]
     log_path = home / "bridge.log"
     with log_path.open("wb") as log:
@@ -54,6 +54,8 @@ def served(kit: dict) -> dict:
                 _, data = lmtp_transaction(client, DOCTOR, [address("active")],
                                            message("<cli@operator.test>", subject="Résultats de biologie"))
             assert data[0][0] == 250
+            process.send_signal(signal.SIGHUP)
+            wait_for(log_path, "CRLs reloaded", process)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
         finally:
@@ -63,7 +65,7 @@ def served(kit: dict) -> dict:
     return kit
 
 
-def test_serve_logs_ready_with_both_listeners_and_stops_on_sigterm(served: dict) -> None:
+def test_serve_logs_ready_reloads_crls_on_sighup_and_stops_on_sigterm(served: dict) -> None:
     text = (served["home"] / "bridge.log").read_text()
     ports = served["table"]["listeners"]
     assert f"bridge ready lmtp=127.0.0.1:{ports['lmtp']['port']} registry=127.0.0.1:{ports['registry']['port']}" in text

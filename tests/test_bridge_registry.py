@@ -75,3 +75,26 @@ def test_state_change_is_seen_at_once(bridge: RunningBridge, tmp_path: Path) -> 
         assert get(bridge, f"/v1/patients/{ins}") == (200, {"ins": ins.value, "state": "active"})
     finally:
         bridge.service.store.set_state(ins, PatientState.NOT_ACTIVATED, actor="test")
+
+
+def test_reloaded_crls_apply_to_the_next_request(bridge: RunningBridge) -> None:
+    from cryptography import x509
+
+    from mssante_operator.trust_space import dev_pki
+
+    kit = bridge.kit
+    crl_path = kit["home"] / "certs" / "trust-ca.crl.pem"
+    original = crl_path.read_bytes()
+    operator = x509.load_pem_x509_certificates(kit["parties"]["operator"].cert.read_bytes())[0]
+    dev_pki.write_crl(crl_path, dev_pki.make_crl(kit["ca"], [*kit["revoked_serials"], operator.serial_number]))
+    try:
+        bridge.call(bridge.service.reload())
+        status, body = get(bridge, "/v1/health")
+        assert (status, "revoked" in body["error"]) == (403, True)
+        crl_path.write_text("not a CRL")
+        bridge.call(bridge.service.reload())  # refused: the lists in force stay
+        assert get(bridge, "/v1/health")[0] == 403
+    finally:
+        crl_path.write_bytes(original)
+        bridge.call(bridge.service.reload())
+    assert get(bridge, "/v1/health") == (200, {"status": "ok"})
