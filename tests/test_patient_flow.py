@@ -330,6 +330,34 @@ def test_bridge_down_means_delay_then_delivery(kit: Kit) -> None:
     kit.wait_inbox(before + 1)
 
 
+def test_lmtp_down_after_acceptance_means_delay_never_loss(kit: Kit) -> None:
+    """RCPT checked with the bridge up; the bridge goes down before DATA: 250, deferred, delivered once it is back."""
+    bridge, running = kit.bridge, kit.operator
+    before = len(kit.inbox())
+    context = running.tls_context()
+    raw = letter(DOCTOR, [kit.address()], subject="Résultats en attente")
+    with smtplib.SMTP_SSL("127.0.0.1", running.port("submissions"), context=context, timeout=30) as client:
+        client.login(DOCTOR, running.mailbox(DOCTOR)["password"])
+        client.mail(DOCTOR)
+        assert client.rcpt(kit.address())[0] == 250
+        bridge.call(bridge.service.stop())
+        # A stopped service keeps the sessions already open; a bridge that is down has none: drop ours.
+        running.call(running.operator.queue_runner._client.patients.close())
+        try:
+            code, reply = client.data(raw)
+            assert code == 250
+            queue_id = reply.decode().rsplit(" ", 1)[-1]
+            deadline = time.monotonic() + 30
+            while (entry := running.operator.store.queue.show(queue_id)).recipients[0].attempts < 1:
+                assert time.monotonic() < deadline, "no delivery attempt while the bridge was down"
+                time.sleep(0.1)
+            assert entry.recipients[0].status.value == "deferred" and "mes_bridge" in entry.recipients[0].last_reply
+        finally:
+            bridge.service.__init__(bridge.settings)
+            bridge.call(bridge.service.start())
+    kit.wait_inbox(before + 1)
+
+
 def test_concurrent_messages_in_both_directions(kit: Kit) -> None:
     assert kit.submit(DOCTOR, letter(DOCTOR, [kit.address()]), [kit.address()]) == {}
     before = len(kit.inbox())
