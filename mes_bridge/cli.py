@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
 import mimetypes
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -19,9 +21,9 @@ from mssante_operator.patients.states import PatientState
 from mssante_operator.smtp.headers import summarise
 
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
-from .service import open_store
+from .service import open_store, seed_patients
 from .settings import BridgeSettings, load_bridge_settings
-from .store import KNOWN_STATES, PatientNotFound
+from .store import KNOWN_STATES, BridgeStore, PatientNotFound
 
 EX_UNAVAILABLE = 69  # sysexits.h: the operator cannot be reached
 EX_TEMPFAIL = 75  # sysexits.h: try again later
@@ -83,6 +85,20 @@ class InsParam(click.ParamType):
 INS = InsParam()
 
 
+@contextlib.contextmanager
+def _store(home: Path) -> Iterator[BridgeStore]:
+    """The bridge's store, patients.json's new patients added (as `serve` does at start: never overwriting)."""
+    settings = _settings(home)
+    store = open_store(settings)
+    try:
+        seed_patients(settings, store)
+        yield store
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+
+
 @main.group()
 def patients() -> None:
     """The patients' spaces the bridge knows."""
@@ -92,14 +108,11 @@ def patients() -> None:
 @HOME_OPTION
 def patients_ls(home: Path) -> None:
     """One JSON object per line per patient (never a password hash)."""
-    store = open_store(_settings(home))
-    try:
+    with _store(home) as store:
         for patient in store.patients():
             _echo_json({"ins": patient.ins, "address": Ins(patient.ins).address, "state": patient.state.value,
                         "given_name": patient.given_name, "family_name": patient.family_name,
                         "created_at": patient.created_at.isoformat(), "updated_at": patient.updated_at.isoformat()})
-    finally:
-        store.close()
 
 
 @patients.command("set-state")
@@ -109,13 +122,11 @@ def patients_ls(home: Path) -> None:
 @click.option("--by", "by", default=None, help="Who makes the change (default: the system user).")
 def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None:
     """Change the state of a known patient's space (audited)."""
-    store = open_store(_settings(home))
-    try:
-        record = store.set_state(ins, PatientState(state), actor=f"operator:{by or getpass.getuser()}")
-    except PatientNotFound as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        store.close()
+    with _store(home) as store:
+        try:
+            record = store.set_state(ins, PatientState(state), actor=f"operator:{by or getpass.getuser()}")
+        except PatientNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
     _echo_json({"ins": record.ins, "state": record.state.value, "updated_at": record.updated_at.isoformat()})
 
 
@@ -124,14 +135,11 @@ def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None
 @HOME_OPTION
 def inbox(ins: Ins, home: Path) -> None:
     """The messages a patient received, one JSON object per line, oldest first."""
-    store = open_store(_settings(home))
-    try:
+    with _store(home) as store:
         for record in store.messages(ins, "in"):
             summary = summarise(store.blobs.read(record.blob_key))
             _echo_json({"id": record.id, "message_id": record.message_id, "from": summary.from_text,
                         "subject": record.subject, "size": record.size, "received_at": record.at.isoformat()})
-    finally:
-        store.close()
 
 
 @main.command()
@@ -154,10 +162,11 @@ def send(home: Path, sender: Ins, recipients: tuple[str, ...], subject: str, bod
     attachments = [(path.name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
                    for path in attach]
     try:
-        outcome = asyncio.run(send_patient_message(
-            settings, ins=sender, to=recipients, subject=subject, body=body, attachments=attachments,
-            in_reply_to=in_reply_to, actor=f"cli:{getpass.getuser()}",
-        ))
+        with _store(home) as store:
+            outcome = asyncio.run(send_patient_message(
+                settings, ins=sender, to=recipients, subject=subject, body=body, attachments=attachments,
+                in_reply_to=in_reply_to, store=store, actor=f"cli:{getpass.getuser()}",
+            ))
     except PatientCannotSend as exc:
         click.echo(f"not sent: {exc}", err=True)
         sys.exit(EX_NOPERM)

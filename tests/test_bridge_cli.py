@@ -155,3 +155,10 @@ def test_a_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     code, output = run("patients", "ls", "--home", str(tmp_path))
     assert code == 1
     assert "bridge.cert" in output and "config.toml" in output
+
+
+def test_commands_seed_patients_before_serve_ever_ran(tmp_path: Path) -> None:
+    make_bridge_home(tmp_path / "home")
+    code, output = run("patients", "ls", "--home", str(tmp_path / "home"))
+    assert code == 0
+    assert len(output.splitlines()) == 5
