@@ -79,6 +79,11 @@ def check_start_up(settings: Settings) -> None:
     NextHops(settings.outbound.routes)
     TrustSpace(settings)
     open_annuaire(settings)
+    if settings.patients is not None:
+        try:
+            parse_dn(settings.patients.bridge_dn)
+        except ValueError as exc:
+            raise ValueError(f"patients.bridge_dn: {exc}") from exc
     if settings.bridge is not None:  # mes_bridge starts beside us: its table must be valid too
         from mes_bridge.settings import load_bridge_settings
 

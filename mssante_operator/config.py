@@ -255,18 +255,12 @@ class PatientsSettings(_Section):
     registry_timeout: Duration = Field(default=5.0, gt=0.0)
 
     @model_validator(mode="after")
-    def _checked(self) -> PatientsSettings:
-        from .trust_space.dn import parse_dn
-
+    def _checked(self) -> PatientsSettings:  # bridge_dn is parsed by check_start_up (cryptography stays unloaded)
         if not self.registry_url.startswith("https://"):
             raise ValueError(f"registry_url: {self.registry_url!r} must be an https:// URL")
         host, _, port = self.lmtp.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"lmtp: {self.lmtp!r} is not 'host:port'")
-        try:
-            parse_dn(self.bridge_dn)
-        except ValueError as exc:
-            raise ValueError(f"bridge_dn: {exc}") from exc
         return self
 
 

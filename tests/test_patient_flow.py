@@ -7,7 +7,6 @@ through the bridge (its certificate, AUTH EXTERNAL on submission) and the conver
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import threading
 import time
@@ -387,7 +386,3 @@ def test_concurrent_messages_in_both_directions(kit: Kit) -> None:
     assert all(r.accepted == (DOCTOR,) for r in replies)
     kit.wait_inbox(before + 10)
     assert kit.status(DOCTOR) is ConversationStatus.OPEN
-
-
-def test_asyncio_is_not_left_running() -> None:
-    assert not asyncio.get_event_loop_policy().get_event_loop().is_running()
