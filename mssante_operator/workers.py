@@ -130,8 +130,8 @@ class Supervisor:
         while not self._stopping:
             if self._reload:
                 self._reload = False
-                for worker in self.workers:
-                    worker.send_signal(signal.SIGHUP)
+                for process in (*self.workers, *self.companions):  # mes_bridge re-reads its CRLs too
+                    process.send_signal(signal.SIGHUP)
             for index, worker in enumerate(self.workers):
                 if worker.poll() is not None and not self._stopping:
                     log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
