@@ -24,6 +24,7 @@ import tomli_w
 from mssante_operator.app import Operator
 from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import create_kit
+from mssante_operator.store.facade import Store
 from mssante_operator.trust_space.dkim import sign_message
 
 OPERATOR_DOMAIN = "hopital-demo.mssante.fr"
@@ -98,6 +99,18 @@ def running_operator(home: Path, manifest: dict[str, Any]) -> Iterator[RunningOp
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@contextmanager
+def kit_store(home: Path) -> Iterator[Store]:
+    """The store of a kit's HOME, migrated, closed afterwards (CLI tests read and seed it beside the CLI)."""
+    settings = load_settings(home)
+    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def peer(manifest: dict[str, Any], name: str) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from harness import kit_store
 from stdnum.fr import nir
 
 from mssante_operator.cli import main
-from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import create_kit
 from mssante_operator.patients.conversations import ConversationAction, ConversationEvent
 from mssante_operator.store import Store
@@ -39,11 +39,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def store(kit: Path) -> Iterator[Store]:
-    settings = load_settings(kit)
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    store.migrate()
-    yield store
-    store.close()
+    with kit_store(kit) as store:
+        yield store
 
 
 def opened(store: Store, patient: str, *mailboxes: str) -> None:

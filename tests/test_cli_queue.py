@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from harness import kit_store
 
 from mssante_operator.cli import main
-from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import create_kit
 from mssante_operator.store import Store
 from mssante_operator.store.queue import OutboundEnvelope, Outcome, QueuedRecipient, RecipientStatus
@@ -32,12 +32,10 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def store(kit: Path) -> Iterator[Store]:
     """The kit's store, emptied of queued messages by each test's end."""
-    settings = load_settings(kit)
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    store.migrate()
-    yield store
-    for entry in store.queue.entries():
-        store.queue.drop(entry.queue_id)
+    with kit_store(kit) as store:
+        yield store
+        for entry in store.queue.entries():
+            store.queue.drop(entry.queue_id)
     store.close()
 
 
