@@ -133,7 +133,7 @@ class Operator:
         # Same writer thread as local delivery: SQLite has one writer, and batches form while it is busy.
         self._commits: GroupCommit[Submission, SubmissionResult] = GroupCommit(
             Submissions(self.store).submit_many, self.delivery.executor, what="submission")
-        self.registry, self.patient_path = self._patients()
+        self.patient_path = self._patient_path()
         self.notices = Notices(store=self.store, delivery=self.delivery, hostname=settings.operator.hostname,
                                domain=settings.operator.domain, delay_warning=settings.outbound.delay_warning,
                                local_domains=settings.operator.local_domains, relay=self._relay_report)
@@ -161,14 +161,14 @@ class Operator:
         return client_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
                               settings.path(settings.trust_space.ca_bundle))
 
-    def _patients(self) -> tuple[PatientRegistry | None, PatientPath | None]:
-        """The bridge's registry client and the patient checks, when [patients] is configured."""
+    def _patient_path(self) -> PatientPath | None:
+        """The patient checks (with the bridge's registry client), when [patients] is configured."""
         patients = self.settings.patients
         if patients is None:
-            return None, None
+            return None
         registry = PatientRegistry(patients.registry_url, self._client_tls(), bridge_dn=parse_dn(patients.bridge_dn),
                                    ttl=patients.state_cache_ttl, timeout=patients.registry_timeout)
-        return registry, PatientPath(registry, self.annuaire, self.store.conversations.status)
+        return PatientPath(registry, self.annuaire, self.store.conversations.status)
 
     def _submission_context(self) -> SubmissionContext:
         settings = self.settings
@@ -350,8 +350,6 @@ class Operator:
         await self.watcher.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
-        if self.registry is not None:
-            await self.registry.close()
         self.store.close()
         log.info("operator stopped" if self._inherited is None else "worker stopped")
 

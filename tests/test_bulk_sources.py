@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mssante_operator.bulk.compose import compose_report, dot_stuffed, message_id, prepare_eml
+from mssante_operator.bulk.compose import compose_report, message_id, prepare_eml
 from mssante_operator.bulk.journal import Journal, JournalBusy, Outcome, Refusal
 from mssante_operator.bulk.sources import SourceError, list_items
+from mssante_operator.smtp.payload import dot_stuffed
 
 APP = "labo-auto@hopital-demo.mssante.fr"
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4

@@ -16,7 +16,8 @@ from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.utils import format_datetime
 
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+from ..smtp.payload import LINE_ENDINGS
+
 _BCC = re.compile(rb"^Bcc:.*?\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 
 BODY = (
@@ -82,20 +83,9 @@ def _text_part(sender: str) -> bytes:
 
 def prepare_eml(raw: bytes) -> bytes:
     """A ready message with CRLF line endings and no Bcc header field (its addresses stay envelope-only)."""
-    raw = _LINE_ENDINGS.sub(b"\r\n", raw)
+    raw = LINE_ENDINGS.sub(b"\r\n", raw)
     if not raw.endswith(b"\r\n"):
         raw += b"\r\n"
     end = raw.find(b"\r\n\r\n")
     head, body = (raw, b"") if end < 0 else (raw[: end + 2], raw[end + 2:])
     return _BCC.sub(b"", head) + body
-
-
-def dot_stuffed(message: bytes) -> bytes:
-    """The DATA payload: CRLF line endings, a leading dot doubled, the ``.`` terminator line added."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:  # counted in C: the usual case is clean
-        message = _LINE_ENDINGS.sub(b"\r\n", message)
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    stuffed = message.replace(b"\r\n.", b"\r\n..")
-    return (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"

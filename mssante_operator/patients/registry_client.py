@@ -100,6 +100,3 @@ class PatientRegistry:
             shown = subject.rfc4514_string() if subject is not None else "no certificate"
             log.error("patients' registry presented %s, not the configured bridge DN", shown)
             raise RegistryUnavailable("the registry's certificate is not the bridge's")
-
-    async def close(self) -> None:
-        """Nothing stays open between questions."""

@@ -21,16 +21,12 @@ import ssl
 import aiosmtplib
 from cryptography import x509
 
-from ..bulk.compose import dot_stuffed
 from ..trust_space.dn import NormalDn, name_to_dn
 from .dsn import xtext_encode
-from .outbound import OutgoingMessage, RecipientResult, ResultKind
+from .outbound import OutgoingMessage, RecipientResult, ResultKind, describe_failure, result_kind
+from .payload import dot_stuffed
 
 log = logging.getLogger(__name__)
-
-
-def _kind(code: int) -> ResultKind:
-    return "delivered" if code < 400 else "temporary" if code < 500 else "permanent"
 
 
 def _line(response: aiosmtplib.SMTPResponse) -> str:
@@ -76,7 +72,7 @@ class LmtpClient:
                 results = await self._transaction(smtp, message)
             except (_Refused, aiosmtplib.SMTPException, OSError) as exc:
                 await self._discard(smtp)
-                text = exc.text if isinstance(exc, _Refused) else f"{self.where}: {_describe(exc)}"
+                text = exc.text if isinstance(exc, _Refused) else describe_failure(exc, self.where)
                 kind: ResultKind = "temporary" if not isinstance(exc, _Refused) or exc.temporary else "permanent"
                 return [RecipientResult(r.key, kind, text, self.host) for r in message.recipients]
             self._idle.append((smtp, asyncio.get_running_loop().time()))
@@ -116,7 +112,8 @@ class LmtpClient:
             if reply.code == 250:
                 accepted.append(recipient)
             else:
-                results[recipient.key] = RecipientResult(recipient.key, _kind(reply.code), _line(reply), self.host)
+                results[recipient.key] = RecipientResult(recipient.key, result_kind(reply.code), _line(reply),
+                                                         self.host)
         if accepted:
             start = await smtp.execute_command(b"DATA")
             if start.code != 354:
@@ -127,8 +124,8 @@ class LmtpClient:
             protocol.write(dot_stuffed(message.raw))
             for recipient in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in RCPT order
                 reply = await protocol.read_response(timeout=self._timeout)
-                results[recipient.key] = RecipientResult(recipient.key, _kind(reply.code), _line(reply), self.host,
-                                                         final=reply.code < 400)
+                results[recipient.key] = RecipientResult(recipient.key, result_kind(reply.code), _line(reply),
+                                                         self.host, final=reply.code < 400)
         else:
             await smtp.execute_command(b"RSET")
         return [results[r.key] for r in message.recipients]
@@ -158,14 +155,3 @@ class LmtpClient:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._discard(smtp) for smtp, _ in idle), return_exceptions=True)
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
-        return "connection refused (is mes_bridge running?)"
-    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError | aiosmtplib.SMTPTimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {getattr(exc, 'verify_message', None) or exc.reason or exc}"
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"answered {exc.code} {' '.join(exc.message.split())}"
-    return str(exc) or type(exc).__name__
