@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libmagic1 postgresql slapd ldap-utils ca-certificates isync libsasl2-modules)
+packages=(libmagic1 postgresql slapd ldap-utils ca-certificates isync libsasl2-modules chromium fonts-dejavu-core)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from mssante_operator.patients.states import PatientState
 from mssante_operator.store.blobs import BlobFile, BlobStore
 from mssante_operator.store.facade import _WRITE_OPTION, _build_engine, _dedup_key, _WriterLock
 from mssante_operator.store.models import NAMING_CONVENTION, BigId, UTCDateTime
+
+from .records import MessageMeta, MessageRecord, NewPatient, PatientRecord
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("mes_bridge.audit")
@@ -82,56 +83,6 @@ class BridgeAudit(_Base):
 
 class PatientNotFound(LookupError):
     """No space is known for this INS."""
-
-
-@dataclass(frozen=True)
-class PatientRecord:
-    ins: str
-    state: PatientState
-    given_name: str | None
-    family_name: str | None
-    password_hash: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def display_name(self) -> str:
-        return " ".join(part for part in (self.given_name, self.family_name) if part)
-
-
-@dataclass(frozen=True)
-class NewPatient:
-    """A patient as patients.json (or a test) describes one."""
-
-    ins: Ins
-    state: PatientState
-    given_name: str | None = None
-    family_name: str | None = None
-    password_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    id: int
-    ins: str
-    direction: str
-    message_id: str | None
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    size: int
-    blob_key: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class MessageMeta:
-    """What the bridge records of a message besides its bytes (headers already decoded)."""
-
-    message_id: str | None
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
 
 
 def _now() -> datetime:
