@@ -103,7 +103,7 @@ def test_patients_set_state_is_audited(served: dict) -> None:
 
     store = open_store(load_bridge_settings(served["home"]))
     try:
-        assert store.audit(validate_ins(INS["closed"]))[-1]["actor"] == "operator:alice"
+        assert store.audit(validate_ins(INS["closed"]))[-1].actor == "operator:alice"
     finally:
         store.close()
     code, output = run("patients", "set-state", INS["unknown"], "active", "--home", home)

@@ -84,10 +84,12 @@ def test_one_reply_per_recipient_in_rcpt_order(client: LMTPS, bridge: RunningBri
 
 def test_each_delivery_is_audited_with_the_client_dn(client: LMTPS, bridge: RunningBridge) -> None:
     lmtp_transaction(client, SENDER, [address("active")], message("<audited@operator.test>"))
-    rows = [row for row in bridge.service.store.audit(validate_ins(INS["active"])) if "audited@" in row["detail"]]
-    assert len(rows) == 1
-    assert rows[0]["action"] == "deliver"
-    assert rows[0]["actor"] == bridge.kit["parties"]["operator"].dn
+    store = bridge.service.store
+    (message_row,) = [m for m in store.messages(validate_ins(INS["active"]))
+                      if m.message_id == "<audited@operator.test>"]
+    rows = [row for row in store.audit(validate_ins(INS["active"])) if row.detail.get("message") == message_row.id]
+    assert [row.action for row in rows] == ["receive"]
+    assert rows[0].actor == bridge.kit["parties"]["operator"].dn
 
 
 def test_duplicate_message_id_is_accepted_but_stored_once(client: LMTPS, bridge: RunningBridge) -> None:

@@ -45,9 +45,9 @@ def test_seed_never_overwrites_a_known_patient(store: BridgeStore) -> None:
 def test_set_state_is_audited_and_unknown_patients_are_refused(store: BridgeStore) -> None:
     record = store.set_state(OTHER, PatientState.ACTIVE, actor="operator:alice")
     assert record.state is PatientState.ACTIVE
-    (row,) = [r for r in store.audit(OTHER) if r["action"] == "patient-state"]
-    assert row["actor"] == "operator:alice"
-    assert row["detail"] == "from=not_activated to=active"
+    (row,) = [r for r in store.audit(OTHER) if r.action == "patient-state"]
+    assert row.actor == "operator:alice"
+    assert row.detail == {"from": "not_activated", "to": "active"}
     with pytest.raises(PatientNotFound):
         store.set_state(UNKNOWN, PatientState.ACTIVE, actor="x")
     with pytest.raises(ValueError, match="cannot be stored"):

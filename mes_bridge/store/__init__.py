@@ -1,6 +1,8 @@
 """The bridge's store: patients, their messages and dossier, notifications, outbox, and the audit chain."""
 
-from .facade import KNOWN_STATES, BridgeStore, PatientNotFound
+from .documents import PATIENT_AUTHOR, DocumentNotFound
+from .facade import BridgeStore
+from .patients import KNOWN_STATES, ActivationRefused, PatientNotFound
 from .records import (
     AttachmentRecord,
     AuditEntry,
@@ -11,6 +13,7 @@ from .records import (
     LoginChallenge,
     MessageMeta,
     MessageRecord,
+    NewAttachment,
     NewDocument,
     NewPatient,
     Notification,
@@ -19,7 +22,8 @@ from .records import (
 )
 
 __all__ = [
-    "KNOWN_STATES", "AttachmentRecord", "AuditEntry", "BridgeStore", "ChainReport", "ConversationSummary",
-    "DocumentFilter", "DocumentRecord", "LoginChallenge", "MessageMeta", "MessageRecord", "NewDocument",
-    "NewPatient", "Notification", "OutboxItem", "PatientNotFound", "PatientRecord",
+    "KNOWN_STATES", "PATIENT_AUTHOR", "ActivationRefused", "AttachmentRecord", "AuditEntry", "BridgeStore",
+    "ChainReport", "ConversationSummary", "DocumentFilter", "DocumentNotFound", "DocumentRecord", "LoginChallenge",
+    "MessageMeta", "MessageRecord", "NewAttachment", "NewDocument", "NewPatient", "Notification", "OutboxItem",
+    "PatientNotFound", "PatientRecord",
 ]

@@ -227,3 +227,13 @@ class OutboxItem:
     created_at: datetime
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    """An attachment of a message being delivered, as the intake found it (bytes stay in the message)."""
+
+    index: int
+    filename: str | None
+    detected_type: str
+    size: int

@@ -1,0 +1,41 @@
+"""Reading the audit chain: a patient's activity history, and the check of the whole chain."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from . import rows
+from .chain import first_broken
+from .core import StoreCore
+from .records import AuditEntry, ChainReport
+from .schema import BridgeAudit, BridgeAuditHead
+
+_TABLE = BridgeAudit.__table__
+
+
+class HistoryStore(StoreCore):
+    def history(self, ins: str, *, offset: int = 0, limit: int = 50) -> list[AuditEntry]:
+        """The patient's entries, newest first."""
+        query = select(_TABLE).where(_TABLE.c.ins == ins).order_by(_TABLE.c.id.desc()).offset(offset).limit(limit)
+        with self._engine.connect() as conn:
+            return [rows.audit(row) for row in conn.execute(query)]
+
+    def count_history(self, ins: str) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(_TABLE).where(_TABLE.c.ins == ins)).scalar_one())
+
+    def audit(self, ins: object | None = None) -> list[AuditEntry]:
+        """The whole trail (of one patient), oldest first."""
+        query = select(_TABLE).order_by(_TABLE.c.id)
+        if ins is not None:
+            query = query.where(_TABLE.c.ins == str(getattr(ins, "value", ins)))
+        with self._engine.connect() as conn:
+            return [rows.audit(row) for row in conn.execute(query)]
+
+    def verify_chain(self) -> ChainReport:
+        """Recompute every link in order; the first entry that does not follow, if any."""
+        with self._engine.connect() as conn:
+            head = conn.execute(select(BridgeAuditHead.hash).where(BridgeAuditHead.id == 1)).scalar()
+            result = conn.execution_options(yield_per=1000).execute(select(_TABLE).order_by(_TABLE.c.id))
+            count, bad, reason = first_broken(result, head)
+        return ChainReport(entries=count, ok=reason is None, first_bad=bad, reason=reason)
