@@ -81,7 +81,7 @@ class DocumentStore(StoreCore):
         query = (select(_TABLE.c.category, func.count()).where(_TABLE.c.ins == ins,
                  _TABLE.c.hidden_from_patient.is_(False)).group_by(_TABLE.c.category))
         with self._engine.connect() as conn:
-            counts = dict(conn.execute(query).tuples().all())
+            counts: dict[str, int] = {category: count for category, count in conn.execute(query)}
         return {category: counts.get(category.value, 0) for category in Category}
 
     def authors(self, ins: str) -> list[tuple[str, str]]:
