@@ -18,6 +18,7 @@ from mssante_operator.errors import ConfigError
 from mssante_operator.trust_space.dn import NormalDn, parse_dn
 
 SQLITE_PREFIX = "sqlite:///"
+MIB = 1024 * 1024
 
 
 class _Section(BaseModel):
@@ -43,6 +44,7 @@ class BridgeListener(_Section):
 class BridgeListeners(_Section):
     lmtp: BridgeListener | None = None
     registry: BridgeListener | None = None
+    web: BridgeListener | None = None  # the patient space: HTTPS, no client certificate (patients log in)
 
 
 class BridgeSettings(_Section):
@@ -59,6 +61,14 @@ class BridgeSettings(_Section):
     patients_file: Path | None = None  # seeds patients not yet known; never overwrites a known one
     operator_submission: str | None = None  # "host:port" of the operator's implicit-TLS submission listener
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_document_size: int = Field(default=10 * MIB, ge=1024)  # larger attachments stay in the message only
+    max_documents_per_message: int = Field(default=20, ge=0)
+    max_filed_per_message: int = Field(default=50 * MIB, ge=1024)  # total bytes filed from one message
+    max_upload_size: int = Field(default=5 * MIB, ge=1024)  # a document the patient adds (5 MB, as the MES app)
+    web_session_key_file: Path = Path("bridge-web.key")  # 32 random bytes, made (0600) at first start
+    web_session_idle: int = Field(default=15 * 60, ge=60)  # seconds of inactivity before a new login
+    outbox_retry: list[int] = Field(default_factory=lambda: [60, 300, 900, 3600])  # seconds, then hourly
+    outbox_max_age: int = Field(default=5 * 24 * 3600, ge=60)  # a read receipt not accepted by then is dropped
     listeners: BridgeListeners = BridgeListeners()
 
     @field_validator("trusted_operators")

@@ -134,6 +134,8 @@ def test_another_patients_ids_are_never_reachable(store: BridgeStore) -> None:
 def test_hidden_documents_wait_for_release_and_masking_is_audited(store: BridgeStore) -> None:
     deliver(store, "<hidden@labo>", pdf("Annonce", b"%PDF-1.4 annonce", hidden_from_patient=True))
     assert store.documents(ACTIVE.value) == [] and store.count_documents(ACTIVE.value) == 0
+    assert "deposit" not in [entry.action for entry in store.history(ACTIVE.value)]
+    assert store.count_history(ACTIVE.value) == len(store.history(ACTIVE.value))
     (hidden,) = store.all_documents(ACTIVE.value)
     assert store.document(ACTIVE.value, hidden.id) is None
     with pytest.raises(DocumentNotFound):
@@ -142,6 +144,7 @@ def test_hidden_documents_wait_for_release_and_masking_is_audited(store: BridgeS
     masked = store.set_masked(ACTIVE.value, hidden.id, True, actor=f"patient:{ACTIVE.value}")
     assert masked.masked_from_professionals and not masked.hidden_from_patient
     assert [entry.action for entry in store.audit(ACTIVE)][-2:] == ["release", "mask"]
+    assert "deposit" in [entry.action for entry in store.history(ACTIVE.value)]
 
 
 def test_documents_filters_counts_and_authors(store: BridgeStore) -> None:

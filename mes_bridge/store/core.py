@@ -93,8 +93,10 @@ class StoreCore:
         text = canonical_detail(detail)
         digest = link_hash(prev, at=at, actor=actor, action=action, ins=ins, detail=text)
         table = BridgeAudit.__table__
-        entry_id = conn.execute(table.insert().values(at=at, actor=actor, action=action, ins=ins, detail=text,
-                                                      prev_hash=prev, hash=digest).returning(table.c.id)).scalar_one()
+        document = detail.get("document")
+        entry_id = conn.execute(table.insert().values(
+            at=at, actor=actor, action=action, ins=ins, detail=text, prev_hash=prev, hash=digest,
+            document=document if isinstance(document, int) else None).returning(table.c.id)).scalar_one()
         if head is None:
             conn.execute(head_table.insert().values(id=1, last_id=entry_id, hash=digest))
         else:

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import Select, func, select
 
 from . import rows
 from .chain import first_broken
 from .core import StoreCore
 from .records import AuditEntry, ChainReport
-from .schema import BridgeAudit, BridgeAuditHead
+from .schema import BridgeAudit, BridgeAuditHead, BridgeDocument
 
 _TABLE = BridgeAudit.__table__
+_DOCUMENTS = BridgeDocument.__table__
+
+
+def _patient_entries(ins: str) -> Select[Any]:
+    """The patient's entries, less those about a document still hidden from them (INVISIBLE_PATIENT)."""
+    hidden = select(_DOCUMENTS.c.id).where(_DOCUMENTS.c.ins == ins, _DOCUMENTS.c.hidden_from_patient.is_(True),
+                                           _DOCUMENTS.c.id == _TABLE.c.document)
+    return select(_TABLE).where(_TABLE.c.ins == ins, ~hidden.exists())
 
 
 class HistoryStore(StoreCore):
     def history(self, ins: str, *, offset: int = 0, limit: int = 50) -> list[AuditEntry]:
-        """The patient's entries, newest first."""
-        query = select(_TABLE).where(_TABLE.c.ins == ins).order_by(_TABLE.c.id.desc()).offset(offset).limit(limit)
+        """The patient's activity history, newest first."""
+        query = _patient_entries(ins).order_by(_TABLE.c.id.desc()).offset(offset).limit(limit)
         with self._engine.connect() as conn:
             return [rows.audit(row) for row in conn.execute(query)]
 
     def count_history(self, ins: str) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(_TABLE).where(_TABLE.c.ins == ins)).scalar_one())
+            return int(conn.execute(select(func.count()).select_from(_patient_entries(ins).subquery())).scalar_one())
 
     def audit(self, ins: object | None = None) -> list[AuditEntry]:
         """The whole trail (of one patient), oldest first."""

@@ -127,6 +127,7 @@ class BridgeAudit(Base):
     detail: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
     hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    document: Mapped[int | None] = mapped_column(BigId)  # detail["document"], so history can leave hidden ones out
 
 
 class BridgeAuditHead(Base):

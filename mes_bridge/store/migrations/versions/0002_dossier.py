@@ -167,6 +167,7 @@ def upgrade() -> None:
     with op.batch_alter_table("bridge_audit") as batch:
         batch.add_column(sa.Column("prev_hash", sa.String(64), nullable=False, server_default=""))
         batch.add_column(sa.Column("hash", sa.String(64), nullable=False, server_default=""))
+        batch.add_column(sa.Column("document", BigId, nullable=True))
     _chain_existing_entries()
     dialect = op.get_bind().dialect.name
     for statement in APPEND_ONLY_POSTGRESQL if dialect == "postgresql" else APPEND_ONLY_SQLITE:
