@@ -56,6 +56,7 @@ CLASS_CODE = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a"
 TYPE_CODE = "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
 FORMAT_CODE = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"
 CONFIDENTIALITY_CODE = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
+AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"  # XDSDocumentEntry.author (slots, no code)
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 
 # Patient identifier OIDs of the INS (Référentiel INS): NIR, NIA, test NIR, demonstration NIR.
@@ -162,6 +163,54 @@ class SourcePatientInfo:
 
 
 @dataclass(frozen=True)
+class Author:
+    """A document's author: the ``authorPerson`` (HL7 XCN) and ``authorInstitution`` (HL7 XON) slots.
+
+    The bridge shows the patient who wrote a document, which may be someone else than the sending mailbox
+    (a secretary's or a hospital's application mailbox).
+    """
+
+    identifier: str = ""  # RPPS/ADELI-based national identifier (XCN.1)
+    family_name: str = ""
+    given_name: str = ""
+    prefix: str = ""  # "Dr", "Pr" …
+    id_authority: str = ""  # the identifier's assigning authority OID (XCN.9)
+    institution: str = ""  # the organisation's name (XON.1)
+
+    @classmethod
+    def parse(cls, person: str | None, institution: str | None) -> Author | None:
+        """The author of the two slot values, None when neither names anyone."""
+        xcn = (person or "").strip().split("^")
+        component = [part.strip() for part in xcn] + [""] * (9 - len(xcn))
+        authority = component[8].split("&")
+        author = cls(
+            identifier=component[0], family_name=component[1], given_name=component[2], prefix=component[5],
+            id_authority=authority[1].strip() if len(authority) > 1 else "",
+            institution=(institution or "").strip().split("^")[0].strip(),
+        )
+        return author if author.display_name else None
+
+    @property
+    def display_name(self) -> str:
+        """"Dr Jeanne MARTIN", else the institution's name, else ""."""
+        person = " ".join(part for part in (self.prefix, self.given_name, self.family_name) if part)
+        return person or self.institution
+
+    @property
+    def xcn(self) -> str:
+        """The ``authorPerson`` value (empty when there is no person)."""
+        if not (self.identifier or self.family_name or self.given_name):
+            return ""
+        authority = f"&{self.id_authority}&ISO" if self.id_authority else ""
+        return f"{self.identifier}^{self.family_name}^{self.given_name}^^^{self.prefix}^^^{authority}"
+
+    @property
+    def xon(self) -> str:
+        """The ``authorInstitution`` value (empty when there is no institution)."""
+        return self.institution
+
+
+@dataclass(frozen=True)
 class Code:
     """A coded XDS attribute: the code, its coding scheme OID and display name."""
 
@@ -190,6 +239,7 @@ class XdmDocument:
     hash: str | None
     unique_id: str | None
     data: bytes = field(repr=False)
+    author: Author | None = None
 
     @property
     def is_cda(self) -> bool:
@@ -251,6 +301,7 @@ class NewDocument:
     class_scheme: str = "1.2.250.1.213.1.1.4.1"  # JDV_J06 classCode (CI-SIS)
     format_scheme: str = "1.3.6.1.4.1.19376.1.2.3"  # IHE formatCode
     creation_time: str | None = None  # YYYYMMDDHHMMSS (UTC); None: now
+    author: Author | None = None
 
 
 def _canonical(patient: PatientId) -> PatientId:
@@ -280,7 +331,7 @@ def read_xdm(data: bytes) -> XdmPackage:
         for key in sorted(subsets):
             info = subsets[key]
             subset = info.filename.split("/")[1]
-            root = _parse_xml(_read(archive, info), f"METADATA.XML of subset {subset}")
+            root = parse_xml(_read(archive, info), f"METADATA.XML of subset {subset}")
             documents.extend(_documents(root, subset, key, archive, entries))
     if not documents:
         raise XdmError("the archive's metadata describes no document")
@@ -330,22 +381,32 @@ def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _parse_xml(data: bytes, what: str) -> ET.Element:
-    """An element tree, refusing any DTD or entity declaration (expat directly: ElementTree hides it)."""
-    builder = ET.TreeBuilder()
+def safe_parser(what: str) -> expat.XMLParserType:
+    """An expat parser that refuses any DTD or entity declaration (billion laughs, external entities).
+
+    Used directly, not through ElementTree, which hides these handlers; ``what`` names the document in errors.
+    """
     parser = expat.ParserCreate(namespace_separator="}")
 
     def refuse(*_: object) -> None:
         raise XdmError(f"{what} declares a DTD or entities, which are not allowed")
-
-    def start(name: str, attributes: dict[str, str]) -> None:
-        builder.start(_clark(name), {_clark(key): value for key, value in attributes.items()})
 
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.UnparsedEntityDeclHandler = refuse
     parser.ExternalEntityRefHandler = refuse
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    return parser
+
+
+def parse_xml(data: bytes, what: str) -> ET.Element:
+    """An element tree of untrusted XML through :func:`safe_parser`; XdmError when refused or malformed."""
+    builder = ET.TreeBuilder()
+    parser = safe_parser(what)
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        builder.start(_clark(name), {_clark(key): value for key, value in attributes.items()})
+
     parser.StartElementHandler = start
     parser.EndElementHandler = lambda name: builder.end(_clark(name))
     parser.CharacterDataHandler = builder.data
@@ -411,6 +472,7 @@ def _documents(root: ET.Element, subset: str, key: str, archive: zipfile.ZipFile
             hash=_first(slots.get("hash", [])),
             unique_id=ids.get(DOC_UNIQUE_ID) or None,
             data=_read(archive, entries[path]),
+            author=_author(classified),
         ))
     return documents
 
@@ -420,6 +482,17 @@ def _slots(element: ET.Element) -> dict[str, list[str]]:
         slot.get("name", ""): [(value.text or "").strip() for value in slot.iter(f"{_RIM}Value")]
         for slot in element.findall(f"{_RIM}Slot")
     }
+
+
+def _author(classified: list[ET.Element]) -> Author | None:
+    """The first author classification that names a person or an institution."""
+    for classification in classified:
+        if classification.get("classificationScheme") == AUTHOR:
+            slots = _slots(classification)
+            author = Author.parse(_first(slots.get("authorPerson", [])), _first(slots.get("authorInstitution", [])))
+            if author is not None:
+                return author
+    return None
 
 
 def _name(element: ET.Element) -> str:
@@ -474,18 +547,32 @@ def find_xdm_attachments(message: EmailMessage) -> list[bytes]:
         if part.is_multipart():
             continue
         try:  # a sender's malformed MIME headers can trip the email package; such a part is no archive
-            filename = (part.get_filename() or "").strip().lower()
+            filename = part.get_filename() or ""
             content_type = part.get_content_type()
-            if filename != "ihe_xdm.zip" and not filename.endswith(".zip") and "zip" not in content_type:
+            if not could_be_xdm(filename, content_type):
                 continue
             payload = part.get_payload(decode=True)
         except (ValueError, IndexError, LookupError, TypeError, HeaderParseError):
             continue
-        if not isinstance(payload, bytes) or not payload:
-            continue
-        if filename == "ihe_xdm.zip" or _has_xdm_folder(payload):
+        if isinstance(payload, bytes) and is_xdm_archive(filename, content_type, payload):
             found.append(payload)
     return found
+
+
+def could_be_xdm(filename: str | None, content_type: str) -> bool:
+    """Whether an attachment's name or declared type makes it worth opening as an XDM archive."""
+    name = (filename or "").strip().lower()
+    return name == "ihe_xdm.zip" or name.endswith(".zip") or "zip" in content_type.lower()
+
+
+def is_xdm_archive(filename: str | None, content_type: str, data: bytes) -> bool:
+    """Whether an attachment is an XDM archive: named IHE_XDM.ZIP, or a ZIP (by name or type) with IHE_XDM/.
+
+    The operator's header checks and the bridge's filing share this rule, so both see the same archives.
+    """
+    if not data or not could_be_xdm(filename, content_type):
+        return False
+    return (filename or "").strip().lower() == "ihe_xdm.zip" or _has_xdm_folder(data)
 
 
 def _has_xdm_folder(data: bytes) -> bool:
@@ -569,6 +656,8 @@ def _metadata(patient: PatientId, documents: list[NewDocument], traits: SourcePa
         _classify(entry, FORMAT_CODE, doc_id, Code(doc.format_code, doc.format_scheme, doc.format_code))
         for level in doc.confidentiality:
             _classify(entry, CONFIDENTIALITY_CODE, doc_id, Code(level, CONFIDENTIALITY_SCHEME, level))
+        if doc.author is not None:
+            _author_classification(entry, doc_id, doc.author)
         _identify(entry, DOC_PATIENT_ID, doc_id, patient.cx, "XDSDocumentEntry.patientId")
         _identify(entry, DOC_UNIQUE_ID, doc_id, _new_oid(), "XDSDocumentEntry.uniqueId")
         association = _sub(objects, "Association", id=f"urn:uuid:{uuid.uuid4()}", associationType=HAS_MEMBER,
@@ -598,6 +687,15 @@ def _classify(parent: ET.Element, scheme: str, owner: str, code: Code) -> None:
                    classifiedObject=owner, nodeRepresentation=code.code)
     _slot(element, "codingScheme", [code.scheme])
     _localized(element, "Name", code.display)
+
+
+def _author_classification(parent: ET.Element, owner: str, author: Author) -> None:
+    element = _sub(parent, "Classification", id=f"urn:uuid:{uuid.uuid4()}", classificationScheme=AUTHOR,
+                   classifiedObject=owner, nodeRepresentation="")
+    if author.xcn:
+        _slot(element, "authorPerson", [author.xcn])
+    if author.xon:
+        _slot(element, "authorInstitution", [author.xon])
 
 
 def _identify(parent: ET.Element, scheme: str, owner: str, value: str, name: str) -> None:
