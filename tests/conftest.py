@@ -9,6 +9,8 @@ import pytest
 from harness import RunningOperator, make_kit, running_operator
 from postgres import PostgresCluster, fresh_database, postgres_cluster
 
+pytest_plugins = ["browser"]  # headless Chromium fixtures (chromium, new_page, browser_page, phone_page, browser_pki)
+
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
