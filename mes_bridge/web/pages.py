@@ -1,0 +1,126 @@
+"""Rendering: the common page context (patient, navigation, CSRF token, flashes), French dates and
+sizes, pagination, and the error pages (404 for anything that is not the patient's, never 403)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import get_session
+
+from .context import WEB
+from .security import INS_KEY, Handler, csrf_token
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PARIS = ZoneInfo("Europe/Paris")
+MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
+          "novembre", "décembre")
+
+
+def date_fr(value: datetime | None, *, time: bool = True) -> str:
+    """« 3 mars 2024 à 10 h 05 » in Paris time (what the patient's clock says)."""
+    if value is None:
+        return ""
+    local = value.astimezone(PARIS)
+    day = f"{local.day} {MONTHS[local.month - 1]} {local.year}"
+    return f"{day} à {local.hour} h {local.minute:02d}" if time else day
+
+
+def size_fr(size: int) -> str:
+    if size < 1024:
+        return f"{size} octets"
+    if size < 1024 * 1024:
+        return f"{math.ceil(size / 1024)} Ko"
+    return f"{size / (1024 * 1024):.1f} Mo".replace(".", ",")
+
+
+FILTERS = {"date_fr": date_fr, "day_fr": lambda value: date_fr(value, time=False), "size_fr": size_fr}
+
+
+@dataclass(frozen=True)
+class Pages:
+    """One page of a list: which page, how many, and the offset to ask the store for."""
+
+    page: int
+    pages: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+def page_of(request: web.Request, total: int) -> Pages:
+    """The ``?page=`` asked for, kept within the pages that exist."""
+    size = request.app[WEB].options.page_size
+    pages = max(1, math.ceil(total / size))
+    try:
+        page = int(request.query.get("page", "1"))
+    except ValueError:
+        page = 1
+    return Pages(page=min(max(page, 1), pages), pages=pages, size=size)
+
+
+def ins_of(request: web.Request) -> str:
+    """The logged-in patient's INS: from the session, through the guard, never from the request."""
+    return request[INS_KEY]
+
+
+async def owned(request: web.Request, lookup: Callable[[str, int], T | None]) -> T:
+    """The record of the path's ``id`` looked up with the session's INS; 404 when the store has none for
+    this patient (another patient's id and an id that does not exist look the same)."""
+    found = await request.app[WEB].call(lookup, ins_of(request), int(request.match_info["id"]))
+    if found is None:
+        raise web.HTTPNotFound()
+    return found
+
+
+async def render(request: web.Request, template: str, context: dict[str, Any] | None = None, *,
+                 status: int = 200, nav: str | None = None) -> web.Response:
+    """A page with the common context; the flashes waiting in the session are shown once."""
+    session = await get_session(request)
+    web_context = request.app[WEB]
+    ins = request.get(INS_KEY)
+    common: dict[str, Any] = {"csrf": csrf_token(session), "nav": nav, "patient": None, "unread": 0,
+                              "flashes": session.pop("flash", [])}
+    if ins is not None:
+        store = web_context.store
+        common["patient"] = await web_context.call(store.patient, ins)
+        common["unread"] = await web_context.call(store.count_messages, ins, "in", unread_only=True)
+    return aiohttp_jinja2.render_template(template, request, {**common, **(context or {})}, status=status)
+
+
+ERRORS = {
+    400: ("Demande incorrecte", "La demande n'a pas pu être comprise."),
+    403: ("Action refusée", "Le formulaire a expiré ou ne vient pas de cette page. Revenez en arrière, "
+                            "rechargez la page et recommencez."),
+    404: ("Page introuvable", "Cette page n'existe pas ou n'est pas dans votre espace."),
+    405: ("Action impossible", "Cette action n'est pas possible ici."),
+    413: ("Fichier trop volumineux", "Le fichier envoyé dépasse la taille autorisée."),
+    500: ("Erreur du service", "Une erreur est survenue. Réessayez dans quelques instants."),
+}
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """French error pages (inside the session middleware, so a refreshed session is still saved)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.status not in ERRORS:
+            raise
+        status = exc.status
+    except Exception:
+        log.exception("web handler failed path=%s", request.path)  # the path holds ids only
+        status = 500
+    title, text = ERRORS[status]
+    return await render(request, "error.html", {"title": title, "text": text}, status=status)
