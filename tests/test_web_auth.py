@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from bridge_kit import INS, PASSWORD
-from web_kit import WebSpace, last_login_code, running_web
+from web_kit import WebSpace, last_login_code, module_space
 
 from mssante_operator.patients.ins import Ins
 from mssante_operator.patients.states import PatientState
@@ -14,10 +12,7 @@ from mssante_operator.patients.states import PatientState
 GENERIC = "Identifiant ou mot de passe incorrect."
 
 
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSpace]:
-    with running_web(tmp_path_factory, login_per_ins="50/15 minutes", login_per_ip="500/15 minutes") as running:
-        yield running
+space = module_space()
 
 
 def test_pages_need_a_login(space: WebSpace) -> None:

@@ -10,6 +10,7 @@ sets, and fills the CSRF field from the last page it read, as a browser submitti
 from __future__ import annotations
 
 import asyncio
+import html
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from bridge_kit import INS, PASSWORD, make_bridge_home
 
 from mes_bridge.filing.filetypes import detect_type
@@ -150,6 +152,20 @@ def running_web(tmp_path_factory: Any, **options: Any) -> Iterator[WebSpace]:
         store.close()
 
 
+LOOSE_LIMITS = {"login_per_ins": "100/15 minutes", "login_per_ip": "1000/15 minutes"}  # tests log in often
+
+
+def module_space(**options: Any) -> Any:
+    """A module-scoped ``space`` fixture: one web space for the module's tests (loose login limits)."""
+
+    @pytest.fixture(scope="module")
+    def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSpace]:
+        with running_web(tmp_path_factory, **{**LOOSE_LIMITS, **options}) as running:
+            yield running
+
+    return space
+
+
 # -- messages and documents put in the store as the intake would --------------------------------------------
 
 
@@ -208,8 +224,13 @@ class Page:
     body: bytes
 
     @property
-    def text(self) -> str:
+    def html(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+    @property
+    def text(self) -> str:
+        """The page with character references decoded (what the patient reads, markup aside)."""
+        return html.unescape(self.html)
 
     @property
     def location(self) -> str | None:
@@ -247,7 +268,7 @@ class Browser:
                     self.cookies[name] = morsel.value
                 else:
                     self.cookies.pop(name, None)
-        found = _CSRF.search(page.text) if page.headers.get_content_type() == "text/html" else None
+        found = _CSRF.search(page.html) if page.headers.get_content_type() == "text/html" else None
         if found:
             self.csrf = found.group(1)
         return page
