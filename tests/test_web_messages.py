@@ -22,6 +22,7 @@ from web_kit import (
 )
 
 from mes_bridge.filing.categories import Category
+from mes_bridge.outgoing import BridgeSendError, PatientCannotSend
 
 space = module_space()
 
@@ -180,6 +181,24 @@ def test_operator_refusal_is_shown_as_is(space: WebSpace, browser: Browser) -> N
         space.sender.refuse.clear()
     assert page.status == 400
     assert "550 5.7.1 the professional ended the exchange with this patient" in page.text
+
+
+@pytest.mark.parametrize("failure, said, status", [
+    (BridgeSendError(None, "cannot connect to the operator at 127.0.0.1:1: refused"),
+     "Votre message n'a pas pu être envoyé : cannot connect to the operator", 400),
+    (PatientCannotSend("closed"), "Votre espace ne peut pas envoyer de message.", 400),
+    (RuntimeError("bug"), "Une erreur est survenue.", 500),
+])
+def test_send_failures_are_said(space: WebSpace, browser: Browser, failure: Exception, said: str,
+                                status: int) -> None:
+    message_id = deliver(space.store, "active", mail(subject="Question", sender=DOCTOR))
+    browser.get(f"/messages/{message_id}/repondre")
+    space.sender.fail = failure
+    try:
+        page = browser.post(f"/messages/{message_id}/repondre", {"objet": "Re", "message": "Bonjour"})
+    finally:
+        space.sender.fail = None
+    assert page.status == status and said in page.text
 
 
 def test_conversations_and_thread(space: WebSpace, browser: Browser) -> None:

@@ -74,12 +74,15 @@ class RecordingSender:
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    fail: Exception | None = None  # raised instead of sending (BridgeSendError: operator unreachable …)
 
     async def __call__(self, settings: BridgeSettings, *, ins: Ins, to: list[str], subject: str, body: str,
                        attachments: list[tuple[str, bytes, str]], in_reply_to: str | None, store: BridgeStore,
                        actor: str) -> SendOutcome:
         self.calls.append({"ins": ins, "to": list(to), "subject": subject, "body": body,
                            "attachments": list(attachments), "in_reply_to": in_reply_to, "actor": actor})
+        if self.fail is not None:
+            raise self.fail
         accepted = tuple(address for address in to if address not in self.refuse)
         refused = {address: self.refuse[address] for address in to if address in self.refuse}
         patient = await asyncio.to_thread(store.patient, ins)

@@ -16,7 +16,7 @@ from aiohttp_session import get_session
 
 from ..filing.categories import Category
 from ..filing.filetypes import SAFE_INLINE
-from ..store import DocumentFilter, DocumentRecord, NewDocument
+from ..store import DocumentFilter, DocumentNotFound, DocumentRecord, NewDocument
 from .context import WEB
 from .pages import PARIS, ins_of, owned, page_of, render
 from .security import flash
@@ -115,7 +115,10 @@ async def toggle_mask(request: web.Request) -> web.StreamResponse:
     context, ins = request.app[WEB], ins_of(request)
     document = await own_document(request)
     masked = not document.masked_from_professionals
-    await context.call(context.store.set_masked, ins, document.id, masked, actor=f"patient:{ins}")
+    try:
+        await context.call(context.store.set_masked, ins, document.id, masked, actor=f"patient:{ins}")
+    except DocumentNotFound:  # hidden or gone between the two calls
+        raise web.HTTPNotFound() from None
     flash(await get_session(request), "Le document est masqué aux professionnels de santé." if masked
           else "Le document est de nouveau visible par les professionnels de santé.", "success")
     raise web.HTTPSeeOther(f"/documents/{document.id}")

@@ -123,4 +123,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("web handler failed path=%s", request.path)  # the path holds ids only
         status = 500
     title, text = ERRORS[status]
-    return await render(request, "error.html", {"title": title, "text": text}, status=status)
+    try:
+        return await render(request, "error.html", {"title": title, "text": text}, status=status)
+    except Exception:  # the store itself failing: a bare page still says it in French
+        log.exception("web error page failed path=%s", request.path)
+        return web.Response(text=f"{title}. {text}", status=status, content_type="text/plain")
