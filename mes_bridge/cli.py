@@ -10,6 +10,7 @@ import logging
 import mimetypes
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import click
@@ -20,10 +21,11 @@ from mssante_operator.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_operator.patients.states import PatientState
 from mssante_operator.smtp.headers import summarise
 
+from .codes import MIN_PASSWORD
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
 from .service import open_store, seed_patients
 from .settings import BridgeSettings, load_bridge_settings
-from .store import KNOWN_STATES, BridgeStore, PatientNotFound
+from .store import KNOWN_STATES, ActivationRefused, BridgeStore, DocumentNotFound, NewPatient, PatientNotFound
 
 EX_UNAVAILABLE = 69  # sysexits.h: the operator cannot be reached
 EX_TEMPFAIL = 75  # sysexits.h: try again later
@@ -49,6 +51,7 @@ def main(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-line chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plug-in list at every start
 
 
 @main.command()
@@ -180,3 +183,178 @@ def send(home: Path, sender: Ins, recipients: tuple[str, ...], subject: str, bod
             click.echo(f"accepted {address} {outcome.message_id}")
     if outcome.refused:
         sys.exit(1)
+
+
+def _actor(by: str | None) -> str:
+    return f"operator:{by or getpass.getuser()}"
+
+
+BY_OPTION = click.option("--by", "by", default=None, help="Who does it (default: the system user).")
+
+
+@main.group()
+def patient() -> None:
+    """One patient's space: create, activate, oppose, close (every change audited)."""
+
+
+@patient.command("create")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@click.option("--given-name", default=None)
+@click.option("--family-name", default=None)
+@click.option("--birth-date", default=None, help="YYYY-MM-DD")
+@click.option("--sex", type=click.Choice(["M", "F", "U"]), default=None)
+@click.option("--email", default=None, help="Personal address for notifications.")
+@BY_OPTION
+def patient_create(ins: Ins, home: Path, given_name: str | None, family_name: str | None, birth_date: str | None,
+                   sex: str | None, email: str | None, by: str | None) -> None:
+    """Create a space waiting for activation; prints its 12-character provisional code (shown only now)."""
+    if birth_date is not None:
+        try:
+            date.fromisoformat(birth_date)
+        except ValueError as exc:
+            raise click.BadParameter(f"{birth_date!r} is not YYYY-MM-DD", param_hint="--birth-date") from exc
+    new = NewPatient(ins, PatientState.NOT_ACTIVATED, given_name, family_name, birth_date=birth_date, sex=sex,
+                     email=email)
+    with _store(home) as store:
+        try:
+            record, code = store.create_patient(new, actor=_actor(by))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json({"ins": record.ins, "state": record.state.value, "activation_code": code})
+
+
+@patient.command("new-code")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@BY_OPTION
+def patient_new_code(ins: Ins, home: Path, by: str | None) -> None:
+    """A fresh provisional code for a space not yet activated (the previous one stops working)."""
+    with _store(home) as store:
+        try:
+            code = store.new_activation_code(ins, actor=_actor(by))
+        except (PatientNotFound, ActivationRefused) as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json({"ins": ins.value, "activation_code": code})
+
+
+@patient.command("activate")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@click.option("--code", required=True, help="The 12-character provisional code.")
+@click.option("--email", default=None, help="Personal address for notifications.")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+def patient_activate(ins: Ins, home: Path, code: str, email: str | None, password_stdin: bool) -> None:
+    """Activate a space with its provisional code and a password (as the patient does on the web)."""
+    from mssante_operator.auth.passwords import password_hasher
+
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                else click.prompt("New password", hide_input=True, confirmation_prompt=True))
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"the password must have at least {MIN_PASSWORD} characters")
+    with _store(home) as store:
+        try:
+            record = store.activate(ins.value, code, password_hash=password_hasher().hash(password), email=email,
+                                    actor=f"patient:{ins.value}")
+        except ActivationRefused as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json({"ins": record.ins, "state": record.state.value})
+
+
+def _set_state(ins: Ins, home: Path, state: PatientState, by: str | None) -> None:
+    with _store(home) as store:
+        try:
+            record = store.set_state(ins, state, actor=_actor(by))
+        except PatientNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json({"ins": record.ins, "state": record.state.value, "updated_at": record.updated_at.isoformat()})
+
+
+@patient.command("oppose")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@BY_OPTION
+def patient_oppose(ins: Ins, home: Path, by: str | None) -> None:
+    """The person opposed the creation of their space: mail to them is refused from now on."""
+    _set_state(ins, home, PatientState.OPPOSED, by)
+
+
+@patient.command("close")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@BY_OPTION
+def patient_close(ins: Ins, home: Path, by: str | None) -> None:
+    """Close a space: mail to it is refused from now on."""
+    _set_state(ins, home, PatientState.CLOSED, by)
+
+
+@main.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log."""
+
+
+@audit.command("verify")
+@HOME_OPTION
+def audit_verify(home: Path) -> None:
+    """Recompute the whole chain; exit 1 and name the first bad entry when it does not hold."""
+    with _store(home) as store:
+        report = store.verify_chain()
+    _echo_json({"entries": report.entries, "ok": report.ok, "first_bad": report.first_bad, "reason": report.reason})
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("ls")
+@click.argument("ins", type=INS, required=False)
+@HOME_OPTION
+def audit_ls(ins: Ins | None, home: Path) -> None:
+    """The entries (of one patient), oldest first, one JSON object per line."""
+    with _store(home) as store:
+        for entry in store.audit(ins):
+            _echo_json({"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
+                        "ins": entry.ins, "detail": entry.detail, "hash": entry.hash})
+
+
+@main.command()
+@click.option("--ins", "ins", type=INS, default=None, help="Only this patient's.")
+@HOME_OPTION
+def notifications(ins: Ins | None, home: Path) -> None:
+    """The notification outbox (what goes to patients' personal addresses), oldest first."""
+    with _store(home) as store:
+        for notice in store.notifications(ins.value if ins is not None else None):
+            _echo_json({"id": notice.id, "ins": notice.ins, "email": notice.email, "kind": notice.kind,
+                        "subject": notice.subject, "body": notice.body, "created_at": notice.created_at.isoformat()})
+
+
+@main.group()
+def documents() -> None:
+    """A patient's dossier."""
+
+
+@documents.command("ls")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+def documents_ls(ins: Ins, home: Path) -> None:
+    """Every document, hidden ones included, oldest first (titles are health data: operators only)."""
+    with _store(home) as store:
+        for doc in store.all_documents(ins.value):
+            _echo_json({"id": doc.id, "title": doc.title, "category": doc.category.value,
+                        "mime_type": doc.mime_type, "size": doc.size, "deposited_at": doc.deposited_at.isoformat(),
+                        "deposited_by": doc.deposited_by, "message": doc.message,
+                        "masked_from_professionals": doc.masked_from_professionals,
+                        "hidden_from_patient": doc.hidden_from_patient})
+
+
+@documents.command("release")
+@click.argument("ins", type=INS)
+@click.argument("document_id", type=int)
+@HOME_OPTION
+@BY_OPTION
+def documents_release(ins: Ins, document_id: int, home: Path, by: str | None) -> None:
+    """Make visible to the patient a document sent INVISIBLE_PATIENT (after the announcement consultation)."""
+    with _store(home) as store:
+        try:
+            doc = store.release(ins.value, document_id, actor=_actor(by))
+        except DocumentNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json({"id": doc.id, "hidden_from_patient": doc.hidden_from_patient})

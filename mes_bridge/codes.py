@@ -16,6 +16,7 @@ from mssante_operator.auth.passwords import password_hasher
 ACTIVATION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 ACTIVATION_LENGTH = 12
 LOGIN_CODE_DIGITS = 6
+MIN_PASSWORD = 12  # characters of a patient's password (web activation and the command line)
 
 
 def new_activation_code() -> str:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
 
+from mssante_operator.annuaire.base import Annuaire
 from mssante_operator.config import LimitsSettings
 from mssante_operator.connection_limits import ConnectionLimiter
 from mssante_operator.errors import Refusal
@@ -32,7 +34,10 @@ from mssante_operator.smtp.server import GuardedSMTP
 from mssante_operator.smtp.submission import _split_address
 from mssante_operator.trust_space.tls import peer_tls
 
-from .store import BridgeStore, MessageMeta
+from .filing.mdn import build_mdn
+from .filing.mime import MessageView, read_message
+from .filing.plan import FilingLimits, plan_filing
+from .store import BridgeStore, MessageMeta, NewAttachment, NewDocument
 from .trust import OperatorGate
 
 log = logging.getLogger(__name__)
@@ -122,12 +127,69 @@ class BridgeLMTP(GuardedSMTP):
         await super().push(status)
 
 
-class IntakeHandler:
-    """aiosmtpd hooks: patients checked at RCPT, the message stored at DATA for each of them."""
+@dataclass(frozen=True)
+class Intake:
+    """What the intake makes of one message before the store's transaction (pure, run in a thread)."""
 
-    def __init__(self, store: BridgeStore, *, max_recipients: int = 100) -> None:
+    meta: MessageMeta
+    attachments: tuple[NewAttachment, ...]
+    documents: dict[str, tuple[NewDocument, ...]]
+    reports: dict[str, tuple[str, bytes]]  # INS -> (to, integration-error MDN)
+    problems: int
+
+
+def read_view(content: bytes) -> MessageView | None:
+    """The message read once; None when the MIME reader cannot make sense of it (it is stored anyway)."""
+    try:
+        return read_message(content)
+    except Exception:  # a reader bug must not lose mail; the message is kept as it came
+        log.exception("message unreadable, stored without filing size=%d", len(content))
+        return None
+
+
+def prepare_intake(content: bytes, view: MessageView | None, patients: list[Ins], *, sender: str,
+                   recipients: tuple[str, ...], author_name: str | None, limits: FilingLimits,
+                   names: dict[str, str]) -> Intake:
+    """Plan for each patient the documents filed from the message (and any integration-error receipt).
+
+    An unreadable message (``view`` None) is kept without attachments or documents, to be read as it came.
+    """
+    if view is None:
+        summary = summarise(content)
+        return Intake(MessageMeta(message_id=summary.message_id, sender=sender, recipients=recipients,
+                                  subject=summary.subject), (), {}, {}, 0)
+    author = view.from_address or sender.lower()
+    name = author_name or view.from_name
+    meta = MessageMeta(message_id=view.message_id, sender=sender, recipients=recipients, subject=view.subject,
+                       from_address=author, from_name=name, sent_at=view.date, in_reply_to=view.in_reply_to,
+                       mdn_to=view.mdn_to, ends_exchange=view.ends_exchange, attachments=len(view.attachments))
+    attachments = tuple(NewAttachment(part.index, part.filename, part.detected.mime_type, part.size)
+                        for part in view.attachments)
+    documents: dict[str, tuple[NewDocument, ...]] = {}
+    reports: dict[str, tuple[str, bytes]] = {}
+    problems = 0
+    for ins in patients:
+        plan = plan_filing(view, ins.value, limits, author_address=author, author_name=name)
+        documents[ins.value] = plan.documents
+        problems += len(plan.problems) + (plan.xdm_error is not None)
+        if plan.xdm_error is not None and view.mdn_to:
+            reports[ins.value] = (view.mdn_to, build_mdn(
+                original_message_id=view.message_id, original_recipient=ins.address, to=view.mdn_to,
+                from_address=ins.address, from_name=names.get(ins.value, ""), subject_of_original=view.subject,
+                disposition="error", error=plan.xdm_error))
+    return Intake(meta, attachments, documents, reports, problems)
+
+
+class IntakeHandler:
+    """aiosmtpd hooks: patients checked at RCPT; at DATA the message, its attachments and the documents
+    filed from it are stored for each of them in one transaction."""
+
+    def __init__(self, store: BridgeStore, *, max_recipients: int = 100, annuaire: Annuaire | None = None,
+                 limits: FilingLimits | None = None) -> None:
         self.store = store
         self.max_recipients = max_recipients
+        self.annuaire = annuaire
+        self.limits = limits or FilingLimits()
 
     async def handle_RCPT(
         self, server: BridgeLMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -149,7 +211,20 @@ class IntakeHandler:
         if refusal is not None:
             return refusal.reply
         envelope.rcpt_tos.append(address)
+        if record is not None:
+            session.patient_names = {**getattr(session, "patient_names", {}), ins.value: record.display_name}
         return "250 2.1.5 Patient space found"
+
+    async def _author_name(self, address: str) -> str | None:
+        """The sender's name in the annuaire (the dossier shows who deposited); None when unknown or down."""
+        if self.annuaire is None or not address:
+            return None
+        try:
+            entry = await self.annuaire.lookup(address)
+        except Exception:  # the annuaire being down must not delay the patient's mail: the From name serves
+            log.warning("annuaire lookup failed during intake; the From name is used")
+            return None
+        return entry.display_name or None if entry is not None else None
 
     async def handle_DATA(self, server: BridgeLMTP, session: Session, envelope: Envelope) -> str:
         content: bytes = envelope.content  # type: ignore[assignment]
@@ -158,27 +233,34 @@ class IntakeHandler:
         if refusal is not None:
             return "\r\n".join([refusal.reply] * len(addresses))
         patients: list[Ins] = [parse_patient_address(address) for address in addresses]
-        summary = summarise(content)
-        meta = MessageMeta(message_id=summary.message_id, sender=envelope.mail_from or "",
-                           recipients=tuple(addresses), subject=summary.subject)
+        sender = envelope.mail_from or ""
+        view = await asyncio.to_thread(read_view, content)
+        author_name = await self._author_name(view.from_address if view is not None else sender)
+        intake = await asyncio.to_thread(
+            prepare_intake, content, view, patients, sender=sender, recipients=tuple(addresses),
+            author_name=author_name, limits=self.limits, names=getattr(session, "patient_names", {}))
         peer = getattr(session, "peer_tls", None)
         actor = peer.dn_text if peer is not None else "?"
         try:
-            stored = await asyncio.to_thread(self.store.deliver, content, patients, meta, actor=actor)
+            stored = await asyncio.to_thread(
+                self.store.deliver, content, patients, intake.meta, actor=actor, attachments=intake.attachments,
+                documents=intake.documents, reports=intake.reports)
         except Exception:
-            log.exception("delivery failed message_id=%s size=%d", summary.message_id, len(content))
+            log.exception("delivery failed message_id=%s size=%d", intake.meta.message_id, len(content))
             return "\r\n".join([STORE_FAILED.reply] * len(addresses))
-        log.info("delivered message_id=%s size=%d recipients=%d new=%d", summary.message_id, len(content),
-                 len(addresses), sum(stored.values()))
+        log.info("delivered message_id=%s size=%d recipients=%d new=%d attachments=%d documents=%d problems=%d",
+                 intake.meta.message_id, len(content), len(addresses), sum(stored.values()), len(intake.attachments),
+                 sum(len(docs) for docs in intake.documents.values()), intake.problems)
         return "\r\n".join(delivered_reply(address) for address in addresses)
 
 
 def lmtp_factory(
-    store: BridgeStore, gate: OperatorGate, *, hostname: str, max_message_size: int, limiter: ConnectionLimiter
+    store: BridgeStore, gate: OperatorGate, *, hostname: str, max_message_size: int, limiter: ConnectionLimiter,
+    annuaire: Annuaire | None = None, filing: FilingLimits | None = None,
 ) -> Any:
     """A protocol factory for :class:`~mssante_operator.listening.Acceptor`."""
     limits = LimitsSettings(max_message_size=max_message_size)
-    handler = IntakeHandler(store, max_recipients=limits.max_recipients)
+    handler = IntakeHandler(store, max_recipients=limits.max_recipients, annuaire=annuaire, limits=filing)
 
     def factory() -> BridgeLMTP:
         return BridgeLMTP(handler, gate=gate, limits=limits, limiter=limiter, hostname=hostname)

@@ -96,7 +96,7 @@ def _reply(error: aiosmtplib.SMTPResponseException) -> str:
     return f"{error.code} {' '.join(error.message.split())}"
 
 
-async def _submit(
+async def submit(
     settings: BridgeSettings, sender: str, recipients: Sequence[str], raw: bytes
 ) -> tuple[tuple[str, ...], dict[str, str]]:
     """One SMTP session with the operator: AUTH EXTERNAL, MAIL, RCPT each, DATA when any was accepted."""
@@ -174,7 +174,7 @@ async def send_patient_message(
                                         in_reply_to=in_reply_to)
         raw = message.as_bytes(policy=SMTP_POLICY)
         message_id = str(message["Message-ID"])
-        accepted, refused = await _submit(settings, ins.address, list(to), raw)
+        accepted, refused = await submit(settings, ins.address, list(to), raw)
         log.info("sent message_id=%s size=%d accepted=%d refused=%d", message_id, len(raw), len(accepted),
                  len(refused))
         if accepted:

@@ -1,4 +1,5 @@
-"""The bridge as one running service: the LMTP intake and the registry, until SIGTERM or SIGINT.
+"""The bridge as one running service: LMTP intake, registry, patient web space and the read-receipt
+sender, until SIGTERM or SIGINT.
 
 At start the store is opened (schema created), patients.json seeds the patients not known yet, the
 CRLs are read and both ports bound; "bridge ready" is logged once both listeners accept connections
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import secrets
 import signal
 from pathlib import Path
 
@@ -17,20 +20,28 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mssante_operator.config import LimitsSettings
+from mssante_operator.annuaire.base import Annuaire
+from mssante_operator.annuaire.factory import open_annuaire
+from mssante_operator.config import LimitsSettings, load_settings
 from mssante_operator.connection_limits import ConnectionLimiter
 from mssante_operator.errors import ConfigError
 from mssante_operator.listening import Acceptor, bind_listener
 from mssante_operator.patients.ins import InvalidIns, validate_ins
 from mssante_operator.patients.states import PatientState
 
+from .filing.plan import FilingLimits
 from .lmtp import lmtp_factory
+from .outbox import OutboxSender
 from .registry import make_app, start_registry
 from .settings import BridgeSettings
 from .store import KNOWN_STATES, BridgeStore, NewPatient
 from .trust import OperatorGate, server_tls
+from .web.app import make_web_app, start_web, web_tls
 
 log = logging.getLogger(__name__)
+
+
+PATIENT_TEXT_KEYS = ("given_name", "family_name", "password_hash", "birth_date", "sex", "email")
 
 
 def read_patients_file(path: Path) -> list[NewPatient]:
@@ -54,9 +65,9 @@ def read_patients_file(path: Path) -> list[NewPatient]:
         state = entry.get("state", PatientState.ACTIVE.value)
         if state not in {s.value for s in KNOWN_STATES}:
             raise ConfigError(f"{where}.state: {state!r} is not one of {', '.join(sorted(KNOWN_STATES))}")
-        names = {key: entry.get(key) for key in ("given_name", "family_name", "password_hash")}
+        names = {key: entry.get(key) for key in PATIENT_TEXT_KEYS}
         if any(value is not None and not isinstance(value, str) for value in names.values()):
-            raise ConfigError(f"{where}: given_name, family_name and password_hash must be strings")
+            raise ConfigError(f"{where}: {', '.join(PATIENT_TEXT_KEYS)} must be strings")
         patients.append(NewPatient(ins=ins, state=PatientState(state), **names))
     return patients
 
@@ -82,16 +93,50 @@ def _hostname(settings: BridgeSettings) -> str:
         return "mes-bridge"
 
 
+def open_annuaire_of(home: Path) -> Annuaire | None:
+    """The operator's annuaire (same HOME and config.toml): the dossier names who deposited a document.
+    Without a usable operator configuration the bridge runs on, showing the names the messages carry."""
+    try:
+        return open_annuaire(load_settings(home))
+    except ConfigError as exc:
+        log.warning("no annuaire: document authors are named as their messages say (%s)", exc)
+        return None
+
+
+def session_key(settings: BridgeSettings) -> bytes:
+    """The web session cookie's key: 32 random bytes in a 0600 file, made at the first start."""
+    path = settings.path(settings.web_session_key_file)
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(key)
+    if len(key) != 32:
+        raise ConfigError(f"{path}: bridge.web_session_key_file must hold exactly 32 bytes")
+    return key
+
+
+def filing_limits(settings: BridgeSettings) -> FilingLimits:
+    return FilingLimits(max_document_size=settings.max_document_size, max_documents=settings.max_documents_per_message,
+                        max_total=settings.max_filed_per_message)
+
+
 class BridgeService:
-    """Both listeners of the bridge in one event loop; :meth:`start` then :meth:`stop`, or :meth:`run`."""
+    """The bridge's listeners (LMTP, registry, web) and its outbox sender in one event loop;
+    :meth:`start` then :meth:`stop`, or :meth:`run`."""
 
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self.store = open_store(settings)
         self.gate = OperatorGate.load(settings)
         self.tls = server_tls(settings)
+        self.annuaire = open_annuaire_of(settings.home)
+        self.outbox = OutboxSender(self.store, settings)
         self._acceptor: Acceptor | None = None
         self._runner: web.AppRunner | None = None
+        self._web_runner: web.AppRunner | None = None
         self.ports: dict[str, int] = {}  # listener name -> bound port (a configured 0 is resolved)
         self.addresses: dict[str, str] = {}
 
@@ -105,7 +150,8 @@ class BridgeService:
             limits = LimitsSettings()
             limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
             factory = lmtp_factory(self.store, self.gate, hostname=_hostname(self.settings),
-                                   max_message_size=self.settings.max_message_size, limiter=limiter)
+                                   max_message_size=self.settings.max_message_size, limiter=limiter,
+                                   annuaire=self.annuaire, filing=filing_limits(self.settings))
             self._acceptor = Acceptor(sock, factory, tls=self.tls)
             self._acceptor.start()
             self.ports["lmtp"] = self._acceptor.port
@@ -115,15 +161,29 @@ class BridgeService:
             self.ports["registry"] = int(sock.getsockname()[1])
             self.addresses["registry"] = f"{listeners.registry.host}:{self.ports['registry']}"
             self._runner = await start_registry(make_app(self.store, self.gate), sock, self.tls)
+        if listeners.web is not None:
+            sock = bind_listener(listeners.web.host, listeners.web.port)
+            self.ports["web"] = int(sock.getsockname()[1])
+            self.addresses["web"] = f"{listeners.web.host}:{self.ports['web']}"
+            app = make_web_app(self.store, self.settings, annuaire=self.annuaire,
+                               session_key=session_key(self.settings))
+            self._web_runner = await start_web(app, sock, web_tls(self.settings))
+        self.outbox.start()
         log.info("bridge ready %s", " ".join(f"{name}={where}" for name, where in self.addresses.items()))
 
     async def stop(self) -> None:
+        await self.outbox.stop()
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+            self._web_runner = None
         if self._acceptor is not None:
             self._acceptor.close()
             self._acceptor = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.annuaire is not None:
+            await self.annuaire.close()
         self.store.close()
 
     async def reload(self) -> None:

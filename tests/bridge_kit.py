@@ -91,7 +91,7 @@ def make_bridge_home(home: Path, *, lmtp_port: int = 0, registry_port: int = 0, 
     password_hash = password_hasher().hash(PASSWORD)
     patients = [
         {"ins": INS[name], "state": state, "given_name": "Jeanne", "family_name": name.title(),
-         "password_hash": password_hash}
+         "password_hash": password_hash, "email": f"{name}@example.org"}
         for name, state in [("active", "active"), ("not_activated", "not_activated"), ("opposed", "opposed"),
                             ("closed", "closed"), ("corsica", "active")]
     ]

@@ -90,3 +90,9 @@ def test_malformed_headers_read_as_empty():
 
 def test_html_to_text_keeps_text_and_drops_code():
     assert html_to_text(HTML.decode()) == "Bonjour\n"
+
+
+def test_a_date_of_unknown_zone_reads_as_utc() -> None:
+    raw = b"From: a@b.test\r\nDate: Sun, 22 Nov 2026 01:48:13 -0000\r\nSubject: x\r\n\r\nbody\r\n"
+    date = read_message(raw).date
+    assert date is not None and date.utcoffset() is not None and date.hour == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageError
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -221,11 +221,15 @@ def _usable(addr_spec: str) -> bool:
 
 
 def _date(message: EmailMessage) -> datetime | None:
+    """The Date header, always time-zone aware: "-0000" (RFC 5322: zone unknown) is read as UTC."""
     try:
         header = message.get("Date")
-        return header.datetime if header is not None else None
+        value = header.datetime if header is not None else None
     except _HEADER_ERRORS:
         return None
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 # --- HTML to text -------------------------------------------------------------------------------------------
