@@ -157,6 +157,11 @@ class DemoPatient:
     given_name: str
     family_name: str
     state: str
+    birth_date: str  # the INS identity traits: consistent with the matricule's year and month
+
+    @property
+    def sex(self) -> str:
+        return "M" if self.ins13[0] == "1" else "F"
 
     @property
     def ins(self) -> str:
@@ -164,17 +169,17 @@ class DemoPatient:
 
 
 PATIENTS = (
-    DemoPatient("2850775123456", "Sophie", "Lefèvre", "active"),
-    DemoPatient("19211" + "2A" + "004017", "Lucas", "Santoni", "not_activated"),  # born in Corse-du-Sud
-    DemoPatient("1780369045032", "Marc", "Girard", "opposed"),
-    DemoPatient("2601213055009", "Jeanne", "Roux", "closed"),
+    DemoPatient("2850775123456", "Sophie", "Lefèvre", "active", "1985-07-12"),
+    DemoPatient("19211" + "2A" + "004017", "Lucas", "Santoni", "not_activated", "1992-11-03"),  # Corse-du-Sud
+    DemoPatient("1780369045032", "Marc", "Girard", "opposed", "1978-03-21"),
+    DemoPatient("2601213055009", "Jeanne", "Roux", "closed", "1960-12-05"),
 )
 
 # What a kit consists of, so that --force removes exactly that (plus the store, see create_kit).
 _KIT_FILES = (CONFIG_FILE, MANIFEST_FILE, LISTE_BLANCHE_FILE, ANNUAIRE_FILE, CREDENTIALS_FILE, PATIENTS_FILE)
 _KIT_DIRS = ("dkim", "certs/peers", "certs/mailboxes")
 _STORE_FILES = ("store.db", "store.db-wal", "store.db-shm", "store.db-journal",
-                "bridge.db", "bridge.db-wal", "bridge.db-shm", "bridge.db-journal")
+                "bridge.db", "bridge.db-wal", "bridge.db-shm", "bridge.db-journal", "bridge-web.key")
 _STORE_DIRS = ("blobs", "bridge-blobs")
 
 
@@ -382,10 +387,12 @@ def _write_patients(home: Path) -> list[dict[str, Any]]:
     seed, manifest = [], []
     for patient in PATIENTS:
         password = secrets.token_urlsafe(12)
+        email = f"{patient.given_name.lower()}.{patient.ins[-4:]}@courriel.example"  # notifications only
         seed.append({"ins": patient.ins, "state": patient.state, "given_name": patient.given_name,
-                     "family_name": patient.family_name, "password_hash": hasher.hash(password)})
+                     "family_name": patient.family_name, "password_hash": hasher.hash(password),
+                     "birth_date": patient.birth_date, "sex": patient.sex, "email": email})
         manifest.append({"ins": patient.ins, "address": f"{patient.ins.lower()}@{PATIENT_DOMAIN}",
-                         "state": patient.state, "password": password})
+                         "state": patient.state, "password": password, "email": email})
     _write_json(home / PATIENTS_FILE, {"patients": seed}, private=True)
     return manifest
 
@@ -405,6 +412,7 @@ def _bridge_config(ports: dict[str, int], *, operator_dn: str) -> dict[str, Any]
         "listeners": {
             "lmtp": {"host": LOCALHOST, "port": ports["bridge_lmtp"]},
             "registry": {"host": LOCALHOST, "port": ports["bridge_registry"]},
+            "web": {"host": LOCALHOST, "port": ports["web"]},
         },
     }
 
@@ -427,7 +435,8 @@ _CONFIG_HEADER = (
 _LISTENER_TLS = {"mta": "starttls", "mtas": "implicit", "submission": "starttls", "submissions": "implicit",
                  "imap": "starttls", "imaps": "implicit"}
 # mes_bridge's listeners (demo.json names): LMTP over implicit TLS, the registry over HTTPS.
-_BRIDGE_LISTENERS = ("bridge_lmtp", "bridge_registry")
+# The patient web space is "web" (HTTPS for browsers, no client certificate).
+_BRIDGE_LISTENERS = ("bridge_lmtp", "bridge_registry", "web")
 
 
 def _config(dkim_key: str, static_keys: dict[str, str]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
     assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps",
-                              "bridge_lmtp", "bridge_registry"}
+                              "bridge_lmtp", "bridge_registry", "web"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
     assert len(set(ports)) == len(ports)
@@ -118,7 +118,7 @@ def test_listeners_have_distinct_ports(home, manifest):
     assert (settings.listeners.mta.host, settings.listeners.mta.port) == (
         listeners["mta"]["host"], listeners["mta"]["port"])
     for name, listener in listeners.items():  # config.toml and demo.json agree, TLS style by contract name
-        if name.startswith("bridge_"):
+        if name.startswith("bridge_") or name == "web":
             continue  # mes_bridge's, in [bridge] (test_patients_and_bridge_are_configured)
         configured = getattr(settings.listeners, name)
         assert (configured.host, configured.port) == (listener["host"], listener["port"])
@@ -322,7 +322,7 @@ def test_patients_and_bridge_are_configured(home, manifest):
     assert any("2A" in p["ins"] for p in patients)  # a Corsican department
     for patient in patients:
         assert validate_ins(patient["ins"]).address == patient["address"]
-        assert set(patient) == {"ins", "address", "state", "password"}
+        assert set(patient) == {"ins", "address", "state", "password", "email"}
     seed = json.loads((home / "patients.json").read_text(encoding="utf-8"))["patients"]
     assert [p["ins"] for p in seed] == [p["ins"] for p in patients]
     for entry, patient in zip(seed, patients, strict=True):
@@ -335,6 +335,7 @@ def test_patients_and_bridge_are_configured(home, manifest):
     assert settings.patients.lmtp == f"127.0.0.1:{listeners['bridge_lmtp']['port']}"
     assert settings.patients.registry_url == f"https://127.0.0.1:{listeners['bridge_registry']['port']}"
     bridge = load_bridge_settings(home, settings.bridge)
+    assert bridge.listeners.web is not None and bridge.listeners.web.port == listeners["web"]["port"]
     operator = _leaf(home, manifest["operator_cert"])
     assert [name_to_dn(x509.Name.from_rfc4514_string(dn)) for dn in bridge.trusted_operators] == [
         name_to_dn(operator.subject)]
