@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
@@ -34,6 +35,7 @@ from mssante_operator.smtp.server import GuardedSMTP
 from mssante_operator.smtp.submission import _split_address
 from mssante_operator.trust_space.tls import peer_tls
 
+from .analysis_pool import AnalysisPool
 from .filing.mdn import build_mdn
 from .filing.mime import MessageView, read_message
 from .filing.plan import FilingLimits, plan_filing
@@ -180,13 +182,27 @@ def prepare_intake(content: bytes, view: MessageView | None, patients: list[Ins]
     return Intake(meta, attachments, documents, reports, problems)
 
 
+def analyse(content: bytes, patients: list[Ins], *, sender: str, recipients: tuple[str, ...],
+            author_name: str | None, limits: FilingLimits, names: dict[str, str]) -> Intake:
+    """Read the message and plan its filing: the CPU-heavy half of the intake (run in a worker process)."""
+    return prepare_intake(content, read_view(content), patients, sender=sender, recipients=recipients,
+                          author_name=author_name, limits=limits, names=names)
+
+
+def from_address(content: bytes) -> str | None:
+    """The From header's first address (header block only: the annuaire is asked before the full read)."""
+    addresses = [address for _, address in getaddresses(summarise(content).from_values) if "@" in address]
+    return addresses[0].lower() if addresses else None
+
+
 class IntakeHandler:
     """aiosmtpd hooks: patients checked at RCPT; at DATA the message, its attachments and the documents
     filed from it are stored for each of them in one transaction."""
 
     def __init__(self, store: BridgeStore, *, max_recipients: int = 100, annuaire: Annuaire | None = None,
-                 limits: FilingLimits | None = None) -> None:
+                 limits: FilingLimits | None = None, pool: AnalysisPool | None = None) -> None:
         self.store = store
+        self.pool = pool or AnalysisPool(0)
         self.max_recipients = max_recipients
         self.annuaire = annuaire
         self.limits = limits or FilingLimits()
@@ -234,10 +250,9 @@ class IntakeHandler:
             return "\r\n".join([refusal.reply] * len(addresses))
         patients: list[Ins] = [parse_patient_address(address) for address in addresses]
         sender = envelope.mail_from or ""
-        view = await asyncio.to_thread(read_view, content)
-        author_name = await self._author_name(view.from_address if view is not None else sender)
-        intake = await asyncio.to_thread(
-            prepare_intake, content, view, patients, sender=sender, recipients=tuple(addresses),
+        author_name = await self._author_name(from_address(content) or sender)
+        intake = await self.pool.run(
+            len(content), analyse, content, patients, sender=sender, recipients=tuple(addresses),
             author_name=author_name, limits=self.limits, names=getattr(session, "patient_names", {}))
         peer = getattr(session, "peer_tls", None)
         actor = peer.dn_text if peer is not None else "?"
@@ -256,11 +271,11 @@ class IntakeHandler:
 
 def lmtp_factory(
     store: BridgeStore, gate: OperatorGate, *, hostname: str, max_message_size: int, limiter: ConnectionLimiter,
-    annuaire: Annuaire | None = None, filing: FilingLimits | None = None,
+    annuaire: Annuaire | None = None, filing: FilingLimits | None = None, pool: AnalysisPool | None = None,
 ) -> Any:
     """A protocol factory for :class:`~mssante_operator.listening.Acceptor`."""
     limits = LimitsSettings(max_message_size=max_message_size)
-    handler = IntakeHandler(store, max_recipients=limits.max_recipients, annuaire=annuaire, limits=filing)
+    handler = IntakeHandler(store, max_recipients=limits.max_recipients, annuaire=annuaire, limits=filing, pool=pool)
 
     def factory() -> BridgeLMTP:
         return BridgeLMTP(handler, gate=gate, limits=limits, limiter=limiter, hostname=hostname)

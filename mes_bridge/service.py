@@ -29,6 +29,7 @@ from mssante_operator.listening import Acceptor, bind_listener
 from mssante_operator.patients.ins import InvalidIns, validate_ins
 from mssante_operator.patients.states import PatientState
 
+from .analysis_pool import AnalysisPool
 from .filing.plan import FilingLimits
 from .lmtp import lmtp_factory
 from .outbox import OutboxSender
@@ -134,6 +135,7 @@ class BridgeService:
         self.tls = server_tls(settings)
         self.annuaire = open_annuaire_of(settings.home)
         self.outbox = OutboxSender(self.store, settings)
+        self.pool = AnalysisPool(settings.intake_workers)
         self._acceptor: Acceptor | None = None
         self._runner: web.AppRunner | None = None
         self._web_runner: web.AppRunner | None = None
@@ -151,7 +153,7 @@ class BridgeService:
             limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
             factory = lmtp_factory(self.store, self.gate, hostname=_hostname(self.settings),
                                    max_message_size=self.settings.max_message_size, limiter=limiter,
-                                   annuaire=self.annuaire, filing=filing_limits(self.settings))
+                                   annuaire=self.annuaire, filing=filing_limits(self.settings), pool=self.pool)
             self._acceptor = Acceptor(sock, factory, tls=self.tls)
             self._acceptor.start()
             self.ports["lmtp"] = self._acceptor.port
@@ -182,6 +184,7 @@ class BridgeService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.pool.close()
         if self.annuaire is not None:
             await self.annuaire.close()
         self.store.close()

@@ -64,6 +64,7 @@ class BridgeSettings(_Section):
     max_document_size: int = Field(default=10 * MIB, ge=1024)  # larger attachments stay in the message only
     max_documents_per_message: int = Field(default=20, ge=0)
     max_filed_per_message: int = Field(default=50 * MIB, ge=1024)  # total bytes filed from one message
+    intake_workers: int = Field(default=2, ge=0, le=64)  # processes reading big messages (0: in threads)
     max_upload_size: int = Field(default=5 * MIB, ge=1024)  # a document the patient adds (5 MB, as the MES app)
     web_session_key_file: Path = Path("bridge-web.key")  # 32 random bytes, made (0600) at first start
     web_session_idle: int = Field(default=15 * 60, ge=60)  # seconds of inactivity before a new login

@@ -20,9 +20,11 @@ AUTHOR = Author(identifier="810001234567", family_name="MARTIN", given_name="Cla
                 id_authority="1.2.250.1.71.4.2.1", institution="Laboratoire Central")
 
 
-def pdf(text: str = "Compte rendu", padding: int = 0) -> bytes:
-    """A valid one-page PDF (correct xref offsets); ``padding`` adds a comment stream to reach a size."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode() + b"\n%" + b"x" * padding
+def pdf(text: str = "Compte rendu", padding: int = 0, *, filler: bytes | None = None) -> bytes:
+    """A valid one-page PDF (correct xref offsets); ``padding`` bytes of "x" (or ``filler``, e.g. random
+    bytes as a compressed PDF holds) are added in the content stream to reach a size."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode() + b"\n%" + (filler if filler is not None else
+                                                                          b"x" * padding)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -110,3 +111,16 @@ def test_a_temporary_operator_failure_keeps_the_receipt_for_later(bridge: Runnin
     (item,) = [i for i in store.outbox(ACTIVE) if i.extra["message"] == message.id]
     assert item.attempts == 1 and item.last_error.startswith("451") and item.extra["sent_at"] is None
     assert item.next_attempt_at > item.created_at
+
+
+def test_a_big_report_is_read_in_a_worker_process_and_filed(bridge: RunningBridge) -> None:
+    report = pdf("Scanner thoracique", filler=os.urandom(300_000))
+    archive = xdm([xdm_document("CR_IMG.pdf", report, title="Scanner thoracique", type_code="18748-4")], ins=ACTIVE)
+    raw = professional_message([("scanner.pdf", "application/pdf", report),
+                                ("IHE_XDM.ZIP", "application/zip", archive)])
+    replies = deliver(bridge, raw.replace(b"<m1@hopital.mssante.fr>", b"<big@hop>"), "active")
+    assert [code for code, _ in replies] == [250]
+    assert bridge.service.pool._executor is not None  # read by the pool, not in the event loop's process
+    store = bridge.service.store
+    (document,) = [d for d in store.documents(ACTIVE) if d.message == newest(bridge, ACTIVE).id]
+    assert document.category is Category.RADIO_SC and store.read_blob(document.blob_key) == report

@@ -53,8 +53,13 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
         message_id = _dedup_key(meta.message_id)
         wanted = sorted({ins.value for ins in patients})
         outcome = dict.fromkeys(wanted, False)
+        # Blobs are written (and fsync'd) before the writer lock is taken: deliveries on other
+        # connections write theirs meanwhile, and the lock is held only for the rows.
         written: list[BlobFile] = []
         try:
+            blob = self.blobs.write(raw)
+            written.append(blob)
+            document_blobs = self._document_blobs(documents or {}, wanted, written)
             with self._writing() as conn:
                 if message_id is not None:
                     known = set(conn.execute(
@@ -62,11 +67,6 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                                                    _TABLE.c.ins.in_(wanted))
                     ).scalars())
                     wanted = [ins for ins in wanted if ins not in known]
-                if not wanted:
-                    return outcome
-                blob = self.blobs.write(raw)
-                written.append(blob)
-                document_blobs = self._document_blobs(documents or {}, wanted, written)
                 for ins in wanted:
                     row_id = self._insert_message(conn, direction, ins, message_id, meta, blob, actor=actor)
                     if row_id is None:
@@ -80,12 +80,12 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                     if notify:
                         self._notify(conn, ins, "message", *new_items_text(1, filed))
         except BaseException:
-            for blob in written:
-                self.blobs.remove(blob.key)
+            for written_blob in written:
+                self.blobs.remove(written_blob.key)
             raise
         if not any(outcome.values()):
-            for blob in written:
-                self.blobs.remove(blob.key)
+            for written_blob in written:
+                self.blobs.remove(written_blob.key)
         return outcome
 
     def _document_blobs(self, documents: Mapping[str, Sequence[NewDocument]], wanted: Sequence[str],
