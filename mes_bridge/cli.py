@@ -125,12 +125,7 @@ def patients_ls(home: Path) -> None:
 @click.option("--by", "by", default=None, help="Who makes the change (default: the system user).")
 def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None:
     """Change the state of a known patient's space (audited)."""
-    with _store(home) as store:
-        try:
-            record = store.set_state(ins, PatientState(state), actor=f"operator:{by or getpass.getuser()}")
-        except PatientNotFound as exc:
-            raise click.ClickException(str(exc)) from exc
-    _echo_json({"ins": record.ins, "state": record.state.value, "updated_at": record.updated_at.isoformat()})
+    _set_state(ins, home, PatientState(state), by)
 
 
 @main.command()

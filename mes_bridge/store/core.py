@@ -17,10 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 
 from mssante_operator.store.blobs import BlobStore
-from mssante_operator.store.facade import _WRITE_OPTION, _build_engine, _WriterLock
+from mssante_operator.store.facade import open_engines
 
 from .chain import GENESIS, canonical_detail, link_hash
 from .schema import BridgeAudit, BridgeAuditHead
@@ -41,11 +40,9 @@ class StoreCore:
     """Engine, write transactions, audit appends and migrations, shared by the store's parts."""
 
     def __init__(self, url: str, blob_dir: Path) -> None:
-        self._engine = _build_engine(url)
-        parsed = make_url(url)
-        self._write_lock = _WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None)
-        self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
-        self._dialect = self._engine.dialect.name
+        engines = open_engines(url)
+        self._engine, self._writer, self._write_lock, self._dialect = (
+            engines.engine, engines.writer, engines.write_lock, engines.dialect)
         self._insert = (postgresql if self._dialect == "postgresql" else sqlite).insert
         self.blobs = BlobStore(blob_dir)
         self.migrate()

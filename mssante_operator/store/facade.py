@@ -160,15 +160,31 @@ class _WriterLock:
             os.close(fd)  # closing releases the lock
 
 
+@dataclass(frozen=True)
+class Engines:
+    """A database's engine, its write path (BEGIN IMMEDIATE on SQLite) and the cross-process writer lock;
+    shared by this store and mes_bridge's."""
+
+    engine: Engine
+    writer: Engine
+    write_lock: _WriterLock
+    dialect: str
+
+
+def open_engines(url: str) -> Engines:
+    engine = _build_engine(url)
+    parsed = make_url(url)
+    return Engines(engine, engine.execution_options(**{_WRITE_OPTION: True}),
+                   _WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None), engine.dialect.name)
+
+
 class Store:
     """Mail storage over SQLite (embedded default) or PostgreSQL (shared by several nodes)."""
 
     def __init__(self, url: str, blob_dir: Path) -> None:
-        self._engine = _build_engine(url)
-        parsed = make_url(url)
-        self._write_lock = _WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None)
-        self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
-        self._dialect = self._engine.dialect.name
+        engines = open_engines(url)
+        self._engine, self._writer, self._write_lock, self._dialect = (
+            engines.engine, engines.writer, engines.write_lock, engines.dialect)
         self._statements = _DeliveryStatements(self._insert(Message))
         self.blobs = BlobStore(blob_dir)
         self._inbox_cache: dict[str, int] = {}
