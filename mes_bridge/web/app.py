@@ -31,8 +31,15 @@ HERE = Path(__file__).parent
 FORM_ROOM = 256 * 1024  # the text fields and multipart framing beside the uploaded files
 MAX_REPLY_FILES = 4  # attachments of one reply, each within max_upload_size
 
+FAVICON = HERE / "static" / "favicon.svg"
+
 ID = r"{id:\d{1,18}}"
 INDEX = r"{index:\d{1,4}}"
+
+
+async def _favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask /favicon.ico for what names no icon (a PDF opened inline): the site's icon, not a 404."""
+    return web.FileResponse(FAVICON)
 
 
 def _routes(app: web.Application) -> None:
@@ -58,6 +65,7 @@ def _routes(app: web.Application) -> None:
         ("GET", f"/documents/{ID}/contenu", document_views.document_content),
         ("POST", f"/documents/{ID}/masquer", document_views.toggle_mask),
         ("GET", "/historique", history_views.history),
+        ("GET", "/favicon.ico", _favicon),
     ]:
         add(method, path, handler)
     app.router.add_static("/static/", HERE / "static", append_version=False)
