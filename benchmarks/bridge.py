@@ -173,9 +173,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200_000)
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--intake-workers", type=int, default=2, help="[bridge] intake_workers (0: threads)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-bridge-")) / "home"
-    manifest = make_kit(home)
+    manifest = make_kit(home, bridge={"intake_workers": args.intake_workers})
     patient = next(p for p in manifest["patients"] if p["state"] == "active")
     log = (home / "bridge.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "mes_bridge", "--log-level", "WARNING", "serve",
@@ -184,7 +185,8 @@ def main() -> None:
         for name in ("bridge_lmtp", "web"):
             wait_for_port("127.0.0.1", manifest["listeners"][name]["port"], timeout=60)
         memory = ServerMemory(process.pid)
-        print(f"1. LMTP intake: {args.messages} lab reports over {args.connections} connections")
+        print(f"1. LMTP intake: {args.messages} lab reports over {args.connections} connections, "
+              f"{args.intake_workers} reading processes")
         elapsed = intake(home, manifest, patient["ins"], args.messages, args.connections, args.size)
         print(f"  {args.messages / elapsed:.1f} msgs/s ({elapsed:.1f} s); bridge peak RSS "
               f"{memory.peak / 2**20:.0f} MB")
