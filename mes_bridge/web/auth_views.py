@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 GENERIC_REFUSAL = "Identifiant ou mot de passe incorrect."
 TOO_MANY = "Trop de tentatives : pour protéger votre compte, réessayez dans quelques minutes."
-MIN_PASSWORD = 12
+
 _DUMMY_HASH = password_hasher().hash("mes-bridge: no such patient")
 
 
@@ -167,8 +167,8 @@ async def activation(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     problem = None
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        problem = f"Choisissez un mot de passe d'au moins {MIN_PASSWORD} caractères."
+    if not isinstance(password, str) or len(password) < codes.MIN_PASSWORD:
+        problem = f"Choisissez un mot de passe d'au moins {codes.MIN_PASSWORD} caractères."
     elif password != confirmation:
         problem = "Les deux mots de passe saisis sont différents."
     elif email and ("@" not in email or len(email) > 254 or any(c.isspace() for c in email)):
