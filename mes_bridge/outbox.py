@@ -72,13 +72,15 @@ class OutboxSender:
             sent += await self._send(item)
         return sent
 
+    def _retry_at(self, item: OutboxItem) -> datetime | None:
+        return next_attempt(item, self.settings.outbox_retry, max_age=self.settings.outbox_max_age, at=now())
+
     async def _send(self, item: OutboxItem) -> int:
         try:
             accepted, refused = await submit(self.settings, Ins(item.ins).address,
                                              [item.recipient], item.raw)
         except BridgeSendError as exc:
-            retry_at = (next_attempt(item, self.settings.outbox_retry, max_age=self.settings.outbox_max_age, at=now())
-                        if exc.temporary else None)
+            retry_at = self._retry_at(item) if exc.temporary else None
             log.warning("outbox item=%d kind=%s not sent (%s)%s", item.id, item.kind, exc.code,
                         "" if retry_at else "; given up")
             await asyncio.to_thread(self.store.outbox_failed, item, exc.reply, retry_at=retry_at)
@@ -88,9 +90,7 @@ class OutboxSender:
             log.info("outbox item=%d kind=%s sent", item.id, item.kind)
             return 1
         reply = refused.get(item.recipient, "refused")
-        temporary = reply[:1] == "4"
-        retry_at = (next_attempt(item, self.settings.outbox_retry, max_age=self.settings.outbox_max_age, at=now())
-                    if temporary else None)
+        retry_at = self._retry_at(item) if reply[:1] == "4" else None
         log.warning("outbox item=%d kind=%s refused%s", item.id, item.kind, "" if retry_at else "; given up")
         await asyncio.to_thread(self.store.outbox_failed, item, reply, retry_at=retry_at)
         return 0

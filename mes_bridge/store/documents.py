@@ -6,7 +6,6 @@ and every query is limited to the patient's INS.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import Connection, Select, func, select, update
@@ -50,7 +49,7 @@ class DocumentStore(StoreCore):
         message = doc.message if message is None else message
         document_id = conn.execute(_TABLE.insert().values(
             ins=ins, title=doc.title, category=doc.category.value, mime_type=doc.mime_type,
-            structured=doc.structured, size=len(doc.data), sha256=hashlib.sha256(doc.data).hexdigest(),
+            structured=doc.structured, size=len(doc.data), sha256=blob.sha256,
             blob_key=blob.key, filename=doc.filename, document_date=doc.document_date, deposited_at=now(),
             deposited_by=deposited_by, author_address=(doc.author_address or None) and doc.author_address.lower(),
             author_name=doc.author_name, masked_from_professionals=doc.masked_from_professionals,

@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
+from mssante_operator.patients.ins import Ins
+
 from . import rows
 from .chain import first_broken
 from .core import StoreCore
@@ -34,11 +36,11 @@ class HistoryStore(StoreCore):
         with self._engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(_patient_entries(ins).subquery())).scalar_one())
 
-    def audit(self, ins: object | None = None) -> list[AuditEntry]:
+    def audit(self, ins: Ins | None = None) -> list[AuditEntry]:
         """The whole trail (of one patient), oldest first."""
         query = select(_TABLE).order_by(_TABLE.c.id)
         if ins is not None:
-            query = query.where(_TABLE.c.ins == str(getattr(ins, "value", ins)))
+            query = query.where(_TABLE.c.ins == ins.value)
         with self._engine.connect() as conn:
             return [rows.audit(row) for row in conn.execute(query)]
 

@@ -89,15 +89,17 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
         return outcome
 
     def _document_blobs(self, documents: Mapping[str, Sequence[NewDocument]], wanted: Sequence[str],
-                        written: list[BlobFile]) -> dict[str, BlobFile]:
-        """One durable blob per distinct document content among the patients being served."""
-        blobs: dict[str, BlobFile] = {}
+                        written: list[BlobFile]) -> dict[int, BlobFile]:
+        """One durable blob per distinct document content among the patients being served, by id(document)."""
+        by_content: dict[str, BlobFile] = {}
+        blobs: dict[int, BlobFile] = {}
         for ins in wanted:
             for doc in documents.get(ins, ()):
                 digest = hashlib.sha256(doc.data).hexdigest()
-                if digest not in blobs:
-                    blobs[digest] = self.blobs.write(doc.data)
-                    written.append(blobs[digest])
+                if digest not in by_content:
+                    by_content[digest] = self.blobs.write(doc.data)
+                    written.append(by_content[digest])
+                blobs[id(doc)] = by_content[digest]
         return blobs
 
     def _insert_message(self, conn: Connection, direction: str, ins: str, message_id: str | None,
@@ -124,7 +126,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
 
     def _attach(self, conn: Connection, ins: str, row_id: int, meta: MessageMeta,
                 attachments: Sequence[NewAttachment], documents: Sequence[NewDocument],
-                blobs: Mapping[str, BlobFile]) -> int:
+                blobs: Mapping[int, BlobFile]) -> int:
         """The message's attachment rows and the documents filed from it; how many were filed."""
         if attachments:
             conn.execute(_ATTACHMENTS.insert(), [
@@ -133,7 +135,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                 for item in attachments])
         author = meta.from_address.lower() or meta.sender.lower()
         for doc in documents:
-            blob = blobs[hashlib.sha256(doc.data).hexdigest()]
+            blob = blobs[id(doc)]
             document_id = self._insert_document(conn, ins, doc, blob, deposited_by=author, message=row_id)
             self._audit(conn, actor=f"professional:{author}", action="deposit", ins=ins, detail={
                 "document": document_id, "message": row_id, "category": doc.category.value,
@@ -191,12 +193,14 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                 self._queue(conn, ins, "mdn", mdn_to, mdn, message=message_id)
         return first
 
-    def conversations(self, ins: str) -> list[ConversationSummary]:
-        """One summary per professional mailbox that wrote to the patient, newest exchange first."""
+    def conversations(self, ins: str, *, mailbox: str | None = None) -> list[ConversationSummary]:
+        """One summary per professional mailbox that wrote to the patient (or that one), newest exchange first."""
         unread = func.sum(case((_TABLE.c.read_at.is_(None), 1), else_=0))
         grouped = (select(_TABLE.c.from_address, func.max(_TABLE.c.id), func.count(), unread)
                    .where(_TABLE.c.ins == ins, _TABLE.c.direction == "in", _TABLE.c.from_address != "")
                    .group_by(_TABLE.c.from_address))
+        if mailbox is not None:
+            grouped = grouped.where(_TABLE.c.from_address == mailbox.lower())
         with self._engine.connect() as conn:
             groups = conn.execute(grouped).all()
             last = {row.id: row for row in conn.execute(
@@ -209,8 +213,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
         return sorted(summaries, key=lambda summary: summary.last_at, reverse=True)
 
     def conversation(self, ins: str, mailbox: str) -> ConversationSummary | None:
-        mailbox = mailbox.lower()
-        return next((summary for summary in self.conversations(ins) if summary.mailbox == mailbox), None)
+        return next(iter(self.conversations(ins, mailbox=mailbox)), None)
 
     def thread(self, ins: str, mailbox: str) -> list[MessageRecord]:
         """Both directions of the patient's exchange with one mailbox, oldest first."""

@@ -7,17 +7,12 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select, update
 
+from . import rows
 from .core import StoreCore, now
 from .records import OutboxItem
 from .schema import BridgeOutbox
 
 _TABLE = BridgeOutbox.__table__
-
-
-def _item(row: object) -> OutboxItem:
-    return OutboxItem(id=row.id, ins=row.ins, kind=row.kind, recipient=row.recipient, raw=bytes(row.raw),  # type: ignore[attr-defined]
-                      attempts=row.attempts, next_attempt_at=row.next_attempt_at, created_at=row.created_at,  # type: ignore[attr-defined]
-                      last_error=row.last_error, extra={"message": row.message, "sent_at": row.sent_at})  # type: ignore[attr-defined]
 
 
 class OutboxStore(StoreCore):
@@ -35,14 +30,14 @@ class OutboxStore(StoreCore):
         query = (select(_TABLE).where(_TABLE.c.sent_at.is_(None), _TABLE.c.next_attempt_at <= (at or now()))
                  .order_by(_TABLE.c.next_attempt_at).limit(limit))
         with self._engine.connect() as conn:
-            return [_item(row) for row in conn.execute(query)]
+            return [rows.outbox_item(row) for row in conn.execute(query)]
 
     def outbox(self, ins: str | None = None) -> list[OutboxItem]:
         query = select(_TABLE).order_by(_TABLE.c.id)
         if ins is not None:
             query = query.where(_TABLE.c.ins == ins)
         with self._engine.connect() as conn:
-            return [_item(row) for row in conn.execute(query)]
+            return [rows.outbox_item(row) for row in conn.execute(query)]
 
     def outbox_sent(self, item: OutboxItem) -> None:
         with self._writing() as conn:

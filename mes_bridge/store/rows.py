@@ -8,7 +8,15 @@ from typing import Any
 from mssante_operator.patients.states import PatientState
 
 from ..filing.categories import Category
-from .records import AttachmentRecord, AuditEntry, DocumentRecord, MessageRecord, Notification, PatientRecord
+from .records import (
+    AttachmentRecord,
+    AuditEntry,
+    DocumentRecord,
+    MessageRecord,
+    Notification,
+    OutboxItem,
+    PatientRecord,
+)
 
 
 def patient(row: Any) -> PatientRecord:
@@ -54,3 +62,9 @@ def audit(row: Any) -> AuditEntry:
 def notification(row: Any) -> Notification:
     return Notification(id=row.id, ins=row.ins, email=row.email, kind=row.kind, subject=row.subject, body=row.body,
                         created_at=row.created_at, sent_at=row.sent_at)
+
+
+def outbox_item(row: Any) -> OutboxItem:
+    return OutboxItem(id=row.id, ins=row.ins, kind=row.kind, recipient=row.recipient, raw=bytes(row.raw),
+                      attempts=row.attempts, next_attempt_at=row.next_attempt_at, created_at=row.created_at,
+                      last_error=row.last_error, extra={"message": row.message, "sent_at": row.sent_at})
