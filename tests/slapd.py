@@ -208,14 +208,26 @@ class Slapd:
             process.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the kernel still accepts TCP connections, but nothing ever answers."""
+        """SIGSTOP: the kernel still accepts TCP connections, but nothing ever answers.
+
+        A signal takes effect when each of slapd's threads is next scheduled, which on a busy machine
+        is after ``send_signal`` returns: wait until every thread is seen stopped."""
         if self.running:
             self._process.send_signal(signal.SIGSTOP)
+            self._wait_for_threads(stopped=True)
 
     def resume(self) -> None:
-        """SIGCONT after `pause`."""
+        """SIGCONT after `pause`, returning once every thread runs again."""
         if self.running:
             self._process.send_signal(signal.SIGCONT)
+            self._wait_for_threads(stopped=False)
+
+    def _wait_for_threads(self, *, stopped: bool, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while _threads_stopped(self._process.pid) != stopped:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"slapd threads not {'stopped' if stopped else 'running'} after {timeout} s")
+            time.sleep(0.005)
 
     def log_text(self) -> str:
         try:
@@ -230,6 +242,15 @@ class Slapd:
         if password is None:
             password = self.admin_password if dn == self.admin_dn else self.reader_password
         return ldap3.Connection(server, dn, password, auto_bind=True, raise_exceptions=True, **kwargs)
+
+
+def _threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (T) in /proc."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just exited
+            states.append(stat.read_text().rpartition(")")[2].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
 
 
 class SlapdStartError(RuntimeError):
