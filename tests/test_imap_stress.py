@@ -1,4 +1,4 @@
-"""Many IMAP sessions at once on one mailbox, through two worker processes (`serve`, SQLite store).
+"""Many IMAP sessions at once on one mailbox, through two worker processes (`serve`, SQLite and PostgreSQL).
 
 Twenty sessions SELECT, FETCH, STORE (flags and new keywords), EXPUNGE and APPEND at random for
 twenty seconds while IDLE sessions watch, then the invariants are checked:
@@ -262,9 +262,10 @@ def wait_until(condition: Any, clients: list[Client], what: str) -> None:
                 client.changed.wait(0.05)
 
 
-def test_twenty_sessions_on_one_mailbox_through_two_workers(tmp_path: Path) -> None:
+def test_twenty_sessions_on_one_mailbox_through_two_workers(tmp_path: Path, store_url: str) -> None:
+    """On SQLite (other workers' changes found by polling) and PostgreSQL (by NOTIFY)."""
     home = tmp_path / "home"
-    manifest = make_kit(home)
+    manifest = make_kit(home, store_url=store_url)
     configure(home, server={"workers": 2}, imap={"max_connections_per_user": 100})
     account = next(m for m in manifest["mailboxes"] if m["address"] == DOCTOR)
     labo = peer(manifest, "labo")
