@@ -100,9 +100,8 @@ class FolderWatcher:
             except Exception:  # a busy or broken database must not kill the poller: try again
                 log.exception("polling folders for changes failed")
                 continue
-            # Each watch against what its session has seen, on the loop: a session's ``seen`` is never
-            # older than what it reported, so no change after it is missed (ABA cannot happen: the
-            # counters only grow).
+            # Each watch against the counters its session last reported (or it was last woken for), on
+            # the loop: the counters only grow, so any change since then differs and wakes it.
             for folder_id, counters in current.items():
                 for watch in self._watches.get(folder_id, ()):
                     if watch.seen != counters:
