@@ -22,7 +22,7 @@ from ..connection_limits import KeyedCounter
 from ..store import Store
 from ..store.folders import DELIMITER, INBOX, Folder, MessageMeta, NoSuchFolder, canonical_name
 from . import wire
-from .commands import Command, List, Lsub
+from .commands import Command, Create, List, Lsub, Rename
 from .selected import SelectedFolder, Updates
 from .watcher import FolderWatcher, Watch
 
@@ -173,8 +173,9 @@ class Session:
         handler, states = entry
         if self.state not in states:
             return bad(f"{command.name} is not allowed in the {self.state.value} state")
-        if command.names_unreadable_mailbox() and not isinstance(command, List | Lsub):
-            return no("Mailbox name is not valid modified UTF-7", "NONEXISTENT")
+        if command.names_unreadable_mailbox() and not isinstance(command, List | Lsub):  # Dovecot's answer
+            return no("Mailbox name is not valid modified UTF-7", "CANNOT" if isinstance(command, Create | Rename)
+                      else "NONEXISTENT")
         try:
             return await handler(self, command)
         except Exception as exc:  # the connection goes on whatever one command met
