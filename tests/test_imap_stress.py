@@ -332,9 +332,14 @@ def test_twenty_sessions_on_one_mailbox_through_two_workers(tmp_path: Path, stor
         expected = len(store_uids())
         wait_until(lambda: all(c.count == expected for c in idlers), idlers,
                    f"IDLE sessions did not catch up with {expected} messages: {[c.count for c in idlers]}")
-        by_worker = {}
+        by_worker: dict[int, Client] = {}
         for client in workers:
             by_worker.setdefault(owners[client.local_port], client)
+        while len(by_worker) < 2:  # an APPEND through each worker: connect until one lands on the other
+            assert len(workers) < 3 * SESSIONS, "every session landed on one worker"
+            workers.append(connect(f"s{len(workers)}"))
+            found = worker_of(supervisor.pid, [workers[-1].local_port], port)
+            by_worker.setdefault(found[workers[-1].local_port], workers[-1])
 
         def by_smtp() -> None:
             with connect_process(home, manifest, labo) as smtp:
