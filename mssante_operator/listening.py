@@ -207,7 +207,7 @@ class Acceptor:
         if self._defer():
             return
         try:
-            conn, _address = self.sock.accept()
+            conn, address = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return  # another worker took it
         except OSError as exc:  # EMFILE and friends: keep the listener, say why
@@ -218,19 +218,20 @@ class Acceptor:
         assert self._loop is not None
         if self._load is not None:
             self._load.opened()  # the handshake counts as a session: it costs as much
-        task = self._loop.create_task(self._connect(conn))
+        task = self._loop.create_task(self._connect(conn, address[0] if address else "?"))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _connect(self, conn: socket.socket) -> None:
+    async def _connect(self, conn: socket.socket, peer: str) -> None:
         assert self._loop is not None
         try:
             await self._loop.connect_accepted_socket(
                 self._factory, conn, ssl=self._tls,
                 ssl_handshake_timeout=self._handshake_timeout if self._tls is not None else None,
             )
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.info("connection dropped during the TLS handshake: %s", exc)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError: one line, no traceback
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            log.info("TLS handshake failed peer=%s reason=%s", peer, reason)
             conn.close()
         finally:
             if self._load is not None:

@@ -408,6 +408,8 @@ def test_store_modes_and_their_fetch_responses(store: Store) -> None:
         await client.select()
         untagged, tagged = await client.do("a STORE 1:2 +FLAGS (\\Flagged $Urgent)")
         assert untagged == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent)\r\n"  # a new keyword
+                            b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Urgent \\*)] "
+                            b"flags the client may set\r\n"
                             b"* 1 FETCH (FLAGS ($Urgent \\Flagged \\Seen \\Recent))\r\n"
                             b"* 2 FETCH (FLAGS ($Urgent \\Flagged \\Seen \\Recent))\r\n")
         assert tagged == b"a OK STORE completed\r\n"
@@ -852,5 +854,132 @@ def test_flag_changes_by_the_store_directly_reach_the_session(store: Store) -> N
         store.folders.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Seen"])
         untagged, _ = await client.do("a UID FETCH 1 (FLAGS)")
         assert untagged == b"* 1 FETCH (FLAGS (\\Seen \\Recent) UID 1)\r\n* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))\r\n"
+
+    run(scenario)
+
+
+# --------------------------------------------------------------------------- \Recent, keywords, names
+
+
+def test_examine_reports_recent_messages_without_claiming_them(store: Store) -> None:
+    """RFC 3501 6.3.2: EXAMINE does not clear \\Recent, but it reports it (EXISTS/RECENT as SELECT)."""
+    put(store, raw_message(1))
+    put(store, raw_message(2))
+
+    async def scenario() -> None:
+        reader = Client(store)
+        untagged, tagged = await reader.do("a EXAMINE INBOX")
+        assert b"* 2 RECENT\r\n" in untagged and b"[READ-ONLY]" in tagged
+        assert (await reader.do("b FETCH 1 (FLAGS)"))[0] == b"* 1 FETCH (FLAGS (\\Recent))\r\n"
+        put(store, raw_message(3))
+        assert await reader.updates() == b"* 3 EXISTS\r\n* 3 RECENT\r\n"
+        writer = Client(store)
+        untagged, _ = await writer.do("c SELECT INBOX")
+        assert b"* 3 RECENT\r\n" in untagged  # EXAMINE left them \Recent for the first SELECT
+        untagged, _ = await Client(store).do("d EXAMINE INBOX")
+        assert b"* 0 RECENT\r\n" in untagged  # now claimed
+
+    run(scenario)
+
+
+def test_a_message_appended_while_select_reads_is_recent_in_one_session_only(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SELECT claims \\Recent only up to what its view holds: a message appended between the claim and
+    the read must not be \\Recent here and again in the next session."""
+    put(store, raw_message(1))
+    read_uids = store.folders.uids
+    appended: list[int] = []
+
+    def uids_with_a_delivery_first(folder_id: int) -> list[int]:
+        if not appended:
+            appended.append(put(store, raw_message(2)))
+        return read_uids(folder_id)
+
+    monkeypatch.setattr(store.folders, "uids", uids_with_a_delivery_first)
+
+    async def scenario() -> None:
+        first, second = Client(store), Client(store)
+        await first.select()
+        await second.select()
+        assert first.session.selected is not None and second.session.selected is not None
+        assert first.uids == second.uids == [1, 2]
+        assert first.session.selected.recent & second.session.selected.recent == set()
+        assert first.session.selected.recent | second.session.selected.recent == {1, 2}
+
+    run(scenario)
+
+
+def test_a_message_appended_while_refresh_reads_keeps_its_recent_flag(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror gap: refresh claims only what it has read, so a message appended just after its read
+    is claimed (and shown \\Recent) by the next refresh, not claimed unseen and lost."""
+    put(store, raw_message(1))
+    read_changes = store.folders.changed_since
+    appended: list[int] = []
+
+    def changes_then_a_delivery(folder_id: int, modseq: int) -> list:
+        found = read_changes(folder_id, modseq)
+        if not appended:
+            appended.append(put(store, raw_message(3)))
+        return found
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        put(store, raw_message(2))
+        monkeypatch.setattr(store.folders, "changed_since", changes_then_a_delivery)
+        assert await client.updates() == b"* 2 EXISTS\r\n* 2 RECENT\r\n"
+        assert await client.updates() == b"* 3 EXISTS\r\n* 3 RECENT\r\n"
+        assert client.session.selected is not None and client.session.selected.recent == {1, 2, 3}
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("command", ["a FETCH 1 (FLAGS)", "a STORE 1:2 +FLAGS (\\Seen)"])
+def test_a_keyword_added_meanwhile_is_announced_before_a_response_shows_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """RFC 3501 7.2.6: FLAGS (and PERMANENTFLAGS) name a keyword before any FETCH response shows it,
+    also when another session added it after this command's refresh."""
+    put(store, raw_message(1), flags=("\\Seen",))
+    put(store, raw_message(2))
+    inbox = store.folders.get(ALICE, "INBOX")
+    assert inbox is not None
+    read_metas = store.folders.metas
+
+    def metas_after_another_sessions_store(folder_id: int, uids: list[int]) -> dict:
+        store.folders.store_flags(inbox.id, [1], FlagMode.ADD, ["$Label7"])
+        return read_metas(folder_id, uids)
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        monkeypatch.setattr(store.folders, "metas", metas_after_another_sessions_store)
+        untagged, tagged = await client.do(command)
+        assert b" OK " in tagged
+        first_use = untagged.index(b"$Label7")
+        assert untagged.startswith(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label7)\r\n"
+                                   b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label7 \\*)]")
+        assert first_use < untagged.index(b"FETCH")
+
+    run(scenario)
+
+
+def test_names_that_are_not_modified_utf7_get_no_and_list_answers_nothing(store: Store) -> None:
+    """As Dovecot: a well-formed name that is not valid modified UTF-7 names no mailbox (NO), and a LIST
+    pattern of that kind matches nothing (an empty OK); never BAD."""
+    name = '"!#$&\'+,-.0123456789:;<=>?@^_`|}"'
+
+    async def scenario() -> None:
+        client = Client(store)
+        for line in (f"a SELECT {name}", f"a EXAMINE {name}", f"a STATUS {name} (MESSAGES)", f"a CREATE {name}",
+                     f"a DELETE {name}", f"a RENAME INBOX/x {name}", f"a SUBSCRIBE {name}"):
+            untagged, tagged = await client.do(line)
+            code = b"CANNOT" if line.startswith(("a CREATE", "a RENAME")) else b"NONEXISTENT"
+            assert tagged == b"a NO [%s] Mailbox name is not valid modified UTF-7\r\n" % code, line
+            assert untagged == b""
+        for line in (f'a LIST "" {name}', f"a LIST {name} *", f'a LSUB "" {name}'):
+            assert await client.do(line) == (b"", b"a OK " + line.split()[1].encode() + b" completed\r\n")
+        await client.select()
+        assert (await client.do(f"b COPY 1:* {name}"))[1].startswith(b"b NO ")
 
     run(scenario)

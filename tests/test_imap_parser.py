@@ -50,6 +50,7 @@ from mssante_operator.imap.commands import (
     StoreMode,
     Subscribe,
     TextContains,
+    UnreadableName,
     Unselect,
     Unsubscribe,
 )
@@ -426,13 +427,22 @@ def test_select_examine(line, command):
         "a SELECT INBOX ()",
         "a SELECT INBOX (QRESYNC (1 2))",
         "a SELECT INBOX CONDSTORE",
-        "a SELECT &Jjo!",
         'a SELECT "R\xe9pertoire"',
         "a SELECT a b",
     ],
 )
 def test_select_errors(line):
     assert bad(line).tag == "a"
+
+
+@pytest.mark.parametrize("name", ["&Jjo!", "!#$&'+,-.0123456789:;<=>?@^_`|}", "a&", "&AGE-"])
+def test_names_that_are_not_modified_utf7_parse_as_unreadable(name):
+    """Well-formed IMAP, not valid modified UTF-7: the command parses (NO or an empty LIST follows), not BAD."""
+    quoted = '"' + name + '"'
+    assert isinstance(parse(f"a SELECT {quoted}").mailbox, UnreadableName)
+    assert isinstance(parse(f"a LIST \"\" {quoted}").patterns[0], UnreadableName)
+    assert parse(f"a SELECT {quoted}").names_unreadable_mailbox()
+    assert not parse("a SELECT R&AOk-pertoire").names_unreadable_mailbox()
 
 
 @pytest.mark.parametrize(

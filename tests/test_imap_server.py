@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import logging
 import socket
+import ssl
+import time
 from typing import Any
 
 import pytest
@@ -265,3 +268,102 @@ def test_idle_wakes_on_a_new_delivery(running: RunningOperator) -> None:
         assert b"OK" in line
     finally:
         client.logout()
+
+
+# --------------------------------------------------------------------------- TLS failures and closing
+
+
+class BioTls:
+    """A TLS client over a plain socket through memory BIOs: it sees the server's TCP close itself,
+    and never sends a close_notify unless told to (as many real clients never do)."""
+
+    def __init__(self, running: RunningOperator, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = running.tls_context().wrap_bio(self.incoming, self.outgoing)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._receive()
+        self._flush()
+
+    def _flush(self) -> None:
+        if pending := self.outgoing.read():
+            self.sock.sendall(pending)
+
+    def _receive(self) -> bool:
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.incoming.write(data)
+        return True
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def read_until(self, marker: bytes) -> bytes:
+        received = b""
+        while marker not in received:
+            try:
+                received += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                assert self._receive(), received
+            except ssl.SSLZeroReturnError:
+                break
+        return received
+
+    def closed_by_the_server(self) -> bool:
+        """Read on without answering the server's close_notify: True once the server closes TCP."""
+        self.sock.settimeout(15)  # asyncio's default wait for close_notify is 30 s; ours must be far shorter
+        try:
+            while self._receive():
+                pass
+        except TimeoutError:
+            return False
+        finally:
+            self.sock.close()
+        return True
+
+
+def test_the_server_closes_a_tls_connection_after_logout_without_waiting_for_the_client(
+        running: RunningOperator) -> None:
+    """Many clients never send close_notify after LOGOUT: the socket must not linger on the server."""
+    client = BioTls(running, running.port("imaps"))
+    assert client.read_until(b"\r\n").startswith(b"* OK ")
+    client.send(b"a LOGOUT\r\n")
+    assert b"a OK" in client.read_until(b"a OK")
+    assert client.closed_by_the_server()
+
+
+def wait_for_record(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogRecord:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [record for record in caplog.records if text in record.getMessage()]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r}")
+
+
+def test_tls_failures_are_logged_as_one_line_with_the_peer(running: RunningOperator,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A client that refuses our certificate, or sends a broken TLS record after the handshake: one log
+    line naming the peer and the reason, no traceback, no "Unhandled exception"."""
+    caplog.set_level(logging.INFO)
+    untrusting = ssl.create_default_context()  # does not know the kit's CA: refuses the server certificate
+    with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", running.port("imaps"))) as raw:
+        untrusting.wrap_socket(raw, server_hostname="localhost")
+    refused = wait_for_record(caplog, "TLS handshake failed peer=127.0.0.1")
+    assert "UNKNOWN_CA" in refused.getMessage()
+
+    client = BioTls(running, running.port("imaps"))
+    assert client.read_until(b"\r\n").startswith(b"* OK ")
+    client.sock.sendall(b"\x17\x03\x03\x00\x05hello")  # an application-data record that does not decrypt
+    broken = wait_for_record(caplog, "imap TLS error peer=127.0.0.1")
+    assert "BAD_RECORD_MAC" in broken.getMessage()
+    assert client.closed_by_the_server()
+    assert not [record for record in caplog.records if record.exc_info or "Unhandled" in record.getMessage()]

@@ -4,6 +4,7 @@ PostgreSQL NOTIFY or (SQLite) by polling, within one second of the delivery eith
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,3 +72,62 @@ def test_a_change_wakes_the_watchers_of_that_folder_only(store_url: str, tmp_pat
         theirs.close()
         ours.close()
 
+
+
+def test_a_delivery_before_the_pollers_first_look_still_wakes_the_session(tmp_path: Path, monkeypatch) -> None:
+    """SQLite, two workers: another process delivers after this session's SELECT but before the poller
+    has looked at the folder. The poller must compare with what the session reported, not take what
+    it first finds as its baseline (the session would then idle through that message)."""
+    from mssante_operator.annuaire.base import BalKind, MailboxEntry
+    from mssante_operator.auth.authenticator import Principal
+    from mssante_operator.imap.session import ServerContext, Session, State
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ours = Store(url, tmp_path / "blobs")
+    ours.migrate()
+    theirs = Store(url, tmp_path / "blobs")
+    delivered = threading.Event()
+    read_counters = ours.folders.counters_many
+
+    def counters_once_the_other_worker_delivered(folder_ids):  # the poller's look comes after the delivery
+        delivered.wait(30)
+        return read_counters(folder_ids)
+
+    monkeypatch.setattr(ours.folders, "counters_many", counters_once_the_other_worker_delivered)
+    try:
+        ours.folders.ensure_account(ALICE)
+        ours.deliver(message(1), [ALICE])
+        inbox = ours.folders.get(ALICE, "INBOX")
+        assert inbox is not None
+
+        async def scenario() -> None:
+            watcher = FolderWatcher(ours, poll_interval=0.05)
+            await watcher.start()
+            written = bytearray()
+
+            async def write(data: bytes) -> None:
+                written.extend(data)
+
+            ctx = ServerContext(store=ours, authenticator=None, watcher=watcher,  # type: ignore[arg-type]
+                                hostname="imap.test", append_limit=1 << 20)
+            session = Session(ctx=ctx, write=write, peer_ip="127.0.0.1", tls=True,
+                              principal=Principal(login=ALICE, mechanism="PLAIN", own=MailboxEntry(ALICE, BalKind.PER)),
+                              state=State.AUTHENTICATED)
+            try:
+                await session.select(inbox, False, False)
+                assert session.watch is not None and session.selected is not None
+                session.watch.changed.clear()
+                await asyncio.to_thread(theirs.deliver, message(2), [ALICE])
+                delivered.set()
+                assert await session.watch.wait(timeout=30)
+                await session.refresh()
+                assert b"* 2 EXISTS\r\n" in written
+            finally:
+                delivered.set()
+                await session.close()
+                await watcher.stop()
+
+        asyncio.run(scenario())
+    finally:
+        theirs.close()
+        ours.close()

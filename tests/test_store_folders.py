@@ -199,10 +199,15 @@ def test_exactly_one_session_claims_recent_messages(store: Store) -> None:
     store.folders.append(ALICE, INBOX, message("a"), [], WHEN)
     store.folders.append(ALICE, INBOX, message("b"), [], WHEN)
     assert store.folders.status(store.folders.get(ALICE, INBOX)).recent == 2  # type: ignore[arg-type]
-    assert store.folders.claim_recent(inbox) == 1  # this session sees UIDs 1 and 2 as \Recent
-    assert store.folders.claim_recent(inbox) == 3  # the next one sees none of them
+    assert store.folders.claim_recent(inbox, 3, peek=True) == 1  # EXAMINE: 1 and 2 are \Recent, still unclaimed
+    assert store.folders.claim_recent(inbox, 3) == 1  # this session sees UIDs 1 and 2 as \Recent
+    assert store.folders.claim_recent(inbox, 3) == 3  # the next one sees none of them
     store.folders.append(ALICE, INBOX, message("c"), [], WHEN)
-    assert store.folders.claim_recent(inbox) == 3
+    # A session that has read up to UID 2 claims nothing of UID 3: it is left for whoever reads it.
+    assert store.folders.claim_recent(inbox, 3) == 3
+    assert store.folders.status(store.folders.get(ALICE, INBOX)).recent == 1  # type: ignore[arg-type]
+    assert store.folders.claim_recent(inbox, 4) == 3
+    assert store.folders.claim_recent(inbox, 4) == 4
 
 
 def test_status_counts(store: Store) -> None:
@@ -245,5 +250,5 @@ def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: St
     assert store.folders.first_unseen(box) == 6
     assert store.folders.keywords(box) == {"$Urgent", "Dossier"}  # $urgent is the same keyword
     assert store.folders.message_count(box) == 40 and len(store.folders.uids(box)) == 40
-    first = store.folders.claim_recent(box)
-    assert first == 1 and store.folders.claim_recent(box) == 41  # nothing new: nothing claimed
+    first = store.folders.claim_recent(box, 41)
+    assert first == 1 and store.folders.claim_recent(box, 41) == 41  # nothing new: nothing claimed

@@ -184,12 +184,23 @@ SearchKey = (
 # --------------------------------------------------------------------------- commands
 
 
+class UnreadableName(str):
+    """A mailbox name or LIST pattern that is well-formed IMAP but not valid modified UTF-7, as sent.
+
+    The command is well-formed, so it is not BAD: no mailbox can have such a name, so a command
+    naming one gets NO and a LIST or LSUB pattern matches nothing (as Dovecot answers)."""
+
+
 @dataclass(frozen=True)
 class Command:
     """Every command: its tag; ``name`` is the upper-case command name."""
 
     tag: str
     name: ClassVar[str] = ""
+
+    def names_unreadable_mailbox(self) -> bool:
+        """Whether a mailbox argument is an :class:`UnreadableName`."""
+        return any(isinstance(value, UnreadableName) for value in vars(self).values())
 
 
 @dataclass(frozen=True)

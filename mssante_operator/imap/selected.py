@@ -46,7 +46,7 @@ class SelectedFolder:
         self.condstore = condstore
         self.uids = array("q", uids)
         self.recent: set[int] = {uid for uid in self.uids[bisect.bisect_left(self.uids, first_recent_uid):]}
-        self.uidnext = folder.uidnext
+        self.uidnext = max(folder.uidnext, self.max_uid + 1)
         self.highestmodseq = folder.highestmodseq
         self._pending_expunges: set[int] = set()
         self._own: dict[int, int] = {}  # our own flag changes not yet seen by a refresh: UID -> MODSEQ
@@ -111,13 +111,18 @@ class SelectedFolder:
     def uid_of(self, seq: int) -> int:
         return self.uids[seq - 1]
 
+    def next_uid(self, uidnext: int, changed: Iterable[MessageMeta]) -> int:
+        """The UIDNEXT of the view once ``changed`` is applied: every message below it has been read
+        (``uidnext`` is the folder's, read before ``changed``), so \\Recent may be claimed up to it."""
+        return max(self.uidnext, uidnext, *(meta.uid + 1 for meta in changed))
+
     def apply(self, current_uids: Sequence[int] | None, changed: list[MessageMeta], *, expunges_allowed: bool,
-              new_recent_from: int | None = None, highestmodseq: int | None = None) -> Updates:
+              recent: tuple[int, int] | None = None, highestmodseq: int | None = None) -> Updates:
         """Bring the view up to date with the store and say what to announce.
 
         ``current_uids``: every UID in the folder now, or None when the caller knows nothing was
-        expunged; ``changed``: metas with a MODSEQ above the view's; ``new_recent_from``: first UID
-        this session claimed as \\Recent, if it claimed any.
+        expunged; ``changed``: metas with a MODSEQ above the view's; ``recent``: the UIDs [first, to)
+        that are \\Recent for this session, ``to`` being :meth:`next_uid`, when new messages came.
         """
         updates = Updates(new_keywords=self.learn_keywords(changed))
         if current_uids is not None:
@@ -138,7 +143,7 @@ class SelectedFolder:
         if new:
             for meta in new:
                 self.uids.append(meta.uid)
-                if new_recent_from is not None and meta.uid >= new_recent_from:
+                if recent is not None and recent[0] <= meta.uid < recent[1]:
                     self.recent.add(meta.uid)
             updates.exists = self.exists
             updates.recent = len(self.recent)
@@ -148,5 +153,5 @@ class SelectedFolder:
             self.highestmodseq = max(self.highestmodseq, max(m.modseq for m in changed))
         if highestmodseq is not None:
             self.highestmodseq = max(self.highestmodseq, highestmodseq)
-        self.uidnext = max(self.uidnext, self.max_uid + 1)
+        self.uidnext = max(self.uidnext, self.max_uid + 1, recent[1] if recent is not None else 0)
         return updates

@@ -36,6 +36,10 @@ from .session import LOGGED_IN, ServerContext, Session, State, bad, no, ok
 
 log = logging.getLogger(__name__)
 
+# After LOGOUT (or BYE), how long a TLS client gets to answer our close_notify before the socket is
+# cut: many clients never answer, and asyncio would hold the socket for 30 s (ssl_shutdown_timeout).
+CLOSE_GRACE = 1.0
+
 
 @dataclass(frozen=True)
 class ImapLimits:
@@ -136,9 +140,13 @@ class ImapConnection:
         if not self.writer.is_closing() and self.writer.transport.get_write_buffer_size() == 0:
             self.writer.write(b"* BYE server shutting down\r\n")
         self.reader.feed_eof()  # as if the client had gone: no further command is read
+        await self._close(close_timeout)
+
+    async def _close(self, grace: float) -> None:
+        """Close the connection; a TLS peer that does not answer our close_notify within ``grace`` is cut off."""
         self.writer.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), close_timeout)
+            await asyncio.wait_for(self.writer.wait_closed(), grace)
         except TimeoutError:  # a TLS peer that never answers our close_notify
             self.writer.transport.abort()
         except OSError:  # reset by the peer meanwhile (ssl.SSLError is an OSError)
@@ -155,9 +163,13 @@ class ImapConnection:
                     await self._run(command)
         except Disconnect:
             pass
+        except ssl.SSLError as exc:  # a bad record, an alert after the handshake: one line, no traceback
+            log.info("imap TLS error peer=%s reason=%s", self.peer_ip, exc.reason or exc)
+        except ConnectionError:  # the client went away mid-write
+            pass
         finally:
             await self.session.close()
-            self.writer.close()
+            await self._close(CLOSE_GRACE)
 
     async def _next_command(self) -> Command | None:
         """Frame and parse one command; answers BAD (or NO [TOOBIG]) itself and returns None on errors."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,9 +20,9 @@ from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
 from ..connection_limits import KeyedCounter
 from ..store import Store
-from ..store.folders import DELIMITER, INBOX, Folder, NoSuchFolder, canonical_name
+from ..store.folders import DELIMITER, INBOX, Folder, MessageMeta, NoSuchFolder, canonical_name
 from . import wire
-from .commands import Command
+from .commands import Command, Create, List, Lsub, Rename
 from .selected import SelectedFolder, Updates
 from .watcher import FolderWatcher, Watch
 
@@ -173,6 +173,9 @@ class Session:
         handler, states = entry
         if self.state not in states:
             return bad(f"{command.name} is not allowed in the {self.state.value} state")
+        if command.names_unreadable_mailbox() and not isinstance(command, List | Lsub):  # Dovecot's answer
+            return no("Mailbox name is not valid modified UTF-7", "CANNOT" if isinstance(command, Create | Rename)
+                      else "NONEXISTENT")
         try:
             return await handler(self, command)
         except Exception as exc:  # the connection goes on whatever one command met
@@ -223,14 +226,22 @@ class Session:
     async def select(self, folder: Folder, readonly: bool, condstore: bool) -> SelectedFolder:
         await self.unselect()
         store = self.ctx.store.folders
-        # Counters first, messages last: a message arriving in between is then in the view and above
-        # its HIGHESTMODSEQ, never below it where the next refresh would not look.
-        fresh = await self.run(store.get_by_id, folder.id) or folder
-        first_recent = fresh.uidnext if readonly else await self.run(store.claim_recent, folder.id)
-        uids = await self.run(store.uids, folder.id)
-        keywords = await self.run(store.keywords, folder.id)
-        self.selected = SelectedFolder(fresh, readonly, uids, first_recent, condstore=condstore, keywords=keywords)
+        # Watching starts before the first read, so no change after that read goes unnoticed.
         self.watch = self.ctx.watcher.watch(folder.id)
+        # Counters first, messages next: a message arriving in between is then in the view and above
+        # its HIGHESTMODSEQ, never below it where the next refresh would not look. \Recent is claimed
+        # last, only up to what the view holds (EXAMINE reports it without claiming it).
+        try:
+            fresh = await self.run(store.get_by_id, folder.id) or folder
+            uids = await self.run(store.uids, folder.id)
+            keywords = await self.run(store.keywords, folder.id)
+            to = max(fresh.uidnext, uids[-1] + 1 if uids else 0)
+            first_recent = await self.run(store.claim_recent, folder.id, to, peek=readonly)
+        except BaseException:
+            await self.unselect()
+            raise
+        self.selected = SelectedFolder(fresh, readonly, uids, first_recent, condstore=condstore, keywords=keywords)
+        self.watch.seen = (self.selected.uidnext, self.selected.highestmodseq)
         self.state = State.SELECTED
         return self.selected
 
@@ -272,17 +283,29 @@ class Session:
         # The full UID list is read only when the count says something was expunged.
         current = None if await self.run(store.message_count, view.folder.id) == view.count_after(changed) else \
             await self.run(store.uids, view.folder.id)
-        new_recent = None
-        if uidnext > view.uidnext and not view.readonly:
-            new_recent = await self.run(store.claim_recent, view.folder.id)
-        updates = view.apply(current, changed, expunges_allowed=expunges_allowed, new_recent_from=new_recent,
+        recent = None
+        to = view.next_uid(uidnext, changed)
+        if to > view.uidnext:  # claimed after the read, up to what was read (see Folders.claim_recent)
+            recent = (await self.run(store.claim_recent, view.folder.id, to, peek=view.readonly), to)
+        updates = view.apply(current, changed, expunges_allowed=expunges_allowed, recent=recent,
                              highestmodseq=highestmodseq)
+        if self.watch is not None:
+            self.watch.seen = (view.uidnext, view.highestmodseq)
         await self.send_updates(updates)
 
     async def announce_flags(self) -> None:
-        """The FLAGS response: the flags and keywords of the selected folder (RFC 3501 7.2.6)."""
-        if self.selected is not None:
-            await self.untagged("FLAGS (" + " ".join(self.selected.flags) + ")")
+        """FLAGS and PERMANENTFLAGS: the flags and keywords of the selected folder (RFC 3501 7.2.6, 7.1)."""
+        view = self.selected
+        if view is not None:
+            await self.untagged("FLAGS (" + " ".join(view.flags) + ")")
+            permanent = "" if view.readonly else " ".join(view.flags) + " \\*"
+            await self.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags the client may set")
+
+    async def learn_keywords(self, metas: Iterable[MessageMeta]) -> None:
+        """Announce the keywords of these messages the client has not been told of, before a response
+        shows them (another session may have added one since the last refresh)."""
+        if self.selected is not None and self.selected.learn_keywords(metas):
+            await self.announce_flags()
 
     async def send_updates(self, updates: Updates) -> None:
         if updates.new_keywords:

@@ -20,11 +20,16 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """One session's interest in one folder; ``changed`` is set when the folder may have changed."""
+    """One session's interest in one folder; ``changed`` is set when the folder may have changed.
+
+    ``seen`` is the (uidnext, highestmodseq) the session has reported: the poller wakes it when the
+    folder's counters differ, so a change made before the poller's first look at the folder still
+    wakes it. None until the session has read the folder: the poller's first look then sets it."""
 
     def __init__(self, watcher: FolderWatcher, folder_id: int) -> None:
         self.folder_id = folder_id
         self.changed = asyncio.Event()
+        self.seen: tuple[int, int] | None = None
         self._watcher = watcher
 
     async def wait(self, timeout: float | None = None) -> bool:
@@ -91,11 +96,18 @@ class FolderWatcher:
             if not self._watches:
                 continue
             try:
-                changed = await asyncio.to_thread(poller.poll, list(self._watches))
+                current = await asyncio.to_thread(poller.poll, list(self._watches))
             except Exception:  # a busy or broken database must not kill the poller: try again
                 log.exception("polling folders for changes failed")
                 continue
-            self._wake(changed)
+            # Each watch against the counters its session last reported (or it was last woken for), on
+            # the loop: the counters only grow, so any change since then differs and wakes it.
+            for folder_id, counters in current.items():
+                for watch in self._watches.get(folder_id, ()):
+                    if watch.seen != counters:
+                        if watch.seen is not None:
+                            watch.changed.set()
+                        watch.seen = counters
 
     async def stop(self) -> None:
         self._store.remove_change_listener(self._from_any_thread)

@@ -423,17 +423,23 @@ class Folders:
 
     # -- changing messages -------------------------------------------------------------------
 
-    def claim_recent(self, folder_id: int) -> int:
-        """Take the \\Recent messages for this session: returns the first UID that is \\Recent for it
-        (every UID from there to the UIDNEXT seen now); no other session will get them."""
+    def claim_recent(self, folder_id: int, to: int, *, peek: bool = False) -> int:
+        """Take the \\Recent messages below ``to`` for this session: returns ``first``, and the UIDs in
+        [first, to) are \\Recent for this session and no other (RFC 3501 2.3.2).
+
+        ``to`` is the UIDNEXT of what the session has read (its view holds every message below it),
+        so a message appended meanwhile is neither claimed unseen (nobody would see it \\Recent) nor
+        seen unclaimed (two sessions would). ``peek``: EXAMINE reports \\Recent without taking it."""
         with self._store.reading() as conn:  # the usual case, nothing new: no write lock taken
-            row = conn.execute(select(Mailbox.recent_uid, Mailbox.uidnext).where(Mailbox.id == folder_id)).one()
-            if row.recent_uid >= row.uidnext:
-                return int(row.recent_uid)
+            first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
+            if peek or first >= to:
+                return first
         with self._store.writing() as conn:
-            row = conn.execute(select(Mailbox.recent_uid, Mailbox.uidnext).where(Mailbox.id == folder_id)).one()
-            conn.execute(update(Mailbox).where(Mailbox.id == folder_id).values(recent_uid=row.uidnext))
-        return int(row.recent_uid)
+            self._lock_folder(conn, folder_id)
+            first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
+            if first < to:
+                conn.execute(update(Mailbox).where(Mailbox.id == folder_id).values(recent_uid=to))
+        return first
 
     def store_flags(
         self, folder_id: int, uids: Sequence[int], mode: FlagMode, flags: Iterable[str],

@@ -66,20 +66,18 @@ class PgChangeListener:
 
 
 class FolderPoller:
-    """Compares the (uidnext, highestmodseq) of watched folders with what it saw last time."""
+    """Reads the (uidnext, highestmodseq) of watched folders; each watcher compares them with what
+    its session has seen (a per-process baseline taken at the first look would miss the changes made
+    before it)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._seen: dict[int, tuple[int, int]] = {}
 
-    def poll(self, folder_ids: Iterable[int]) -> set[int]:
-        """The watched folders that changed (or disappeared) since the previous poll."""
+    def poll(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int] | None]:
+        """The counters of each watched folder now; None for a folder that no longer exists."""
         ids = set(folder_ids)
         started = time.monotonic()
         current = self._store.folders.counters_many(ids)
-        changed = {i for i in ids if i in self._seen and current.get(i) != self._seen[i]}
-        self._seen = {i: current[i] for i in ids if i in current}
-        changed |= {i for i in ids if i not in current}
         if time.monotonic() - started > 0.2:
             log.warning("polling %d folders took %.0f ms", len(ids), (time.monotonic() - started) * 1000)
-        return changed
+        return {i: current.get(i) for i in ids}

@@ -185,6 +185,7 @@ async def fetch(session: Session, command: Fetch) -> Reply:
     if command.changed_since is not None:
         uids = [uid for uid in uids if uid in metas and metas[uid].modseq > command.changed_since]
 
+    await session.learn_keywords(metas.values())  # RFC 3501 7.2.6: FLAGS names a keyword before FETCH shows it
     seen_now: set[int] = set()
     if not view.readonly and any(_sets_seen(item) for item in items):
         unseen = [uid for uid in uids if uid in metas and SEEN not in metas[uid].flags]

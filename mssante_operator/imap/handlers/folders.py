@@ -12,7 +12,18 @@ from dataclasses import dataclass
 
 from ...store.folders import DELIMITER, INBOX, SPECIAL_USES, Folder, FolderError, FolderExists, NoSuchFolder
 from .. import utf7, wire
-from ..commands import SYSTEM_FLAGS, Create, Delete, List, Lsub, Rename, Select, Status, Subscribe, Unsubscribe
+from ..commands import (
+    Create,
+    Delete,
+    List,
+    Lsub,
+    Rename,
+    Select,
+    Status,
+    Subscribe,
+    UnreadableName,
+    Unsubscribe,
+)
 from ..session import LOGGED_IN, SHARED_PREFIX, MailboxRef, Reply, Session, bad, handles, no, ok
 
 
@@ -39,6 +50,14 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(char))
     return re.compile("".join(parts), re.DOTALL)
+
+
+def readable_patterns(reference: str, patterns: tuple[str, ...]) -> list[str]:
+    """The patterns that can match a name: one that is not valid modified UTF-7 (or under such a
+    reference) matches nothing, and LIST answers an empty OK, as Dovecot does."""
+    if isinstance(reference, UnreadableName):
+        return []
+    return [pattern for pattern in patterns if not isinstance(pattern, UnreadableName)]
 
 
 def _quoted_name(name: str) -> bytes:
@@ -90,8 +109,6 @@ async def select(session: Session, command: Select) -> Reply:
     if command.condstore:
         session.enabled.add("CONDSTORE")
     await session.announce_flags()
-    permanent = "" if view.readonly else " ".join(SYSTEM_FLAGS) + " \\*"
-    await session.untagged(f"OK [PERMANENTFLAGS ({permanent})] flags the client may set")
     await session.untagged(f"{view.exists} EXISTS")
     await session.untagged(f"{len(view.recent)} RECENT")
     first_unseen = await session.run(session.ctx.store.folders.first_unseen, folder.id)
@@ -179,7 +196,7 @@ async def list_(session: Session, command: List) -> Reply:
     if command.patterns == ("",):  # the delimiter and the root of the reference (RFC 3501 6.3.8)
         await session.untagged(b'LIST (\\Noselect) "/" ""')
         return ok("LIST completed")
-    regexes = [pattern_regex(command.reference + p) for p in command.patterns]
+    regexes = [pattern_regex(command.reference + p) for p in readable_patterns(command.reference, command.patterns)]
     special_only = "SPECIAL-USE" in command.selection_options
     for entry in await _visible_folders(session):
         if not any(r.fullmatch(entry.name) for r in regexes):
@@ -194,6 +211,8 @@ async def list_(session: Session, command: List) -> Reply:
 @handles(Lsub, LOGGED_IN)
 async def lsub(session: Session, command: Lsub) -> Reply:
     assert session.principal is not None
+    if not readable_patterns(command.reference, (command.pattern,)):
+        return ok("LSUB completed")
     pattern = command.reference + command.pattern
     regex = pattern_regex(pattern)
     visible = {entry.name for entry in await _visible_folders(session)}

@@ -85,8 +85,6 @@ async def store(session: Session, command: StoreCommand) -> Reply:
         done, refused = await session.run(session.ctx.store.folders.store_flags, view.folder.id, batch,
                                           _FLAG_MODES[command.mode], command.flags, command.unchanged_since)
         view.remember(done)
-        if view.learn_keywords(done):
-            await session.announce_flags()
         changed += done
         failed += refused
     condstore = condstore_active(session)
@@ -97,6 +95,7 @@ async def store(session: Session, command: StoreCommand) -> Reply:
         unchanged = [uid for uid in uids if uid not in metas and uid not in failed_uids]
         for batch in batches(unchanged):
             metas.update(await session.run(session.ctx.store.folders.metas, view.folder.id, batch))
+    await session.learn_keywords(metas.values())  # before the FETCH responses that show them
     for uid in uids:
         seq = view.seq_of(uid)
         if seq is None or uid in failed_uids:

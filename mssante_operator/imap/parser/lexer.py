@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
 
-from ..commands import SYSTEM_FLAGS
+from ..commands import SYSTEM_FLAGS, UnreadableName
 from ..sequence import MAX_NUMBER, SequenceSet
 from ..utf7 import decode_mailbox
 from .errors import ParseError
@@ -260,11 +260,16 @@ class Reader:
             raise self.fail(f"{what.capitalize()} is not valid UTF-8") from None
 
     def mailbox_text(self, raw: bytes) -> str:
-        """A wire mailbox name (modified UTF-7) as Unicode."""
+        """A wire mailbox name (modified UTF-7) as Unicode; US-ASCII that is not valid modified UTF-7
+        comes back as an :class:`UnreadableName` (the command is well-formed: NO, not BAD)."""
         try:
-            return decode_mailbox(raw.decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError as exc:
             raise self.fail(f"Mailbox name is not valid modified UTF-7: {snippet(raw)}") from exc
+        try:
+            return decode_mailbox(text)
+        except ValueError:
+            return UnreadableName(text)
 
     def mailbox(self) -> str:
         """``mailbox``: an astring in modified UTF-7; INBOX in any case is "INBOX"."""
