@@ -41,25 +41,30 @@ def test_killed_mid_delivery_then_restarted(tmp_path: Path) -> None:
     with PeerOperator(home, manifest, "labo", dsn=False) as peer:
         configure(home, server={"workers": 1}, outbound={
             "routes": {LAB: peer.route}, "lease": "2s", "retry_schedule": ["1s"], "retry_interval": "1s"})
-        peer.stall_data(3.0)
+        peer.stall_data(30.0)  # longer than any scheduling delay: the operator is killed while it waits
         with serve_process(home, manifest) as process:
             _submit(home, manifest, "Interrompu")
-            deadline = time.monotonic() + 20
-            while peer.open_connections == 0 and time.monotonic() < deadline:  # the delivery is under way
-                time.sleep(0.02)
-            time.sleep(0.3)  # inside DATA, waiting for the peer's answer
+            peer.wait_for(1, timeout=60)  # the peer has the message; its answer is stalled
             process.send_signal(signal.SIGKILL)
             process.wait(10)
         with serve_process(home, manifest):
-            received = peer.wait_for(1, timeout=30)
-            time.sleep(4)  # the stalled first copy, if any, is recorded by now
-            received = peer.received
+            received = peer.wait_for(2, timeout=60)  # sent again: the operator never learnt of the first
+            states = _wait_for_states(home, ["delivered"])
         copies = [email.message_from_bytes(r.content) for r in received]
         assert len(copies) == 2
         assert len({c["Message-ID"] for c in copies}) == 1  # a duplicate, if any, is recognisable
+    assert states == ["delivered"]
+
+
+def _wait_for_states(home: Path, expected: list[str], timeout: float = 60) -> list[str]:
+    """The queue's recipient states once they are ``expected`` (or whatever they are at the deadline)."""
     store = Store(load_settings(home).database_url, home / "blobs")
     try:
-        states = [r.status for e in store.queue.entries() for r in e.recipients]
+        deadline = time.monotonic() + timeout
+        while (states := [r.status for e in store.queue.entries() for r in e.recipients]) != expected:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return states
     finally:
         store.close()
-    assert states == ["delivered"]
