@@ -80,10 +80,11 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
 
     With [server] workers > 1 (0: one per CPU), a supervisor runs that many worker processes
     sharing the ports (bound once by the supervisor); SIGHUP reloads the liste blanche and the CRLs.
+    With [bridge], the supervisor runs (even for one worker) to restart mes_bridge should it die.
     """
     settings = _settings(home)
     count = settings.server.worker_count
-    if count > 1 and not worker and not prepare:
+    if (count > 1 or settings.bridge is not None) and not worker and not prepare:
         _supervise(settings, home, count, ctx.obj["log_level"])
     # Only now the application: the supervisor above never imports it (see workers.py).
     from .app import Operator, check_start_up, prepare_store
@@ -100,16 +101,7 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
             operator = Operator(settings)
     except (OSError, ValueError, ConfigError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    if worker or settings.bridge is None:
-        asyncio.run(operator.serve_forever(prepare_store=not worker))
-        return
-    from .workers import bridge_argv, start_companion, stop_processes
-
-    bridge = start_companion(bridge_argv(home.resolve()))
-    try:
-        asyncio.run(operator.serve_forever())
-    finally:
-        stop_processes([bridge])
+    asyncio.run(operator.serve_forever(prepare_store=not worker))
 
 
 def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> NoReturn:
