@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import psutil
+import tomli_w
 from harness import (
     DOCTOR,
+    configure,
     connect_process,
     lab_report,
     make_kit,
@@ -121,3 +124,20 @@ def _bridge_process(serve: Any, other_than: int | None = None, timeout: float = 
         if time.monotonic() > deadline:
             raise TimeoutError("no mes_bridge process below serve")
         time.sleep(0.05)
+
+
+def test_serve_refuses_a_blob_directory_that_is_not_the_databases(tmp_path: Path) -> None:
+    """A node pointed at another blob storage than the database's stops at start-up, saying why."""
+    make_kit(tmp_path)
+    assert cli("mailbox", "ls", DOCTOR, "--home", str(tmp_path)).returncode == 0  # binds blobs/ to store.db
+    configure(tmp_path, storage={"blob_dir": "node-local-blobs"})
+    with_bridge = (tmp_path / "config.toml").read_text()
+    without_bridge = tomllib.loads(with_bridge)
+    del without_bridge["bridge"]
+    for config in (with_bridge, tomli_w.dumps(without_bridge)):  # the supervisor's preparation; in process
+        (tmp_path / "config.toml").write_text(config)
+        configure(tmp_path, server={"workers": 1})
+        result = cli("serve", "--home", str(tmp_path))
+        assert result.returncode != 0
+        assert "cannot start" in result.stderr and "node-local-blobs" in result.stderr
+        assert "storage.blob_dir" in result.stderr and "Traceback" not in result.stderr
