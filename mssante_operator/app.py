@@ -91,15 +91,20 @@ def check_start_up(settings: Settings) -> None:
 
 
 def prepare_store(settings: Settings) -> None:
-    """Schema migrations and orphan clean-up, done once before any worker starts."""
+    """Schema migrations, the blob storage check and orphan clean-up, done once before any worker starts."""
     store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
     try:
-        store.migrate()
-        removed = store.collect_orphan_blobs()
-        if removed:
-            log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+        _prepare(store)
     finally:
         store.close()
+
+
+def _prepare(store: Store) -> None:
+    """Migrate (BlobStorageMismatch: refuse to start), then collect the files an interrupted delivery left."""
+    store.migrate()
+    removed = store.collect_orphan_blobs()
+    if removed:
+        log.info("removed %d orphan blobs left by an interrupted delivery", removed)
 
 
 class Operator:
@@ -310,12 +315,12 @@ class Operator:
         log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, acceptor.port, listener.tls)
 
     async def start(self, *, prepare_store: bool = True) -> None:
-        """Migrate the store (unless a supervisor did), then open every configured listener."""
+        """Migrate the store (unless a supervisor did: then only check the blob storage is the database's),
+        then open every configured listener."""
         if prepare_store:
-            await asyncio.to_thread(self.store.migrate)
-            removed = await asyncio.to_thread(self.store.collect_orphan_blobs)
-            if removed:
-                log.info("removed %d orphan blobs left by an interrupted delivery", removed)
+            await asyncio.to_thread(_prepare, self.store)
+        else:
+            await asyncio.to_thread(self.store.check_blob_storage)
         await self.watcher.start()
         for name, listener in configured_listeners(self.settings).items():
             if name in MTA_LISTENERS or name in SUBMISSION_LISTENERS:

@@ -8,7 +8,7 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -80,10 +80,11 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
 
     With [server] workers > 1 (0: one per CPU), a supervisor runs that many worker processes
     sharing the ports (bound once by the supervisor); SIGHUP reloads the liste blanche and the CRLs.
+    With [bridge], the supervisor runs (even for one worker) to restart mes_bridge should it die.
     """
     settings = _settings(home)
     count = settings.server.worker_count
-    if count > 1 and not worker and not prepare:
+    if (count > 1 or settings.bridge is not None) and not worker and not prepare:
         _supervise(settings, home, count, ctx.obj["log_level"])
     # Only now the application: the supervisor above never imports it (see workers.py).
     from .app import Operator, check_start_up, prepare_store
@@ -97,19 +98,11 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
         if worker:
             operator = Operator(settings, inherited=inherited_listeners(), load=WorkerLoad.inherited())
         else:
+            prepare_store(settings)  # refuses here, with a clear message, a blob storage not the database's
             operator = Operator(settings)
     except (OSError, ValueError, ConfigError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    if worker or settings.bridge is None:
-        asyncio.run(operator.serve_forever(prepare_store=not worker))
-        return
-    from .workers import bridge_argv, start_companion, stop_processes
-
-    bridge = start_companion(bridge_argv(home.resolve()))
-    try:
-        asyncio.run(operator.serve_forever())
-    finally:
-        stop_processes([bridge])
+    asyncio.run(operator.serve_forever(prepare_store=False))
 
 
 def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> NoReturn:
@@ -139,12 +132,7 @@ def mailbox() -> None:
 @HOME_OPTION
 def mailbox_ls(address: str, home: Path) -> None:
     """List the messages of ADDRESS's INBOX, one JSON object per line."""
-    from .store.facade import Store
-
-    settings = _settings(home)
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    try:
-        store.migrate()  # a no-op once `serve` has run; lets `ls` answer on a fresh kit too
+    with _migrated_store(home) as store:  # migrating is a no-op once `serve` has run; `ls` answers on a fresh kit
         for message in store.list_messages(address):
             click.echo(json.dumps({
                 "uid": message.uid,
@@ -155,6 +143,21 @@ def mailbox_ls(address: str, home: Path) -> None:
                 "received_at": message.received_at.isoformat(),
                 "authentication_results": message.authentication_results,
             }, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def _migrated_store(home: Path) -> Iterator[Store]:
+    """The store of HOME, migrated (its blob storage checked), closed afterwards."""
+    from .store.facade import BlobStorageMismatch, Store
+
+    settings = _settings(home)
+    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
+    try:
+        try:
+            store.migrate()
+        except BlobStorageMismatch as exc:
+            raise click.ClickException(str(exc)) from exc
+        yield store
     finally:
         store.close()
 
@@ -283,15 +286,8 @@ QUEUE_STATUSES = ("scheduled", "deferred", "delivered", "failed")  # store.queue
 
 def _with_queue(home: Path, action: Callable[[Store], T]) -> T:
     """Run ``action`` on the store of HOME, migrated first (as `mailbox ls` does), then close it."""
-    from .store.facade import Store
-
-    settings = _settings(home)
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    try:
-        store.migrate()
+    with _migrated_store(home) as store:
         return action(store)
-    finally:
-        store.close()
 
 
 def _no_such_queue_id(queue_id: str) -> NoReturn:

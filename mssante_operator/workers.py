@@ -5,7 +5,8 @@ core. The supervisor has a short-lived ``serve --prepare`` child check the start
 the store once, binds every listening port (so the ports accept connections, queued by the kernel,
 from the moment it starts), then starts N copies of ``serve --worker`` that inherit those sockets and
 share the accepting (see ``listening``). It forwards SIGTERM/SIGINT (clean stop) and SIGHUP (reload),
-and restarts a worker that dies. Workers are tied to the supervisor's life (PR_SET_PDEATHSIG): if the
+and restarts a worker or a companion (mes_bridge) that dies: ``serve`` runs it, whatever the worker
+count, whenever a companion is configured. Workers are tied to the supervisor's life (PR_SET_PDEATHSIG): if the
 supervisor is killed, they are killed too.
 
 The supervisor lives as long as the workers but only binds, waits and forwards signals, so it never
@@ -139,9 +140,11 @@ class Supervisor:
                     self.workers[index] = self._spawn(index)
             for index, companion in enumerate(self.companions):
                 if companion.poll() is not None and not self._stopping:
-                    log.error("companion %d exited with %s; restarting it", companion.pid, companion.returncode)
+                    argv = self.companion_argvs[index]
+                    log.error("%s (pid %d) exited with %s; restarting it", argv[2], companion.pid,
+                              companion.returncode)
                     time.sleep(1)
-                    self.companions[index] = start_companion(self.companion_argvs[index])
+                    self.companions[index] = start_companion(argv)
             time.sleep(0.2)
         for sock in self.sockets.values():
             sock.close()  # no new connections while the workers finish theirs

@@ -194,12 +194,12 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def _wait_for_log(path: Path, text: str, timeout: float = 30.0) -> None:
-    """Block until ``text`` appears in the log file (workers log "ready" once listening)."""
+def wait_for_log(path: Path, text: str, *, count: int = 1, timeout: float = 30.0) -> None:
+    """Block until ``text`` appears ``count`` times in the log file (workers log "ready" once listening)."""
     import time
 
     deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
+    while path.read_text(errors="replace").count(text) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{text!r} never appeared in {path}")
         time.sleep(0.05)
@@ -220,7 +220,7 @@ def serve_process(home: Path, manifest: dict[str, Any]) -> Iterator[Any]:
     try:
         mta = manifest["listeners"]["mta"]
         wait_for_port(mta["host"], int(mta["port"]))
-        _wait_for_log(home / "serve.log", "ready")
+        wait_for_log(home / "serve.log", "ready")
         yield process
     finally:
         if process.poll() is None:

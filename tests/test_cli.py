@@ -6,9 +6,25 @@ import json
 import signal
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
-from harness import DOCTOR, connect_process, lab_report, make_kit, peer, serve_process, signed
+import psutil
+import tomli_w
+from harness import (
+    DOCTOR,
+    configure,
+    connect_process,
+    lab_report,
+    make_kit,
+    peer,
+    serve_process,
+    signed,
+    wait_for_log,
+    wait_for_port,
+)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,3 +93,51 @@ def test_mailbox_ls_of_an_empty_mailbox_prints_nothing(tmp_path: Path) -> None:
     result = cli("mailbox", "ls", DOCTOR, "--home", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_serve_with_one_worker_restarts_a_crashed_bridge(tmp_path: Path) -> None:
+    """workers = 1 with [bridge]: the supervisor restarts a mes_bridge that dies, and says so."""
+    manifest = make_kit(tmp_path, server={"workers": 1})
+    registry = manifest["listeners"]["bridge_registry"]
+    with serve_process(tmp_path, manifest) as process:
+        wait_for_port(registry["host"], registry["port"])
+        first = _bridge_process(psutil.Process(process.pid))
+        first.kill()
+        wait_for_log(tmp_path / "serve.log", "restarting it")
+        second = _bridge_process(psutil.Process(process.pid), other_than=first.pid)
+        wait_for_log(tmp_path / "serve.log", "bridge ready", count=2)
+        wait_for_port(registry["host"], registry["port"])
+        assert second.is_running()
+    assert f"mes_bridge (pid {first.pid}) exited" in (tmp_path / "serve.log").read_text()
+
+
+def _bridge_process(serve: Any, other_than: int | None = None, timeout: float = 60.0) -> Any:
+    """The running mes_bridge process below ``serve`` (waits for it to appear)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for child in serve.children(recursive=True):
+            try:
+                if "mes_bridge" in child.cmdline() and child.pid != other_than and child.status() != "zombie":
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        if time.monotonic() > deadline:
+            raise TimeoutError("no mes_bridge process below serve")
+        time.sleep(0.05)
+
+
+def test_serve_refuses_a_blob_directory_that_is_not_the_databases(tmp_path: Path) -> None:
+    """A node pointed at another blob storage than the database's stops at start-up, saying why."""
+    make_kit(tmp_path)
+    assert cli("mailbox", "ls", DOCTOR, "--home", str(tmp_path)).returncode == 0  # binds blobs/ to store.db
+    configure(tmp_path, storage={"blob_dir": "node-local-blobs"})
+    with_bridge = (tmp_path / "config.toml").read_text()
+    without_bridge = tomllib.loads(with_bridge)
+    del without_bridge["bridge"]
+    for config in (with_bridge, tomli_w.dumps(without_bridge)):  # the supervisor's preparation; in process
+        (tmp_path / "config.toml").write_text(config)
+        configure(tmp_path, server={"workers": 1})
+        result = cli("serve", "--home", str(tmp_path))
+        assert result.returncode != 0
+        assert "cannot start" in result.stderr and "node-local-blobs" in result.stderr
+        assert "storage.blob_dir" in result.stderr and "Traceback" not in result.stderr

@@ -23,7 +23,7 @@ def message(subject: str = "CR", message_id: str | None = "<same@peer.example>")
 
 
 def blob_files(store: Store) -> list[Path]:
-    return sorted(p for p in store.blobs.root.rglob("*") if p.is_file())
+    return sorted(p for p in store.blobs.root.glob("??/*") if p.is_file())  # shards: the root holds the marker
 
 
 @pytest.fixture

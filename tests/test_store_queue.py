@@ -41,7 +41,7 @@ def envelope(*recipients: str | QueuedRecipient, sender: str = "alice@operateur.
 
 
 def blob_files(store: Store) -> list[Path]:
-    return sorted(p for p in store.blobs.root.rglob("*") if p.is_file())
+    return sorted(p for p in store.blobs.root.glob("??/*") if p.is_file())  # shards: the root holds the marker
 
 
 @pytest.fixture
@@ -212,7 +212,7 @@ def test_record_counts_attempts_and_sets_final_state(store: Store) -> None:
     assert {r.leased_until for r in entry.recipients} == {None}
     assert states["ok@peer.example"].action == "relayed"
     # Only the failure owes a notice; a second record of the same outcomes changes nothing (no lease).
-    [notice] = store.queue.pending_notices(now=T0, delay_warning=None)
+    [notice] = store.queue.pending_notices("w1", now=T0, delay_warning=None)
     assert (notice.kind, notice.address, notice.status, notice.reply) == (
         "final", "bad@peer.example", FAILED, "550 5.1.1 no such user")
     assert store.queue.record("w1", outcomes, now=T0 + timedelta(seconds=3)) == 0
@@ -251,7 +251,7 @@ def test_record_in_bulk(store: Store) -> None:
     outcomes = [Outcome(d.recipient_id, DELIVERED, "250 ok", action="relayed") for d in claimed]
     assert store.queue.record("w1", outcomes, now=T0) == 1200
     assert store.queue.next_due() is None
-    assert store.queue.pending_notices(now=T0, delay_warning=0) == []
+    assert store.queue.pending_notices("w1", now=T0, delay_warning=0) == []
 
 
 # -- notices -------------------------------------------------------------------------------------
@@ -264,13 +264,35 @@ def test_final_notices_until_marked_notified(store: Store) -> None:
         Outcome(a.recipient_id, DELIVERED, "250 ok", action="delivered", remote_mta="mx.peer.example", notice=True),
         Outcome(b.recipient_id, FAILED, "550 no", action="failed", notice=True),
     ], now=T0)  # fmt: skip
-    notices = store.queue.pending_notices(now=T0, delay_warning=None)
+    notices = store.queue.pending_notices("w1", now=T0, delay_warning=None)
     assert [(n.address, n.action, n.remote_mta, n.next_attempt_at) for n in notices] == [
         ("a@peer.example", "delivered", "mx.peer.example", None), ("b@peer.example", "failed", "", None)]
     assert notices[0].blob_key == a.blob_key and notices[0].last_attempt_at == T0
-    assert len(store.queue.pending_notices(now=T0, delay_warning=None, limit=1)) == 1
+    assert len(store.queue.pending_notices("w1", now=T0, delay_warning=None, limit=1)) == 1
     store.queue.mark_notified([a.recipient_id])
-    assert [n.address for n in store.queue.pending_notices(now=T0, delay_warning=None)] == ["b@peer.example"]
+    assert [n.address for n in store.queue.pending_notices("w1", now=T0, delay_warning=None)] == ["b@peer.example"]
+
+
+def test_a_final_notice_is_one_workers_once_the_message_is_settled(store: Store) -> None:
+    """The record that ends a message's pass gives its owed notices to one worker; a dead worker's run out."""
+    enqueue(store, "a@peer.example", "b@peer.example")
+    [a] = store.queue.claim("w1", now=T0, lease=60, limit=1)
+    [b] = store.queue.claim("w2", now=T0, lease=60, limit=1)
+    store.queue.record("w1", [Outcome(a.recipient_id, FAILED, "550 no", action="failed", notice=True)], now=T0)
+    assert store.queue.pending_notices("w1", now=T0, delay_warning=None) == []  # b still in flight: not yet
+    store.queue.record("w2", [Outcome(b.recipient_id, DELIVERED, "250 ok", action="relayed")], now=T0,
+                       notice_lease=60)
+    assert store.queue.pending_notices("w1", now=T0, delay_warning=None) == []
+    assert [n.address for n in store.queue.pending_notices("w2", now=T0, delay_warning=None)] == ["a@peer.example"]
+    # w2 dies before sending it: once its claim runs out, another worker takes it over, and only that one.
+    assert store.queue.pending_notices("w3", now=T0 + timedelta(seconds=59), delay_warning=None) == []
+    later = T0 + timedelta(seconds=61)
+    assert [n.address for n in store.queue.pending_notices("w3", now=later, delay_warning=None)] == ["a@peer.example"]
+    assert store.queue.pending_notices("w2", now=later, delay_warning=None) == []
+    store.queue.release("w3")  # a clean stop gives it back at once
+    assert len(store.queue.pending_notices("w4", now=later, delay_warning=None)) == 1
+    store.queue.mark_notified([a.recipient_id])
+    assert store.queue.pending_notices("w4", now=later + DAYS_5, delay_warning=None) == []
 
 
 def test_delay_warnings_follow_notify_and_are_sent_once(store: Store) -> None:
@@ -280,15 +302,16 @@ def test_delay_warnings_follow_notify_and_are_sent_once(store: Store) -> None:
     enqueue(store, "dsn@peer.example", sender="")  # a bounce itself: nobody to warn
     claimed = store.queue.claim("w1", now=T0, lease=60)
     store.queue.record("w1", [deferred(d, 30) for d in claimed], now=T0)
-    assert store.queue.pending_notices(now=T0 + timedelta(minutes=59), delay_warning=3600) == []
-    assert store.queue.pending_notices(now=T0 + timedelta(hours=2), delay_warning=None) == []
-    notices = store.queue.pending_notices(now=T0 + timedelta(hours=1), delay_warning=3600)
+    assert store.queue.pending_notices("w1", now=T0 + timedelta(minutes=59), delay_warning=3600) == []
+    assert store.queue.pending_notices("w1", now=T0 + timedelta(hours=2), delay_warning=None) == []
+    notices = store.queue.pending_notices("w1", now=T0 + timedelta(hours=1), delay_warning=3600)
     assert [(n.kind, n.address, n.status, n.action) for n in notices] == [
         ("delay", "default@peer.example", DEFERRED, "delayed"), ("delay", "delay@peer.example", DEFERRED, "delayed")]
     assert notices[0].next_attempt_at == T0 + timedelta(minutes=30)
     assert notices[0].reply == "451 4.4.1 try again later"
+    assert store.queue.pending_notices("w2", now=T0 + timedelta(hours=1), delay_warning=3600) == []  # w1's
     store.queue.mark_warned([n.recipient_id for n in notices])
-    assert store.queue.pending_notices(now=T0 + timedelta(hours=3), delay_warning=3600) == []
+    assert store.queue.pending_notices("w1", now=T0 + timedelta(hours=3), delay_warning=3600) == []
 
 
 # -- operators' actions --------------------------------------------------------------------------

@@ -5,8 +5,8 @@ DSN is a local delivery into the sender's INBOX. Two senders are not: a patient 
 their replies) and a peer operator's professional whose message to a patient we accepted; their DSN
 goes back through the queue (``relay``), to the bridge or to the peer. A DSN (null sender) never
 causes another. The queue keeps a "notified" mark per recipient, set only after
-the DSN is committed: a crash in between sends it again rather than losing it. Recipients of one
-message that end the same way share one report.
+the DSN is committed: a crash in between sends it again (once the dead worker's claim runs out) rather
+than losing it. Recipients of one message settled in one pass share one report, sent by one worker.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class Notices:
         self._from = f"MAILER-DAEMON@{domain}"
         self._delay_warning = delay_warning or None
 
-    async def send_pending(self) -> int:
-        """Send every DSN the queue owes; returns how many reports were delivered."""
-        notices = await asyncio.to_thread(self._store.queue.pending_notices, now=datetime.now(UTC),
-                                          delay_warning=self._delay_warning)
+    async def send_pending(self, owner: str, *, lease: float) -> int:
+        """Send every DSN the queue gives ``owner`` (a queue runner) to send; returns how many reports were
+        delivered. Each notice is one worker's at a time (see store.queue): one report per outcome."""
+        notices = await asyncio.to_thread(self._store.queue.pending_notices, owner, now=datetime.now(UTC),
+                                          delay_warning=self._delay_warning, lease=lease)
         groups: dict[tuple[str, str], list[Notice]] = defaultdict(list)
         for notice in notices:
             groups[(notice.queue_id, notice.kind)].append(notice)

@@ -37,13 +37,18 @@ NOTICES_EVERY = 2.0  # DSNs owed are looked for this often (at once when an outc
 # instead of one write transaction per message submitted (a lab pushing hundreds of reports a second).
 CLAIM_PACE = 0.05
 PURGE_EVERY = 600.0
+MISSING_FILE = "4.3.0 the queued message file is missing on this node; left for a node that has it"
+
+
+def retry_delay(attempts: int, *, schedule: Sequence[float], interval: float) -> timedelta:
+    """How long to wait after ``attempts`` failed attempts: the schedule's step, then the interval."""
+    return timedelta(seconds=schedule[attempts - 1] if 0 < attempts <= len(schedule) else interval)
 
 
 def next_attempt_at(attempts: int, *, now: datetime, expires_at: datetime, schedule: Sequence[float],
                     interval: float) -> datetime | None:
     """When to try again after ``attempts`` failed attempts; None once that would be past ``expires_at``."""
-    delay = schedule[attempts - 1] if 0 < attempts <= len(schedule) else interval
-    when = now + timedelta(seconds=delay)
+    when = now + retry_delay(attempts, schedule=schedule, interval=interval)
     return None if when > expires_at else when
 
 
@@ -68,6 +73,13 @@ def outcome_of(delivery: Delivery, result: RecipientResult, *, now: datetime,
                        remote_mta=result.remote_mta, notice=bounces and wants_notice(delivery.notify, "failure"))
     return Outcome(delivery.recipient_id, RecipientStatus.FAILED, result.reply, action="failed",
                    remote_mta=result.remote_mta, notice=bounces and wants_notice(delivery.notify, "failure"))
+
+
+def missing_file_outcome(delivery: Delivery, *, now: datetime, settings: OutboundSettings) -> Outcome:
+    """A recipient whose message file this node cannot read: deferred on the retry schedule, even past its
+    expiry (never failed nor bounced: the file is another node's, or the storage's fault, not the message's)."""
+    delay = retry_delay(delivery.attempts + 1, schedule=settings.retry_schedule, interval=settings.retry_interval)
+    return Outcome(delivery.recipient_id, RecipientStatus.DEFERRED, MISSING_FILE, next_attempt_at=now + delay)
 
 
 class QueueRunner:
@@ -168,19 +180,20 @@ class QueueRunner:
                 # A local file of some 50 KB, most often still in the page cache: read here, as the thread
                 # hand-over would cost more than the read.
                 raw = self._store.queue.read(first.blob_key)
-            except OSError as exc:  # the file is gone: nothing will ever deliver it
-                log.error("queue %s: message file unreadable: %s", first.queue_id, exc)
-                results = [RecipientResult(d.recipient_id, "permanent", "5.3.0 the queued message file is missing",
-                                           "", False) for d in group]
+            except OSError as exc:  # not readable here: a storage fault, never the message's failure
+                log.error("queue %s: the message file is missing or unreadable on this node (%s); %d recipients "
+                          "deferred, left for a node that has it", first.queue_id, exc.strerror or type(exc).__name__,
+                          len(group))
+                outcomes = [missing_file_outcome(d, now=datetime.now(UTC), settings=self._settings) for d in group]
             else:
                 message = OutgoingMessage(
                     sender=first.sender, raw=raw, envid=first.envid, ret=first.ret,
                     recipients=tuple(OutgoingRecipient(d.recipient_id, d.address, d.notify, d.orcpt) for d in group),
                 )
                 results = await self._client.send(first.domain, message)
-            now = datetime.now(UTC)
-            by_key = {d.recipient_id: d for d in group}
-            outcomes = [outcome_of(by_key[r.key], r, now=now, settings=self._settings) for r in results]
+                now = datetime.now(UTC)
+                by_key = {d.recipient_id: d for d in group}
+                outcomes = [outcome_of(by_key[r.key], r, now=now, settings=self._settings) for r in results]
             await self._recorder.submit(outcomes)
             for outcome in outcomes:
                 log.info("queue %s rcpt_domain=%s status=%s reply=%r", first.queue_id, first.domain,
@@ -196,13 +209,14 @@ class QueueRunner:
 
     def _record(self, batches: list[list[Outcome]]) -> list[int]:
         now = datetime.now(UTC)
-        self._store.queue.record(self.owner, [o for batch in batches for o in batch], now=now)
+        self._store.queue.record(self.owner, [o for batch in batches for o in batch], now=now,
+                                 notice_lease=self._settings.lease)
         return [len(batch) for batch in batches]
 
     async def _notify_and_purge(self) -> None:
         loop = asyncio.get_running_loop()
         self._last_notices, self._notices_owed = loop.time(), False
-        await self._notices.send_pending()
+        await self._notices.send_pending(self.owner, lease=self._settings.lease)
         if loop.time() - self._last_purge >= PURGE_EVERY:
             self._last_purge = loop.time()
             older_than = datetime.now(UTC) - timedelta(seconds=self._settings.keep_finished)

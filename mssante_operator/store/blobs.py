@@ -18,6 +18,7 @@ from pathlib import Path
 
 _KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 _SHARDS = [f"{i:02x}" for i in range(256)]
+CLUSTER_MARKER = "cluster-id"  # in the root: holds the id of the database this directory belongs to
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,24 @@ class BlobStore:
 
     def remove(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def cluster_id(self) -> str | None:
+        """The id of the cluster (database) this directory is the blob storage of; None when unmarked."""
+        try:
+            return (self.root / CLUSTER_MARKER).read_text(encoding="ascii").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def mark_cluster(self, cluster_id: str) -> None:
+        """Mark this directory as the blob storage of ``cluster_id``, durably (file and directory entry)."""
+        path = self.root / CLUSTER_MARKER
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{cluster_id}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.root)
 
     def keys_older_than(self, seconds: float) -> Iterator[str]:
         """Keys of blob files last modified more than `seconds` ago (candidates for orphan collection)."""

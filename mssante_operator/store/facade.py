@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -23,10 +25,12 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, eve
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from mssante_operator.store.blobs import BlobFile, BlobStore
+from mssante_operator.store.blobs import CLUSTER_MARKER, BlobFile, BlobStore
 from mssante_operator.store.folders import Folders
-from mssante_operator.store.models import Account, Blob, Mailbox, Message
+from mssante_operator.store.models import Account, Blob, Mailbox, Message, StoreIdentity
 from mssante_operator.store.queue import OutboundQueue
+
+log = logging.getLogger(__name__)
 
 INBOX = "INBOX"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -43,6 +47,10 @@ CHANGES_CHANNEL = "mssante_folders"  # PostgreSQL NOTIFY channel: payload "id,id
 
 class MessageNotFoundError(LookupError):
     """No message with that UID in that mailbox of that address."""
+
+
+class BlobStorageMismatch(ValueError):
+    """The blob directory is not the storage of this database's cluster: starting would lose mail."""
 
 
 class DeliveryOutcome(enum.Enum):
@@ -266,7 +274,8 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Bring the schema to the latest revision; cheap and safe at every start-up."""
+        """Bring the schema to the latest revision and bind the blob directory to the database; cheap and
+        safe at every start-up. Raises BlobStorageMismatch when the blob directory is another's."""
         from alembic import command  # here, not at the top: alembic is ~11 MB that only migrating needs
         from alembic.config import Config
 
@@ -277,6 +286,42 @@ class Store:
                 conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+            self._bind_blob_storage(conn)
+
+    def _bind_blob_storage(self, conn: Connection) -> None:
+        """The database and the blob directory hold one cluster id; a database without one (new, or from
+        before this check) takes the directory's, or a new id written to both. Run under the migration lock."""
+        held = conn.scalar(select(StoreIdentity.cluster_id))
+        if held is not None:
+            self._compare_blob_storage(held)
+            return
+        cluster_id = self.blobs.cluster_id()
+        if cluster_id is None:
+            cluster_id = uuid.uuid4().hex
+            self.blobs.mark_cluster(cluster_id)  # first: a failed commit leaves a marker the next start adopts
+        conn.execute(insert(StoreIdentity), {"id": 1, "cluster_id": cluster_id, "created_at": _now()})
+        log.info("blob storage %s bound to this database (cluster %s)", self.blobs.root, cluster_id)
+
+    def check_blob_storage(self) -> None:
+        """Raise BlobStorageMismatch unless the blob directory is this database's (for a node that does not
+        migrate: a worker started after its supervisor's migration)."""
+        with self._engine.connect() as conn:
+            held = conn.scalar(select(StoreIdentity.cluster_id))
+        if held is None:
+            raise BlobStorageMismatch("the database has no cluster id yet: run the migration first (serve does)")
+        self._compare_blob_storage(held)
+
+    def _compare_blob_storage(self, held: str) -> None:
+        found = self.blobs.cluster_id()
+        if found == held:
+            return
+        marker = self.blobs.root / CLUSTER_MARKER
+        what = "is not marked" if found is None else f"is marked for cluster {found}"
+        raise BlobStorageMismatch(
+            f"blob directory {self.blobs.root} {what}, but the database belongs to cluster {held}: "
+            f"every node sharing the database must use the cluster's blob storage (storage.blob_dir), or its "
+            f"queue would take messages whose files it cannot read. If this directory really holds the "
+            f"cluster's files (restored from a backup), write {held} into {marker}.")
 
     def close(self) -> None:
         self._blob_writers.shutdown(wait=True)

@@ -113,6 +113,17 @@ class Subscription(Base):
     name: Mapped[str] = mapped_column(String(255))
 
 
+class StoreIdentity(Base):
+    """The one row naming this database's cluster; the blob directory holds the same id (blobs.CLUSTER_MARKER),
+    so that a node pointed at another blob storage refuses to start instead of losing the queue's files."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    cluster_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Blob(Base):
     """A message file under the blob directory; one blob may serve several recipients."""
 
@@ -215,6 +226,9 @@ class OutboundRecipient(Base):
     remote_mta: Mapped[str | None] = mapped_column(Text)
     warned: Mapped[bool] = mapped_column(Boolean, default=False)  # delay warning sent
     notified: Mapped[bool] = mapped_column(Boolean, default=False)  # final notice sent (or none owed)
+    # The worker that owes the notice (final report or delay warning) until notice_until: one sender per report.
+    notice_owner: Mapped[str | None] = mapped_column(String(128))
+    notice_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Conversation(Base):

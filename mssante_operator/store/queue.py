@@ -6,6 +6,11 @@ accepted with 250 survives a crash. Workers *lease* due recipients (`claim`) bef
 when its lease runs out, and a worker whose lease was taken over cannot overwrite the new owner's work.
 On PostgreSQL several processes or nodes claim side by side (``FOR UPDATE SKIP LOCKED``); on SQLite
 claims queue on the store's write lock. Claims and records are batched: one transaction per batch.
+
+Notices (DSNs) are claimed too, so that one worker sends each report however many workers or nodes run:
+the transaction that records the outcome settling a message's current pass (no recipient left scheduled
+or in flight) gives its owed final notices to the recording worker, under the message's row lock; one
+report then covers them. A claim whose worker died runs out (``notice_until``) and another takes it over.
 """
 
 from __future__ import annotations
@@ -17,7 +22,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, case, delete, exists, func, insert, or_, select, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.orm import aliased
 
 from .blob_refs import drop_unreferenced_blobs
 from .models import Blob, OutboundMessage, OutboundRecipient, UTCDateTime
@@ -27,6 +46,7 @@ if TYPE_CHECKING:
 
 M, R = OutboundMessage, OutboundRecipient
 _BATCH = 500  # ids per IN list or executemany
+NOTICE_LEASE = 300.0  # seconds a worker holds the notices it is to send (as [outbound] lease's default)
 _T = TypeVar("_T")
 
 
@@ -187,7 +207,22 @@ class OutboundQueue:
                 notified=bindparam("b_notified"),
                 lease_owner=None,
                 lease_until=None,
+                # A final outcome ends any delay-warning claim: its own report is claimed below.
+                notice_owner=case((bindparam("b_final", type_=UTCDateTime()).is_not(None), None),
+                                  else_=R.notice_owner),
             )
+        )
+        # The owed final notices of messages whose pass is over (nothing scheduled or in flight) go to the
+        # recording worker; run under the messages' row locks, so that of two workers finishing the last
+        # recipients of one message at once, the second sees the first's outcome and claims the report.
+        other = aliased(R)
+        in_pass = exists().where(other.outbound_message_id == R.outbound_message_id,
+                                 or_(other.status == RecipientStatus.SCHEDULED.value, other.lease_owner.is_not(None)))
+        self._claim_reports = (
+            update(R)
+            .where(R.outbound_message_id.in_(bindparam("b_messages", expanding=True)), R.final_at.is_not(None),
+                   R.notified.is_(False), R.notice_owner.is_(None), ~in_pass)
+            .values(notice_owner=bindparam("b_owner"), notice_until=bindparam("b_until", type_=UTCDateTime()))
         )
 
     # -- queueing ----------------------------------------------------------------------------
@@ -249,22 +284,42 @@ class OutboundQueue:
         rows.sort(key=lambda row: (row.next_attempt_at, row.outbound_message_id, row.id))
         return [_delivery(row) for row in rows]
 
-    def record(self, owner: str, outcomes: Sequence[Outcome], *, now: datetime) -> int:
+    def record(self, owner: str, outcomes: Sequence[Outcome], *, now: datetime,
+               notice_lease: float = NOTICE_LEASE) -> int:
         """Apply attempt outcomes, in one transaction, to the rows `owner` still holds; returns how many.
 
         A row whose lease ran out is still `owner`'s until another worker claims it: its outcome is kept
-        (the attempt did happen); once claimed by another, this owner's outcome is ignored.
+        (the attempt did happen); once claimed by another, this owner's outcome is ignored. The final
+        notices this settles are `owner`'s to send (see `pending_notices`) for `notice_lease` seconds.
         """
         for outcome in outcomes:
             _check_outcome(outcome)
         if not outcomes:
             return 0
         with self._store.writing() as conn:  # the UPDATE's owner condition skips rows another worker took over
-            return conn.execute(self._record, [_record_params(owner, o, now) for o in outcomes]).rowcount
+            messages = self._lock_messages(conn, [o.recipient_id for o in outcomes])
+            count = conn.execute(self._record, [_record_params(owner, o, now) for o in outcomes]).rowcount
+            until = now + timedelta(seconds=notice_lease)
+            for batch in _chunks(messages, _BATCH):
+                conn.execute(self._claim_reports, {"b_messages": list(batch), "b_owner": owner, "b_until": until})
+            return count
+
+    def _lock_messages(self, conn: Connection, recipient_ids: list[int]) -> list[int]:
+        """The ids of these recipients' messages, row-locked in id order (PostgreSQL; SQLite has one writer)."""
+        messages: set[int] = set()
+        for batch in _chunks(recipient_ids, _BATCH):
+            messages.update(conn.scalars(select(R.outbound_message_id).where(R.id.in_(batch))))
+        ordered = sorted(messages)
+        if self._store.dialect == "postgresql":
+            for batch in _chunks(ordered, _BATCH):
+                conn.execute(select(M.id).where(M.id.in_(batch)).order_by(M.id).with_for_update()).all()
+        return ordered
 
     def release(self, owner: str) -> int:
-        """Give back every lease of `owner` (clean shutdown): its recipients are claimable at once."""
+        """Give back every lease of `owner` (clean shutdown): its recipients, and the notices it owed, are
+        claimable at once."""
         with self._store.writing() as conn:
+            conn.execute(update(R).where(R.notice_owner == owner).values(notice_until=None))
             return conn.execute(
                 update(R).where(R.lease_owner == owner).values(lease_owner=None, lease_until=None)
             ).rowcount
@@ -278,19 +333,32 @@ class OutboundQueue:
 
     # -- notices (DSN) -----------------------------------------------------------------------
 
-    def pending_notices(self, *, now: datetime, delay_warning: float | None, limit: int = 200) -> list[Notice]:
-        """Final outcomes with a notice owed, then (if `delay_warning` is set, in seconds) the deferred
-        recipients queued at least that long ago whose NOTIFY allows a delay warning not yet sent.
-        Null-sender messages never get delay warnings (nobody to warn)."""
-        finals = _notices().where(R.final_at.is_not(None), R.notified.is_(False)).order_by(R.final_at, R.id)
+    def pending_notices(self, owner: str, *, now: datetime, delay_warning: float | None,
+                        lease: float = NOTICE_LEASE, limit: int = 200) -> list[Notice]:
+        """The notices `owner` is to send: the final ones its records claimed or that it takes over from a
+        worker whose claim ran out, then (if `delay_warning` is set, in seconds) the delay warnings it claims
+        now: deferred recipients queued at least that long ago whose NOTIFY allows a warning not yet sent.
+        Null-sender messages never get delay warnings (nobody to warn). Claims last `lease` seconds."""
+        given_up = and_(R.notice_owner.is_not(None), or_(R.notice_until.is_(None), R.notice_until < now))
+        owed_final = and_(R.final_at.is_not(None), R.notified.is_(False))
+        owed_delay = and_(R.status == RecipientStatus.DEFERRED.value, R.warned.is_(False))
+        claimable = [and_(owed_final, given_up)]
+        if delay_warning is not None:
+            claimable.append(and_(owed_delay, or_(R.notice_owner.is_(None), given_up), R.outbound_message_id.in_(
+                select(M.id).where(M.sender != "", M.created_at <= now - timedelta(seconds=delay_warning))),
+                or_(R.notify.is_(None), R.notify.contains("DELAY"))))  # fmt: skip
+        with self._store.reading() as conn:  # most of the time there is nothing to claim: no write then
+            candidates = list(conn.scalars(select(R.id).where(or_(*claimable)).order_by(R.id).limit(limit)))
+        if candidates:
+            with self._store.writing() as conn:  # the conditions again: of two claimers, one gets each row
+                conn.execute(update(R).where(R.id.in_(candidates), or_(*claimable)).values(
+                    notice_owner=owner, notice_until=now + timedelta(seconds=lease)))  # fmt: skip
+        mine = R.notice_owner == owner
+        finals = _notices().where(mine, owed_final).order_by(R.final_at, R.id)
         with self._store.reading() as conn:
             notices = [_notice(row, "final") for row in conn.execute(finals.limit(limit))]
-            if delay_warning is not None and len(notices) < limit:
-                delayed = _notices().where(
-                    R.status == RecipientStatus.DEFERRED.value, R.warned.is_(False), M.sender != "",
-                    M.created_at <= now - timedelta(seconds=delay_warning),
-                    or_(R.notify.is_(None), R.notify.contains("DELAY")),
-                ).order_by(M.created_at, R.id).limit(limit - len(notices))  # fmt: skip
+            if len(notices) < limit:
+                delayed = _notices().where(mine, owed_delay).order_by(M.created_at, R.id).limit(limit - len(notices))
                 notices += [_notice(row, "delay") for row in conn.execute(delayed)]
         return notices
 
