@@ -23,7 +23,7 @@ from mssante_operator.smtp.queue import QueueRunner
 from mssante_operator.store import NewMessage, Store
 from mssante_operator.store.facade import BlobStorageMismatch
 from mssante_operator.store.models import OutboundRecipient, StoreIdentity
-from mssante_operator.store.queue import OutboundEnvelope, QueuedRecipient, RecipientStatus
+from mssante_operator.store.queue import OutboundEnvelope, Outcome, QueuedRecipient, RecipientStatus
 
 SENDER = "alice@operateur.example"
 RAW = b"Message-ID: <n1@operateur.example>\r\nSubject: compte rendu\r\n\r\nBonjour\r\n"
@@ -187,6 +187,30 @@ def test_a_missing_message_file_is_deferred_then_delivered_once_back(
     assert node.queue.pending_notices("check", now=datetime.now(UTC), delay_warning=None) == []  # no bounce owed
     entry = node.queue.show(queue_id)
     assert entry is not None and entry.recipients[0].attempts == 2
+
+
+def test_a_delay_warning_whose_file_is_missing_waits_with_one_log_line(
+    node: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning is owed, but this node cannot read the message: one ERROR line (no traceback, no
+    content), nothing marked, so the node that has the file sends it."""
+    now = datetime.now(UTC) - timedelta(hours=2)
+    queue_id = node.queue.enqueue(RAW, OutboundEnvelope(SENDER, (QueuedRecipient("bob@clinique.example"),),
+                                                        "<n2@operateur.example>", SENDER),
+                                  now=now, expires_at=now + timedelta(days=5))  # fmt: skip
+    [delivery] = node.queue.claim("w1", now=now, lease=60)
+    node.queue.record("w1", [Outcome(delivery.recipient_id, RecipientStatus.DEFERRED, "451 4.4.1 later",
+                                     next_attempt_at=now + timedelta(hours=3))], now=now)
+    node.blobs.path(delivery.blob_key).unlink()
+    notices = Notices(store=node, delivery=LocalDelivery(node), hostname="mx.operateur.example",
+                      domain="operateur.example", delay_warning=3600)
+    with caplog.at_level(logging.INFO, logger="mssante_operator.smtp.notices"):
+        assert asyncio.run(notices.send_pending("w1", lease=1)) == 0
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert queue_id in error.getMessage() and error.exc_info is None
+    assert RAW.decode() not in caplog.text
+    later = datetime.now(UTC) + timedelta(seconds=2)  # the claim ran out: still owed, to any worker
+    assert [n.kind for n in node.queue.pending_notices("w2", now=later, delay_warning=3600)] == ["delay"]
 
 
 # -- one final report per message and outcome -----------------------------------------------------

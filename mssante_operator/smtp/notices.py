@@ -64,7 +64,13 @@ class Notices:
         sent = 0
         for (queue_id, kind), group in groups.items():
             try:
-                await self._send(group)
+                original = await asyncio.to_thread(self._store.queue.read, group[0].blob_key)
+            except OSError as exc:  # not on this node: a storage fault, said in one line; another node may send it
+                log.error("queue %s: %s DSN waits: the message file is unreadable on this node (%s)", queue_id, kind,
+                          exc.strerror or type(exc).__name__)
+                continue
+            try:
+                await self._send(group, original)
             except Exception:  # the sender's mailbox cannot be written now: the mark stays, retried later
                 log.exception("queue %s: %s DSN could not be delivered", queue_id, kind)
                 continue
@@ -74,11 +80,10 @@ class Notices:
             sent += 1
         return sent
 
-    async def _send(self, group: list[Notice]) -> None:
+    async def _send(self, group: list[Notice], original: bytes) -> None:
         first = group[0]
         if not first.sender:  # a bounce of a bounce: RFC 3461 6.2, never
             return
-        original = await asyncio.to_thread(self._store.queue.read, first.blob_key)
         recipients = [
             dsn.ReportedRecipient(
                 address=n.address, orcpt=n.orcpt, action=n.action or "failed",
