@@ -35,7 +35,7 @@ from .smtp.notices import Notices
 from .smtp.outbound import OutboundClient
 from .smtp.patient_path import PatientPath
 from .smtp.queue import QueueRunner
-from .smtp.server import GuardedSMTP
+from .smtp.server import GuardedSMTP, recipient_failures
 from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
 from .smtp.targets import DeliveryTargets
 from .store.facade import NewMessage, Store
@@ -126,6 +126,7 @@ class Operator:
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
         self._imap_limiter: ConnectionLimiter | None = None
+        self._recipient_failures = recipient_failures(settings.limits)  # per certificate, for every SMTP listener
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
         self._imap_sessions: dict[ImapConnection, asyncio.Task[None]] = {}  # open ones, told BYE at stop()
         self._stopping = False
@@ -289,8 +290,10 @@ class Operator:
         context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
         limits = self.settings.limits
-        limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load)
+        limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load,
+                                    stress_threshold=limits.stress_threshold)
         options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
+                   "failures": self._recipient_failures,
                    "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
         if name in SUBMISSION_LISTENERS:
             submission_handler = SubmissionHandler(self.submission_context)
