@@ -37,6 +37,14 @@ DEFER_STEP = 0.002  # a busier worker looks again after this long ...
 DEFER_LIMIT = 0.05  # ... and accepts anyway after this long (the other worker may be stuck)
 
 
+def handshake_failure(error: BaseException) -> str:
+    """Why a TLS handshake failed, in a few words for one log line (OpenSSL's reason when there is one)."""
+    cause = error.__cause__ if error.__cause__ is not None and not isinstance(error, OSError) else error
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return str(cause.reason)
+    return str(cause) or type(cause).__name__
+
+
 def bind_listener(host: str, port: int) -> socket.socket:
     """A non-blocking TCP listening socket on host:port (IPv4 or IPv6 by the form of host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -225,12 +233,16 @@ class Acceptor:
     async def _connect(self, conn: socket.socket) -> None:
         assert self._loop is not None
         try:
+            peer = conn.getpeername()[0]
+        except OSError:  # already reset by the client
+            peer = "?"
+        try:
             await self._loop.connect_accepted_socket(
                 self._factory, conn, ssl=self._tls,
                 ssl_handshake_timeout=self._handshake_timeout if self._tls is not None else None,
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.info("connection dropped during the TLS handshake: %s", exc)
+            log.info("tls handshake failed peer=%s reason=%s", peer, handshake_failure(exc))
             conn.close()
         finally:
             if self._load is not None:

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from ..auth.ratelimit import FailureLimiter, Limits
 from ..config import LimitsSettings
 from ..connection_limits import ConnectionLimiter, Refusal
-from ..trust_space.tls import handshake_failure, peer_tls
+from ..listening import handshake_failure
+from ..trust_space.tls import peer_tls
 from . import policy
 from .replies import PrintableLog, printable, with_enhanced_code
 

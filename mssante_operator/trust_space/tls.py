@@ -50,14 +50,6 @@ def client_context(cert: Path | None, key: Path | None, ca_bundle: Path) -> ssl.
     return context
 
 
-def handshake_failure(error: BaseException) -> str:
-    """Why a TLS handshake failed, in a few words for one log line (OpenSSL's reason when there is one)."""
-    cause = error.__cause__ if error.__cause__ is not None and not isinstance(error, OSError) else error
-    if isinstance(cause, ssl.SSLError) and cause.reason:
-        return str(cause.reason)
-    return str(cause) or type(cause).__name__
-
-
 @dataclass(frozen=True)
 class PeerTls:
     """What the TLS layer tells us about a connected peer."""
