@@ -30,6 +30,7 @@ from harness import (
     signed,
 )
 
+from mssante_operator.connection_limits import ConnectionLimiter, Refusal
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.tls import client_context, server_context
@@ -240,3 +241,38 @@ def test_cbc_suites_are_refused_and_the_failure_is_one_log_line(tmp_path, caplog
     assert record.getMessage() in {"tls handshake failed peer=127.0.0.1 reason=NO_SHARED_CIPHER",
                                    "tls handshake failed peer=127.0.0.1 reason=NO_CIPHERS_AVAILABLE"}
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+# --- the limiter's bookkeeping -------------------------------------------------------------------------------
+
+
+class _Session:
+    def __init__(self, limiter: ConnectionLimiter, ip: str) -> None:
+        self.limiter, self.ip = limiter, ip
+        self.hurried = self.evicted = False
+
+    def hurry(self) -> None:
+        self.hurried = True
+
+    def evict(self) -> None:
+        self.evicted = True
+        self.limiter.working(self)
+        self.limiter.release(self.ip)
+
+
+def test_limiter_hurries_waiting_sessions_under_pressure_and_evicts_the_oldest_when_full():
+    limiter = ConnectionLimiter(maximum=3, per_ip=1, stress_threshold=1.0)
+    sessions = []
+    for n in range(3):
+        assert limiter.acquire(f"10.0.0.{n}") is None
+        sessions.append(_Session(limiter, f"10.0.0.{n}"))
+        limiter.waiting(sessions[-1])
+        if n == 0:
+            limiter.working(sessions[0])  # started a transaction: never hurried, never evicted
+    assert [s.hurried for s in sessions] == [False, True, False]  # told on entering stress (3 of 3)
+    assert limiter.under_pressure
+    assert limiter.acquire("10.0.0.1") is Refusal.TOO_MANY_FROM_IP  # the per-source limit holds
+    assert limiter.acquire("10.0.0.9") is None
+    assert [s.evicted for s in sessions] == [False, True, False]
+    limiter.working(sessions[2])
+    assert limiter.acquire("10.0.0.8") is Refusal.TOO_MANY_OVERALL  # nobody idle left to give a slot
