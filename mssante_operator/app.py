@@ -126,7 +126,7 @@ class Operator:
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
         self._imap_limiter: ConnectionLimiter | None = None
-        self._recipient_failures = recipient_failures(settings.limits)  # per certificate, for every SMTP listener
+        self._recipient_failures = recipient_failures(settings.limits)  # per peer certificate, both MTA listeners
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
         self._imap_sessions: dict[ImapConnection, asyncio.Task[None]] = {}  # open ones, told BYE at stop()
         self._stopping = False
@@ -293,7 +293,7 @@ class Operator:
         limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load,
                                     stress_threshold=limits.stress_threshold)
         options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
-                   "failures": self._recipient_failures,
+                   "error_limits": True,
                    "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
         if name in SUBMISSION_LISTENERS:
             submission_handler = SubmissionHandler(self.submission_context)
@@ -304,7 +304,7 @@ class Operator:
             mta_handler = MtaHandler(self.mta_context)
 
             def factory() -> GuardedSMTP:
-                return GuardedSMTP(mta_handler, **options)  # type: ignore[arg-type]
+                return GuardedSMTP(mta_handler, failures=self._recipient_failures, **options)  # type: ignore[arg-type]
 
         sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
         acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)

@@ -212,7 +212,7 @@ class LimitsSettings(_Section):
     session_timeout: Duration = 1800.0
     # Directory harvesting (Postfix's smtpd_soft/hard_error_limit, smtpd_error_sleep_time): after
     # soft_error_limit refused recipients in a session each further refusal waits error_sleep; at
-    # hard_error_limit the session ends with 421 4.7.0. Across sessions, a client certificate may
+    # hard_error_limit the session ends with 421 4.7.0. Across sessions, a peer certificate (MTA) may
     # collect failed_recipients_per_certificate refused recipients within failed_recipients_window.
     soft_error_limit: int = Field(default=5, ge=0)
     hard_error_limit: int = Field(default=20, ge=1)

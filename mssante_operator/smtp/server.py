@@ -143,11 +143,13 @@ class GuardedSMTP(SMTP):
         limits: LimitsSettings,
         limiter: ConnectionLimiter,
         hostname: str,
+        error_limits: bool = False,
         failures: FailureLimiter | None = None,
         **kwargs: Any,
     ) -> None:
-        """``failures``: the ledger of refused recipients per client certificate; given, the harvesting
-        limits apply (a listener facing peers or users); None for a trusted client (mes_bridge's LMTP)."""
+        """``error_limits``: the session's limits on refused recipients apply (listeners facing peers or
+        users; not mes_bridge's LMTP, whose only client is the operator); ``failures``: the ledger of
+        refused recipients per client certificate across sessions (the MTA listeners: peer operators)."""
         # Class attribute read by SMTP.__init__ for the stream limit: 998 + transparent dot + CRLF.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -166,6 +168,7 @@ class GuardedSMTP(SMTP):
         self._client_ip: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._ehlo_lines: list[str] | None = None
+        self._error_limits = error_limits
         self._failures = failures
         self._refused_recipients = 0
         self._closing = False  # a 421 was sent: nothing more is said
@@ -344,11 +347,11 @@ class GuardedSMTP(SMTP):
         """Postfix's soft and hard error limits for refused recipients, and the certificate's budget:
         past the soft limit each refusal waits ``error_sleep``; at the hard limit, or when the certificate
         has used its budget, the session ends with 421."""
-        if self._failures is None:
+        if not self._error_limits:
             return status
         self._refused_recipients += 1
         key = self._certificate_key()
-        if key is not None:
+        if key is not None and self._failures is not None:
             self._failures.failed(key, "")
         if self._refused_recipients >= self.limits.hard_error_limit or self._certificate_over_budget():
             closing = (policy.TOO_MANY_FAILED_RECIPIENTS if self._refused_recipients >= self.limits.hard_error_limit
