@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import authres
 import pytest
 
 from mssante_operator.smtp import headers
+from mssante_operator.trust_space.dn import parse_dn
 
 OURS = "mx.hopital-demo.mssante.fr"
 BODY = b"\r\nBonjour,\r\nAuthentication-Results: mx.hopital-demo.mssante.fr; dkim=pass\r\n"
@@ -258,6 +260,21 @@ def test_authentication_results_separate_each_method_result():
         ("x-mssante-tls", "pass", {"smtp.mailfrom": "labo-biolab.mssante.fr",
                                    "policy.peer-dn": "CN=mx.labo-biolab.mssante.fr,O=Labo"}),
     ]
+
+
+def test_a_non_ascii_dn_is_written_as_the_same_dn_in_ascii():
+    dn = "CN=smtp.labo-biolab.mssante.fr,O=LABORATOIRE BIOLAB,ST=Rhône (69),C=FR"
+    value = headers.authentication_results_value(OURS, [headers.tls_result_text(dn, "labo-biolab.mssante.fr")])
+    [(_, _, properties)] = _parsed_results(value)
+    assert value.isascii()
+    peer_dn = unquoted(properties["policy.peer-dn"])
+    assert peer_dn == "CN=smtp.labo-biolab.mssante.fr,O=LABORATOIRE BIOLAB,ST=Rh\\C3\\B4ne (69),C=FR"
+    assert parse_dn(peer_dn) == parse_dn(dn)
+
+
+def unquoted(value: str) -> str:
+    """A quoted-string's content with its quoted-pairs undone (authres keeps them as written)."""
+    return re.sub(r"\\(.)", r"\1", value)
 
 
 def test_a_failure_reason_with_parentheses_stays_one_comment():

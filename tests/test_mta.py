@@ -7,6 +7,8 @@ rewrite the liste blanche get a kit of their own.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import select
 import smtplib
 import socket
@@ -18,6 +20,7 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
+import authres
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,10 +35,12 @@ from harness import (
     running_operator,
     signed,
 )
+from test_headers import unquoted
 
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import KeyLookupError
+from mssante_operator.trust_space.dn import parse_dn
 from mssante_operator.trust_space.liste_blanche import parse_liste_blanche, render_liste_blanche
 
 HOSPITAL = "hopital-demo.mssante.fr"
@@ -632,7 +637,12 @@ def test_authentication_results_come_first_and_a_forged_one_is_removed(stored_ki
     assert header.lower().count(AUTHSERV_ID.encode()) == 2  # ours, and our name in the Received line
     assert b"Authentication-Results: mx.labo-biolab.mssante.fr; dkim=pass" in header
     assert "dkim=pass" in message.authentication_results
-    assert labo["dn"] in message.authentication_results
+    first = email.message_from_bytes(stored, policy=email.policy.SMTPUTF8).get_all("Authentication-Results")[0]
+    ours = authres.AuthenticationResultsHeader.parse_value(str(first))  # an RFC 8601 parser reads ours back
+    assert ours.authserv_id == AUTHSERV_ID
+    assert [(result.method, result.result) for result in ours.results] == [("dkim", "pass"), ("x-mssante-tls", "pass")]
+    peer_dn = next(p.value for p in ours.results[1].properties if (p.type, p.name) == ("policy", "peer-dn"))
+    assert parse_dn(unquoted(peer_dn)) == parse_dn(labo["dn"])
 
 
 # --- timeouts and connection limits (kits of their own) ------------------------------------------------------

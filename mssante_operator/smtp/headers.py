@@ -160,6 +160,13 @@ def dkim_result_text(result: str, domain: str, selector: str, b_prefix: str, rea
     return text + f" header.d={domain} header.s={selector} header.b={b_prefix}"
 
 
+def _ascii_dn(dn_text: str) -> str:
+    """An RFC 4514 DN in ASCII: each non-ASCII character as the hex pairs of its UTF-8 bytes (``Rh\\C3\\B4ne``),
+    which is the same DN, and which an RFC 8601 value (an RFC 2045 quoted-string) can carry."""
+    return "".join(char if char.isascii() else "".join(f"\\{byte:02X}" for byte in char.encode()) for char in dn_text)
+
+
 def tls_result_text(dn_text: str, mail_from_domain: str) -> str:
     """Our record of the mutual-TLS check: the peer certificate DN listed for the sender domain."""
-    return f"x-mssante-tls=pass smtp.mailfrom={mail_from_domain or '<>'} policy.peer-dn={_quote(dn_text)}"
+    dn = _quote(_ascii_dn(dn_text))
+    return f"x-mssante-tls=pass smtp.mailfrom={mail_from_domain or '<>'} policy.peer-dn={dn}"
