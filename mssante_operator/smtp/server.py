@@ -5,7 +5,7 @@ connection limits (total and per IP, with Postfix's stress mode for idle session
 and a whole-session deadline that answer ``421`` before closing, strict CRLF on command lines,
 envelope addresses checked before any handler sees them (no control character, valid UTF-8,
 non-ASCII only with SMTPUTF8), enhanced status codes on every reply and nothing unprintable in
-one, limits on refused recipients against directory harvesting (per session and per client
+one, limits on refused recipients against directory harvesting (per session and per peer
 certificate), the ESMTP extensions we honour (PIPELINING, ENHANCEDSTATUSCODES), and the peer's TLS
 identity read once after the handshake (STARTTLS or implicit TLS) and kept on the session.
 """
@@ -54,7 +54,7 @@ class LineTooLong(Exception):
 
 
 def recipient_failures(limits: LimitsSettings) -> FailureLimiter:
-    """The ledger of refused recipients per client certificate, shared by the SMTP listeners of a process."""
+    """The ledger of refused recipients per peer certificate, shared by the MTA listeners of a process."""
     budget = Limits(free=limits.failed_recipients_per_certificate, lockout=limits.failed_recipients_per_certificate,
                     window=limits.failed_recipients_window)
     return FailureLimiter(account=budget, ip=budget)
