@@ -129,6 +129,17 @@ def test_refused_recipients_are_counted_per_certificate_across_sessions(harvest_
         assert _reply(client.rcpt(DOCTOR)).startswith("250 2.1.5")
 
 
+def test_the_submission_listener_has_the_session_error_limits(harvest_kit):
+    with smtplib.SMTP("127.0.0.1", harvest_kit.port("submission"), timeout=30) as client:
+        client.starttls(context=harvest_kit.tls_context())
+        client.login(DOCTOR, harvest_kit.mailbox(DOCTOR)["password"])
+        client.mail(DOCTOR)
+        replies = [_reply(client.rcpt(f"inconnu{n}@{HOSPITAL}")) for n in range(4)]
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+    assert [reply[:9] for reply in replies] == ["550 5.1.1"] * 3 + ["421 4.7.0"]
+
+
 def _second_labo_server(running: RunningOperator) -> dict[str, Any]:
     """A certificate of the kit's trust CA for the labo's second listed server (smtp2)."""
     home = running.home
