@@ -35,7 +35,7 @@ from .smtp.notices import Notices
 from .smtp.outbound import OutboundClient
 from .smtp.patient_path import PatientPath
 from .smtp.queue import QueueRunner
-from .smtp.server import GuardedSMTP
+from .smtp.server import GuardedSMTP, recipient_failures
 from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
 from .smtp.targets import DeliveryTargets
 from .store.facade import NewMessage, Store
@@ -131,6 +131,7 @@ class Operator:
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
         self._imap_limiter: ConnectionLimiter | None = None
+        self._recipient_failures = recipient_failures(settings.limits)  # per peer certificate, both MTA listeners
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
         self._imap_sessions: dict[ImapConnection, asyncio.Task[None]] = {}  # open ones, told BYE at stop()
         self._stopping = False
@@ -294,8 +295,10 @@ class Operator:
         context = _server_tls(self.settings)
         implicit = listener.tls == "implicit"
         limits = self.settings.limits
-        limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load)
+        limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, self._load,
+                                    stress_threshold=limits.stress_threshold)
         options = {"limits": limits, "limiter": limiter, "hostname": self.settings.operator.hostname,
+                   "error_limits": True,
                    "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
         if name in SUBMISSION_LISTENERS:
             submission_handler = SubmissionHandler(self.submission_context)
@@ -306,7 +309,7 @@ class Operator:
             mta_handler = MtaHandler(self.mta_context)
 
             def factory() -> GuardedSMTP:
-                return GuardedSMTP(mta_handler, **options)  # type: ignore[arg-type]
+                return GuardedSMTP(mta_handler, failures=self._recipient_failures, **options)  # type: ignore[arg-type]
 
         sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
         acceptor = Acceptor(sock, factory, tls=context if implicit else None, load=self._load)

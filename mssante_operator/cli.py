@@ -454,9 +454,10 @@ def send_bulk(folder: Path, server: str, tls_mode: str, cert: Path, key: Path,
 
     from .bulk.journal import JournalBusy
     from .bulk.report import REPORT_FILE, write_report
-    from .bulk.runner import BulkRun, client_context, run_bulk
+    from .bulk.runner import BulkRun, run_bulk
     from .bulk.sender import Server, SubmissionError
     from .bulk.sources import SourceError, is_address
+    from .trust_space.tls import client_context
 
     host, _, port = server.rpartition(":")
     if not host or not port.isdigit():

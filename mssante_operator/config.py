@@ -201,6 +201,8 @@ class AnnuaireSettings(_Section):
 
 
 class LimitsSettings(_Section):
+    """Limits of the SMTP listeners (MTA and submission), each counted per worker process."""
+
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
     max_line_length: int = Field(default=998, ge=78)
@@ -208,6 +210,20 @@ class LimitsSettings(_Section):
     max_connections_per_ip: int = Field(default=20, ge=1)
     idle_timeout: Duration = 300.0
     session_timeout: Duration = 1800.0
+    # Directory harvesting (Postfix's smtpd_soft/hard_error_limit, smtpd_error_sleep_time): after
+    # soft_error_limit refused recipients in a session each further refusal waits error_sleep; at
+    # hard_error_limit the session ends with 421 4.7.0. Across sessions, a peer certificate (MTA) may
+    # collect failed_recipients_per_certificate refused recipients within failed_recipients_window.
+    soft_error_limit: int = Field(default=5, ge=0)
+    hard_error_limit: int = Field(default=20, ge=1)
+    error_sleep: Duration = Field(default=1.0, ge=0.0)
+    failed_recipients_per_certificate: int = Field(default=100, ge=1)
+    failed_recipients_window: Duration = Field(default=3600.0, gt=0.0)
+    # Postfix's stress mode: once stress_threshold of max_connections are open, a session that has not
+    # yet had a MAIL accepted is closed after stress_idle_timeout of silence, and when every slot is
+    # taken the oldest such session gives its slot to the new connection.
+    stress_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    stress_idle_timeout: Duration = Field(default=10.0, gt=0.0)
 
 
 class SubmissionSettings(_Section):

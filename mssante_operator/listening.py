@@ -37,6 +37,14 @@ DEFER_STEP = 0.002  # a busier worker looks again after this long ...
 DEFER_LIMIT = 0.05  # ... and accepts anyway after this long (the other worker may be stuck)
 
 
+def handshake_failure(error: BaseException) -> str:
+    """Why a TLS handshake failed, in a few words for one log line (OpenSSL's reason when there is one)."""
+    cause = error.__cause__ if error.__cause__ is not None and not isinstance(error, OSError) else error
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return str(cause.reason)
+    return str(cause) or type(cause).__name__
+
+
 def bind_listener(host: str, port: int) -> socket.socket:
     """A non-blocking TCP listening socket on host:port (IPv4 or IPv6 by the form of host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -230,8 +238,7 @@ class Acceptor:
                 ssl_handshake_timeout=self._handshake_timeout if self._tls is not None else None,
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError: one line, no traceback
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            log.info("TLS handshake failed peer=%s reason=%s", peer, reason)
+            log.info("TLS handshake failed peer=%s reason=%s", peer, handshake_failure(exc))
             conn.close()
         finally:
             if self._load is not None:

@@ -20,10 +20,9 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from mssante_operator.bulk.journal import Outcome
-from mssante_operator.bulk.runner import client_context
 from mssante_operator.bulk.sender import Job, Server, SubmissionError, send_all
 from mssante_operator.demo_kit import create_kit
-from mssante_operator.trust_space.tls import server_context
+from mssante_operator.trust_space.tls import client_context, server_context
 
 APP = "labo-auto@hopital-demo.mssante.fr"
 DOCTOR = "dr.martin@hopital-demo.mssante.fr"

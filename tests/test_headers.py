@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
+import authres
 import pytest
 
 from mssante_operator.smtp import headers
+from mssante_operator.trust_space.dn import parse_dn
 
 OURS = "mx.hopital-demo.mssante.fr"
 BODY = b"\r\nBonjour,\r\nAuthentication-Results: mx.hopital-demo.mssante.fr; dkim=pass\r\n"
@@ -218,11 +221,6 @@ def test_received_header_without_a_single_recipient_has_no_for_clause():
     assert b" for <" not in trace
 
 
-def test_authentication_results_value_puts_one_result_per_folded_line():
-    value = headers.authentication_results_value(OURS, ["dkim=pass header.d=labo.fr", "x-mssante-tls=pass"])
-    assert value == f"{OURS};\r\n\tdkim=pass header.d=labo.fr\r\n\tx-mssante-tls=pass"
-
-
 def test_authentication_results_value_without_results_says_none():
     assert headers.authentication_results_value(OURS, []) == f"{OURS}; none"
 
@@ -241,3 +239,49 @@ def test_tls_result_text_quotes_the_peer_dn():
         'x-mssante-tls=pass smtp.mailfrom=labo.fr policy.peer-dn="CN=smtp.labo.fr,O=Labo \\\\\\"Bio\\\\\\",C=FR"'
     )
     assert "smtp.mailfrom=<>" in headers.tls_result_text("CN=a", "")
+
+
+# --- Authentication-Results, read back by an RFC 8601 parser -----------------------------------------
+
+
+def _parsed_results(value: str) -> list[tuple[str, str, dict[str, str]]]:
+    parsed = authres.AuthenticationResultsHeader.parse_value(value)
+    assert parsed.authserv_id == OURS
+    return [(r.method, r.result, {f"{p.type}.{p.name}": p.value for p in r.properties}) for r in parsed.results]
+
+
+def test_authentication_results_separate_each_method_result():
+    value = headers.authentication_results_value(OURS, [
+        headers.dkim_result_text("pass", "labo-biolab.mssante.fr", "s2026", "abcdEFGH", ""),
+        headers.tls_result_text("CN=mx.labo-biolab.mssante.fr,O=Labo", "labo-biolab.mssante.fr"),
+    ])
+    assert _parsed_results(value) == [
+        ("dkim", "pass", {"header.d": "labo-biolab.mssante.fr", "header.s": "s2026", "header.b": "abcdEFGH"}),
+        ("x-mssante-tls", "pass", {"smtp.mailfrom": "labo-biolab.mssante.fr",
+                                   "policy.peer-dn": "CN=mx.labo-biolab.mssante.fr,O=Labo"}),
+    ]
+
+
+def test_a_non_ascii_dn_is_written_as_the_same_dn_in_ascii():
+    dn = "CN=smtp.labo-biolab.mssante.fr,O=LABORATOIRE BIOLAB,ST=Rhône (69),C=FR"
+    value = headers.authentication_results_value(OURS, [headers.tls_result_text(dn, "labo-biolab.mssante.fr")])
+    [(_, _, properties)] = _parsed_results(value)
+    assert value.isascii()
+    peer_dn = unquoted(properties["policy.peer-dn"])
+    assert peer_dn == "CN=smtp.labo-biolab.mssante.fr,O=LABORATOIRE BIOLAB,ST=Rh\\C3\\B4ne (69),C=FR"
+    assert parse_dn(peer_dn) == parse_dn(dn)
+
+
+def unquoted(value: str) -> str:
+    """A quoted-string's content with its quoted-pairs undone (authres keeps them as written)."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def test_a_failure_reason_with_parentheses_stays_one_comment():
+    value = headers.authentication_results_value(OURS, [
+        headers.dkim_result_text("fail", "labo.fr", "s1", "abcd", "body hash (bh=) did not verify) x=y; z ("),
+        headers.tls_result_text("CN=mx.labo.fr", "labo.fr"),
+    ])
+    assert [(method, result) for method, result, _ in _parsed_results(value)] == [
+        ("dkim", "fail"), ("x-mssante-tls", "pass"),
+    ]

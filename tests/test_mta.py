@@ -7,6 +7,8 @@ rewrite the liste blanche get a kit of their own.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import select
 import smtplib
 import socket
@@ -18,6 +20,7 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
+import authres
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,10 +35,12 @@ from harness import (
     running_operator,
     signed,
 )
+from test_headers import unquoted
 
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import KeyLookupError
+from mssante_operator.trust_space.dn import parse_dn
 from mssante_operator.trust_space.liste_blanche import parse_liste_blanche, render_liste_blanche
 
 HOSPITAL = "hopital-demo.mssante.fr"
@@ -425,11 +430,97 @@ def test_over_long_line_in_data_is_refused_500_5_5_2(running, labo):
     assert reply.startswith("500 5.5.2 Line too long")
 
 
-def test_over_long_command_line_is_refused_500_5_5_2(running, labo):
+def test_over_long_command_line_is_refused_500_5_5_2_line_too_long(running, labo):
     with connect(running, labo) as client:
         reply = _reply(client.mail("a" * 2000 + "@labo-biolab.mssante.fr"))
         assert _reply(client.noop()).startswith("250")
-    assert reply.startswith("500 5.5.2")
+    assert reply.startswith("500 5.5.2 Command line too long")
+
+
+@pytest.mark.parametrize("size", [1001, 2000, 70_000])
+def test_over_long_command_line_sent_in_pieces_is_line_too_long(running, labo, size):
+    with connect(running, labo) as client:
+        line = b"MAIL FROM:<" + b"a" * size + b"@labo-biolab.mssante.fr>\r\n"
+        for start in range(0, len(line), 997):
+            client.send(line[start : start + 997])
+        reply = _reply(client.getreply())
+        assert _reply(client.noop()).startswith("250")
+    assert reply.startswith("500 5.5.2 Command line too long")
+
+
+# --- envelope syntax: control characters, SMTPUTF8 (RFC 6531) ---------------------------------------------
+
+
+def _command(client: smtplib.SMTP, line: bytes) -> str:
+    """Send one command line byte for byte; its reply."""
+    client.send(line + b"\r\n")
+    return _reply(client.getreply())
+
+
+def _printable(reply: str) -> bool:
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xDC80 <= ord(c) <= 0xDCFF for c in reply)
+
+
+@pytest.mark.parametrize("junk", [b"\x00", b"\x01", b"\x1b[31m", b"\x7f", b"\x0b"])
+def test_control_character_in_mail_from_is_refused_501_5_1_7(running, labo, junk, caplog):
+    caplog.set_level("DEBUG")
+    sender = labo["sender"].encode()
+    with connect(running, labo) as client:
+        reply = _command(client, b"MAIL FROM:<x" + junk + sender + b">")
+        accepted = _command(client, b"MAIL FROM:<" + sender + b">")
+    assert reply.startswith("501 5.1.7 ")
+    assert accepted.startswith("250 2.1.0")
+    assert all(_printable(record.getMessage()) for record in caplog.records)
+
+
+@pytest.mark.parametrize("junk", [b"\x00", b"\x08", b"\x1b]0;owned\x07", b"\xc2\x85"])
+def test_control_character_in_rcpt_to_is_refused_553_5_1_3(running, labo, junk, caplog):
+    caplog.set_level("DEBUG")
+    with connect(running, labo) as client:
+        client.mail(labo["sender"], ["SMTPUTF8"])
+        reply = _command(client, b"RCPT TO:<dr.martin" + junk + b"@" + HOSPITAL.encode() + b">")
+        accepted = _reply(client.rcpt(DOCTOR))
+    assert reply.startswith("553 5.1.3 ")
+    assert _printable(reply)
+    assert accepted.startswith("250 2.1.5")
+    assert all(_printable(record.getMessage()) for record in caplog.records)
+
+
+def test_non_ascii_address_without_smtputf8_is_refused_553_5_6_7(running, labo):
+    with connect(running, labo) as client:
+        mail = _command(client, "MAIL FROM:<hélène@labo-biolab.mssante.fr>".encode())
+        assert _command(client, f"MAIL FROM:<{labo['sender']}>".encode()).startswith("250")
+        rcpt = _command(client, f"RCPT TO:<hélène@{HOSPITAL}>".encode())
+    assert mail.startswith("553 5.6.7 ")
+    assert rcpt.startswith("553 5.6.7 ")
+
+
+def test_non_ascii_address_with_smtputf8_is_looked_up(running, labo):
+    with connect(running, labo) as client:
+        assert _command(client, f"MAIL FROM:<{labo['sender']}> SMTPUTF8".encode()).startswith("250")
+        rcpt = _command(client, f"RCPT TO:<hélène@{HOSPITAL}>".encode())
+    assert rcpt.startswith("550 5.1.1 ")
+    assert "hélène" in rcpt
+
+
+@pytest.mark.parametrize("smtputf8", [b"", b" SMTPUTF8"])
+def test_invalid_utf8_address_is_refused_with_or_without_smtputf8(running, labo, smtputf8, caplog):
+    caplog.set_level("DEBUG")
+    with connect(running, labo) as client:
+        mail = _command(client, b"MAIL FROM:<r\xe9sultats@labo-biolab.mssante.fr>" + smtputf8)
+        assert _command(client, f"MAIL FROM:<{labo['sender']}>".encode() + smtputf8).startswith("250")
+        rcpt = _command(client, b"RCPT TO:<h\xc3l\xe8ne@" + HOSPITAL.encode() + b">")
+    assert mail.startswith("501 5.1.7 ")
+    assert rcpt.startswith("553 5.1.3 ")
+    assert _printable(mail) and _printable(rcpt)
+    assert all(_printable(record.getMessage()) for record in caplog.records)
+
+
+def test_unknown_command_with_control_characters_is_not_echoed_raw(running, labo):
+    with connect(running, labo) as client:
+        reply = _command(client, b"\x1b[2JFOO bar")
+    assert reply.startswith("500 5.5.")
+    assert _printable(reply)
 
 
 # --- PIPELINING, SMTPUTF8 ----------------------------------------------------------------------------------------
@@ -546,7 +637,12 @@ def test_authentication_results_come_first_and_a_forged_one_is_removed(stored_ki
     assert header.lower().count(AUTHSERV_ID.encode()) == 2  # ours, and our name in the Received line
     assert b"Authentication-Results: mx.labo-biolab.mssante.fr; dkim=pass" in header
     assert "dkim=pass" in message.authentication_results
-    assert labo["dn"] in message.authentication_results
+    first = email.message_from_bytes(stored, policy=email.policy.SMTPUTF8).get_all("Authentication-Results")[0]
+    ours = authres.AuthenticationResultsHeader.parse_value(str(first))  # an RFC 8601 parser reads ours back
+    assert ours.authserv_id == AUTHSERV_ID
+    assert [(result.method, result.result) for result in ours.results] == [("dkim", "pass"), ("x-mssante-tls", "pass")]
+    peer_dn = next(p.value for p in ours.results[1].properties if (p.type, p.name) == ("policy", "peer-dn"))
+    assert parse_dn(unquoted(peer_dn)) == parse_dn(labo["dn"])
 
 
 # --- timeouts and connection limits (kits of their own) ------------------------------------------------------

@@ -264,3 +264,30 @@ def test_refusal_with_mismatched_classes_is_a_programming_error():
         Refusal(550, "4.7.1", "mismatch")
     with pytest.raises(ValueError):
         Refusal(250, "2.0.0", "not a refusal")
+
+
+# --- envelope syntax ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["<a\x00b@labo.fr>", "<a@labo\x7f.fr>", "<a\x85@labo.fr>", "<a@labo.fr> SIZE=1\x1b"])
+def test_control_characters_are_refused_by_command(text):
+    assert policy.check_envelope_text(text, recipient=False).reply.startswith("501 5.1.7 Bad sender address syntax")
+    assert policy.check_envelope_text(text, recipient=True).reply.startswith("553 5.1.3 Bad recipient address syntax")
+
+
+def test_invalid_utf8_is_refused_and_never_quoted():
+    text = b"<h\xe9l\xe8ne@labo.fr>".decode("utf-8", "surrogateescape")  # as aiosmtpd decodes it
+    refusal = policy.check_envelope_text(text, recipient=True)
+    assert refusal == Refusal(553, "5.1.3", "Bad recipient address syntax: the address is not valid UTF-8")
+
+
+@pytest.mark.parametrize("text", ["<a@labo.fr>", "<hélène@labo.fr> SMTPUTF8", "<>", ""])
+def test_printable_envelope_text_passes(text):
+    assert policy.check_envelope_text(text, recipient=False) is None
+
+
+def test_non_ascii_address_needs_smtputf8():
+    assert policy.check_smtputf8("hélène@labo.fr", recipient=False, smtputf8=True) is None
+    assert policy.check_smtputf8("helene@labo.fr", recipient=True, smtputf8=False) is None
+    refusal = policy.check_smtputf8("hélène@labo.fr", recipient=True, smtputf8=False)
+    assert refusal is not None and refusal.reply.startswith("553 5.6.7 Non-ASCII recipient address")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mssante_operator.smtp.replies import with_enhanced_code
+from mssante_operator.smtp.replies import printable, with_enhanced_code
 
 
 def _rewrite(reply: str) -> str:
@@ -76,3 +76,10 @@ def test_size_and_line_limits_come_from_the_configuration():
     reply = with_enhanced_code("552 Error: Too much mail data", max_line=78, max_size=26214400)
     assert reply == "552 5.3.4 Message too big: at most 26214400 bytes are accepted"
     assert "at most 78 characters" in with_enhanced_code("500 Line too long", max_line=78, max_size=1)
+
+
+def test_printable_escapes_controls_and_invalid_utf8_and_keeps_the_rest():
+    text = "a\x00b\x1b[2J\r\n\x85" + b"\xe9".decode("utf-8", "surrogateescape") + "é — ok"
+    assert printable(text) == "a\\x00b\\x1b[2J\\x0d\\x0a\\x85\\xe9é — ok"
+    clean = "250 2.1.5 Recipient accepted"
+    assert printable(clean) is clean

@@ -231,6 +231,27 @@ def test_unknown_and_app_local_recipients(running: RunningOperator) -> None:
         assert code == 550 and text.startswith(b"5.7.1")
 
 
+def test_envelope_syntax_is_checked_before_routing(running: RunningOperator) -> None:
+    with submit_client(running) as client:
+        def command(line: bytes) -> tuple[int, bytes]:
+            client.send(line + b"\r\n")
+            return client.getreply()
+
+        control_sender = command(b"MAIL FROM:<dr.martin\x00@" + OPERATOR_DOMAIN.encode() + b">")
+        utf8_sender = command("MAIL FROM:<hélène@hopital-demo.mssante.fr>".encode())
+        assert client.mail(DOCTOR)[0] == 250
+        control_rcpt = command(b"RCPT TO:<x\x1b[2J@" + OPERATOR_DOMAIN.encode() + b">")
+        utf8_rcpt = command(f"RCPT TO:<hélène@{OPERATOR_DOMAIN}>".encode())
+        broken_rcpt = command(b"RCPT TO:<h\xe9l\xe8ne@" + OPERATOR_DOMAIN.encode() + b">")
+    assert control_sender[0] == 501 and control_sender[1].startswith(b"5.1.7 ")
+    assert utf8_sender[0] == 553 and utf8_sender[1].startswith(b"5.6.7 ")
+    assert control_rcpt[0] == 553 and control_rcpt[1].startswith(b"5.1.3 ")
+    assert utf8_rcpt[0] == 553 and utf8_rcpt[1].startswith(b"5.6.7 ")
+    assert broken_rcpt[0] == 553 and broken_rcpt[1].startswith(b"5.1.3 ")
+    assert not any(byte < 0x20 or byte >= 0x7F for reply in (control_sender, control_rcpt, broken_rcpt)
+                   for byte in reply[1])
+
+
 def test_local_delivery_sent_copy_and_prepared_headers(running: RunningOperator) -> None:
     raw = letter(DOCTOR, [SECRETARY], subject="Préparé", bcc=[CARDIO], message_id=False, date=False)
     with submit_client(running) as client:

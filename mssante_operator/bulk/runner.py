@@ -5,7 +5,6 @@ Kept apart from the command line so tests (and a laboratory's own scripts) can r
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,14 +29,6 @@ class BulkRun:
     connections: int = 4
     retries: int = 3
     backoff: Sequence[float] = (1.0, 5.0, 15.0)
-
-
-def client_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """TLS 1.2+, presenting the APP certificate, trusting only ``ca`` for the server (host name checked)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
 
 
 def plan(run: BulkRun, journal: Journal) -> tuple[list[Job], int]:

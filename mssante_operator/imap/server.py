@@ -18,6 +18,7 @@ import ssl
 from dataclasses import dataclass
 
 from ..connection_limits import ConnectionLimiter, Refusal
+from ..listening import handshake_failure
 from ..trust_space.tls import PeerTls, peer_tls
 from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
 from .commands import Command, Idle, StartTLS
@@ -221,7 +222,7 @@ class ImapConnection:
         try:
             await self.writer.start_tls(self.tls_context, ssl_handshake_timeout=30)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            log.info("STARTTLS handshake failed peer=%s: %s", self.session.peer_ip, exc)
+            log.info("TLS handshake failed peer=%s reason=%s", self.session.peer_ip, handshake_failure(exc))
             raise Disconnect from None
         self.session.tls = True
         self.session.peer_tls = self._peer_certificate(self.writer.get_extra_info("ssl_object"))

@@ -142,17 +142,31 @@ def _quote(value: str) -> str:
 
 
 def authentication_results_value(authserv_id: str, results: list[str]) -> str:
-    """The value of an Authentication-Results header, one method result per folded line."""
-    return authserv_id + ";" + "".join(f"\r\n\t{result}" for result in results) if results else authserv_id + "; none"
+    """The value of an Authentication-Results header: each method result (resinfo) after its own ";"
+    (RFC 8601 2.2), on its own folded line; without the ";" a parser reads the next result as
+    properties of the previous one."""
+    return authserv_id + "".join(f";\r\n\t{result}" for result in results) if results else authserv_id + "; none"
+
+
+def _comment(text: str) -> str:
+    """An RFC 5322 comment holding ``text``: parentheses and backslashes quoted, so that it stays one comment."""
+    return "(" + re.sub(r"([()\\])", r"\\\1", text) + ")"
 
 
 def dkim_result_text(result: str, domain: str, selector: str, b_prefix: str, reason: str) -> str:
     text = f"dkim={result}"
     if reason and result != "pass":
-        text += f" ({reason[:120]})"
+        text += " " + _comment(reason[:120])
     return text + f" header.d={domain} header.s={selector} header.b={b_prefix}"
+
+
+def _ascii_dn(dn_text: str) -> str:
+    """An RFC 4514 DN in ASCII: each non-ASCII character as the hex pairs of its UTF-8 bytes (``Rh\\C3\\B4ne``),
+    which is the same DN, and which an RFC 8601 value (an RFC 2045 quoted-string) can carry."""
+    return "".join(char if char.isascii() else "".join(f"\\{byte:02X}" for byte in char.encode()) for char in dn_text)
 
 
 def tls_result_text(dn_text: str, mail_from_domain: str) -> str:
     """Our record of the mutual-TLS check: the peer certificate DN listed for the sender domain."""
-    return f"x-mssante-tls=pass smtp.mailfrom={mail_from_domain or '<>'} policy.peer-dn={_quote(dn_text)}"
+    dn = _quote(_ascii_dn(dn_text))
+    return f"x-mssante-tls=pass smtp.mailfrom={mail_from_domain or '<>'} policy.peer-dn={dn}"

@@ -33,8 +33,10 @@ from ..trust_space.tls import PeerTls
 from . import headers, policy
 from .local_delivery import LocalDelivery
 from .patient_path import PatientPath, check_content, conversation_events
+from .replies import PrintableLog
 
 log = logging.getLogger(__name__)
+log.addFilter(PrintableLog())  # client text (domains, replies) in log lines
 
 
 @dataclass

@@ -2,12 +2,37 @@
 
 aiosmtpd answers many protocol errors itself ("500 Line too long", "552 Error: Too much mail
 data", "250 OK"). Our peers and their administrators rely on enhanced codes, so every such reply is
-rewritten here, in one table, before it leaves the server.
+rewritten here, in one table, before it leaves the server. Client text that a reply or a log line
+carries is made printable here too.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+
+# C0 controls, DEL, C1 controls, and the bytes of invalid UTF-8 (decoded by aiosmtpd as lone surrogates).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and invalid UTF-8 bytes written as ``\\xNN``: client text in a reply
+    or a log line can then neither drive a terminal nor forge a line."""
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()) & 0xFF:02x}", text)
+
+
+class PrintableLog(logging.Filter):
+    """Makes the messages of a logger that carries client text printable (added to the SMTP loggers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = printable(message)
+        if clean is not message:
+            record.msg, record.args = clean, None
+        return True
+
 
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 

@@ -1,10 +1,13 @@
 """A hardened aiosmtpd session shared by our SMTP listeners.
 
 aiosmtpd parses the protocol; this subclass adds what a public-facing MTA needs on top of it:
-connection limits (total and per IP), an idle timeout and a whole-session deadline that answer
-``421`` before closing, strict CRLF on command lines, enhanced status codes on every reply, the
-ESMTP extensions we honour (PIPELINING, ENHANCEDSTATUSCODES), and the peer's TLS identity read once
-after the handshake (STARTTLS or implicit TLS) and kept on the session.
+connection limits (total and per IP, with Postfix's stress mode for idle sessions), an idle timeout
+and a whole-session deadline that answer ``421`` before closing, strict CRLF on command lines,
+envelope addresses checked before any handler sees them (no control character, valid UTF-8,
+non-ASCII only with SMTPUTF8), enhanced status codes on every reply and nothing unprintable in
+one, limits on refused recipients against directory harvesting (per session and per peer
+certificate), the ESMTP extensions we honour (PIPELINING, ENHANCEDSTATUSCODES), and the peer's TLS
+identity read once after the handshake (STARTTLS or implicit TLS) and kept on the session.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException
+from cryptography.hazmat.primitives import hashes
 
+from ..auth.ratelimit import FailureLimiter, Limits
 from ..config import LimitsSettings
 from ..connection_limits import ConnectionLimiter, Refusal
+from ..listening import handshake_failure
 from ..trust_space.tls import peer_tls
-from .replies import with_enhanced_code
+from . import policy
+from .replies import PrintableLog, printable, with_enhanced_code
 
 log = logging.getLogger(__name__)
+log.addFilter(PrintableLog())
+logging.getLogger("mail.log").addFilter(PrintableLog())  # aiosmtpd logs commands and addresses as received
 
 
 _REFUSALS = {
@@ -40,6 +49,17 @@ class BareLineEnding(Exception):
     """A command line ended with a bare LF (or held a bare CR)."""
 
 
+class LineTooLong(Exception):
+    """A command line longer than the stream limit: read to its end and dropped."""
+
+
+def recipient_failures(limits: LimitsSettings) -> FailureLimiter:
+    """The ledger of refused recipients per peer certificate, shared by the MTA listeners of a process."""
+    budget = Limits(free=limits.failed_recipients_per_certificate, lockout=limits.failed_recipients_per_certificate,
+                    window=limits.failed_recipients_window)
+    return FailureLimiter(account=budget, ip=budget)
+
+
 class _StrictLineReader(asyncio.StreamReader):
     """Refuses command lines that do not end with CRLF, and reads DATA in one C-level search.
 
@@ -49,10 +69,27 @@ class _StrictLineReader(asyncio.StreamReader):
     """
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        line = await super().readuntil(separator)
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError as error:
+            if separator != b"\n":
+                raise
+            await self._discard_line(error.consumed)
+            raise LineTooLong from None
         if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
             raise BareLineEnding
         return line
+
+    async def _discard_line(self, consumed: int) -> None:
+        """Drop the rest of an over-long line, up to and with its LF (aiosmtpd would read the tail of the
+        line as a line of its own, and a tail holding only the LF as a bare LF)."""
+        while True:
+            await self.read(consumed)
+            try:
+                await super().readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as error:
+                consumed = error.consumed
 
     async def read_data(self, max_size: int, on_progress: Callable[[], None]) -> bytes | None:
         """The dot-stuffed payload (final CRLF kept, terminator dropped).
@@ -106,8 +143,13 @@ class GuardedSMTP(SMTP):
         limits: LimitsSettings,
         limiter: ConnectionLimiter,
         hostname: str,
+        error_limits: bool = False,
+        failures: FailureLimiter | None = None,
         **kwargs: Any,
     ) -> None:
+        """``error_limits``: the session's limits on refused recipients apply (listeners facing peers or
+        users; not mes_bridge's LMTP, whose only client is the operator); ``failures``: the ledger of
+        refused recipients per client certificate across sessions (the MTA listeners: peer operators)."""
         # Class attribute read by SMTP.__init__ for the stream limit: 998 + transparent dot + CRLF.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -126,6 +168,10 @@ class GuardedSMTP(SMTP):
         self._client_ip: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._ehlo_lines: list[str] | None = None
+        self._error_limits = error_limits
+        self._failures = failures
+        self._refused_recipients = 0
+        self._closing = False  # a 421 was sent: nothing more is said
 
     # --- connection life cycle -------------------------------------------------------------
 
@@ -141,6 +187,7 @@ class GuardedSMTP(SMTP):
                 transport.close()
                 return
             self._client_ip = ip
+            self._limiter.waiting(self)
             self._deadline = asyncio.get_running_loop().call_later(
                 self.limits.session_timeout, self._close_with, "421 4.4.2 Session too long; closing"
             )
@@ -155,14 +202,19 @@ class GuardedSMTP(SMTP):
                      self.session.peer_tls.dn_text)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._client_ip is not None:
-            self._limiter.release(self._client_ip)
-            self._client_ip = None
+        self._release()
         if self._deadline is not None:
             self._deadline.cancel()
         if self.session is None:  # refused in connection_made: aiosmtpd never started
             return
         super().connection_lost(error)
+
+    def _release(self) -> None:
+        """Give the connection slot back (once)."""
+        self._limiter.working(self)
+        if self._client_ip is not None:
+            self._limiter.release(self._client_ip)
+            self._client_ip = None
 
     def _close_with(self, reply: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -173,17 +225,45 @@ class GuardedSMTP(SMTP):
     def _timeout_cb(self) -> None:
         self._close_with("421 4.4.2 Idle for too long; closing")
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, shortened under pressure for a session that has not started a transaction."""
+        if duration is None and self._limiter.under_pressure and self._limiter.is_waiting(self):
+            duration = self.limits.stress_idle_timeout
+        super()._reset_timeout(duration)
+
+    def hurry(self) -> None:
+        """The listener is under pressure: this idle session gets the stress timeout, if that is sooner."""
+        handle = self._timeout_handle
+        if handle is not None and handle.when() - self.loop.time() > self.limits.stress_idle_timeout:
+            self._reset_timeout(self.limits.stress_idle_timeout)
+
+    def evict(self) -> None:
+        """Every slot is taken: this session, idle before any transaction, gives its slot to a newcomer."""
+        ip = self._client_ip
+        self._release()
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("evicted peer=%s reply=%r", ip, policy.NO_IDLE_SLOT.reply)
+            self.transport.write(policy.NO_IDLE_SLOT.reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.close()
+
     # --- replies -------------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
+        """Send a reply: enhanced code added, client text made printable; a 421 closes the session."""
         if isinstance(status, bytes):
-            status = status.decode("utf-8")
+            status = status.decode("utf-8", "surrogateescape")
         if self._ehlo_lines is not None:
             self._ehlo_lines.append(status)
             return
+        if self._closing:
+            return
+        status = printable(status)
         await super().push(
             with_enhanced_code(status, max_line=self.limits.max_line_length, max_size=self.limits.max_message_size)
         )
+        if status.startswith("421") and self.transport is not None:
+            self._closing = True
+            self.transport.close()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._ehlo_lines = []
@@ -212,6 +292,78 @@ class GuardedSMTP(SMTP):
         if match is None or (self.local_part_limit and len(match.group(1).rpartition("@")[0]) > self.local_part_limit):
             return super()._getaddr(arg)
         return match.group(1), match.group(2)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._refused_text("MAIL", arg):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._refused_text("RCPT", arg):
+            await super().smtp_RCPT(arg)
+
+    async def _refused_text(self, command: str, arg: str | None) -> bool:
+        """Refuse a MAIL or RCPT argument holding control characters or invalid UTF-8, before it is parsed."""
+        refusal = policy.check_envelope_text(arg or "", recipient=command == "RCPT")
+        if refusal is None:
+            return False
+        log.info("%s refused peer=%s reply=%r", command.lower(), self._client_ip, refusal.reply)
+        await self.push(refusal.reply if command == "MAIL" else await self._recipient_refused(refusal.reply))
+        return True
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        """Check MAIL and RCPT addresses before the handler sees them, and count refused recipients."""
+        if command not in ("MAIL", "RCPT"):
+            return await super()._call_handler_hook(command, *args)
+        assert self.envelope is not None
+        recipient = command == "RCPT"
+        refusal = policy.check_smtputf8(args[0], recipient=recipient, smtputf8=self.envelope.smtp_utf8)
+        if refusal is None and recipient and self._certificate_over_budget():
+            refusal = policy.CERTIFICATE_OVER_BUDGET
+        if refusal is not None:
+            log.info("%s refused peer=%s reply=%r", command.lower(), self._client_ip, refusal.reply)
+            status: Any = refusal.reply
+        else:
+            status = await super()._call_handler_hook(command, *args)
+        if not recipient:
+            if isinstance(status, str) and status.startswith("250"):
+                self._limiter.working(self)  # a transaction: no longer an idle session to hurry or evict
+            return status
+        if isinstance(status, str) and status.startswith("5"):
+            return await self._recipient_refused(status)
+        return status
+
+    def _certificate_key(self) -> str | None:
+        """The client certificate's fingerprint: refused recipients are counted per certificate."""
+        peer = getattr(self.session, "peer_tls", None)
+        if self._failures is None or peer is None or peer.certificate is None:
+            return None
+        return peer.certificate.fingerprint(hashes.SHA256()).hex()
+
+    def _certificate_over_budget(self) -> bool:
+        key = self._certificate_key()
+        return key is not None and self._failures is not None and self._failures.locked(key, "")
+
+    async def _recipient_refused(self, status: str) -> str:
+        """Postfix's soft and hard error limits for refused recipients, and the certificate's budget:
+        past the soft limit each refusal waits ``error_sleep``; at the hard limit, or when the certificate
+        has used its budget, the session ends with 421."""
+        if not self._error_limits:
+            return status
+        self._refused_recipients += 1
+        key = self._certificate_key()
+        if key is not None and self._failures is not None:
+            self._failures.failed(key, "")
+        if self._refused_recipients >= self.limits.hard_error_limit or self._certificate_over_budget():
+            closing = (policy.TOO_MANY_FAILED_RECIPIENTS if self._refused_recipients >= self.limits.hard_error_limit
+                       else policy.CERTIFICATE_OVER_BUDGET)
+            log.warning("harvesting stopped peer=%s refused_recipients=%d reply=%r",
+                        self._client_ip, self._refused_recipients, closing.reply)
+            return closing.reply
+        if self._refused_recipients > self.limits.soft_error_limit:
+            log.info("refusal delayed peer=%s refused_recipients=%d delay=%.2fs",
+                     self._client_ip, self._refused_recipients, self.limits.error_sleep)
+            await asyncio.sleep(self.limits.error_sleep)
+        return status
 
     def more_extensions(self) -> list[str]:
         """EHLO keywords a subclass adds (the MTA listener has none: peers do not authenticate by SASL)."""
@@ -250,5 +402,10 @@ class GuardedSMTP(SMTP):
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, BareLineEnding):
             return "500 5.5.2 Command lines must end with CRLF; bare LF or CR refused"
+        if isinstance(error, LineTooLong):
+            return "500 Command line too long"  # worded by replies.with_enhanced_code
+        if isinstance(error, TLSSetupException):  # aiosmtpd closes the connection; nothing is said
+            log.info("TLS handshake failed peer=%s reason=%s", self._client_ip, handshake_failure(error))
+            return ""
         log.exception("session error peer=%s", self._client_ip)
         return "451 4.3.0 Internal error; please try again later"

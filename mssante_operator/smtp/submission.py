@@ -38,11 +38,14 @@ from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.tls import PeerTls
 from . import dsn, headers, policy, sender_rules
 from .patient_path import PATIENT_TO_PATIENT, PatientPath, check_content, conversation_events
+from .replies import PrintableLog
 from .router import Route, Target, route_recipient
 from .server import GuardedSMTP
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("mssante_operator.audit")
+log.addFilter(PrintableLog())  # client text (domains, replies) in log lines
+audit.addFilter(PrintableLog())
 
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"

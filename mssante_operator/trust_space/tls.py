@@ -1,6 +1,9 @@
 """TLS contexts of the trust space and the identity of a connected peer.
 
-Every context refuses anything older than TLS 1.2. The server context *asks* for a client
+Every context refuses anything older than TLS 1.2, and offers TLS 1.2 only its AEAD suites with
+forward secrecy (ECDHE with AES-GCM or ChaCha20-Poly1305; ANSSI and RFC 9325): the CBC suites that
+OpenSSL's default list still holds (``ECDHE-RSA-AES256-SHA384`` ...) are gone. TLS 1.3 suites are
+all AEAD. The server context *asks* for a client
 certificate (CERT_OPTIONAL) and has OpenSSL verify the chain to the trust CA and its validity
 dates: a certificate from another CA or an expired one fails the handshake with the matching TLS
 alert ("unknown ca", "certificate expired"). A client that sends no certificate completes the
@@ -18,10 +21,13 @@ from cryptography import x509
 
 from .dn import NormalDn, name_to_dn
 
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+
 
 def _base_context(purpose: ssl.Purpose, cert: Path | None, key: Path | None) -> ssl.SSLContext:
     context = ssl.create_default_context(purpose)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     if cert is not None:
         context.load_cert_chain(cert, key)
