@@ -28,6 +28,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -209,6 +210,12 @@ class PostfixPeer:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} never appeared in Postfix's log:\n{self.log_text()}")
             time.sleep(0.05)
+
+    def queue_id(self, received: str) -> str:
+        """Postfix's queue id in the value of a ``Received`` header it wrote ("... with ESMTPS id 4Fq2...")."""
+        match = re.search(rf"by {re.escape(self.hostname)} \(Postfix\) with \S+ id ([0-9A-Za-z]+)", received)
+        assert match, received
+        return match.group(1)
 
     def log_text(self) -> str:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ..errors import Refusal
 from ..patients.conversations import ConversationEvent
 from ..patients.ins import PATIENT_DOMAIN, Ins
 from ..store.facade import DeliveryOutcome, NewMessage
-from ..store.queue import OutboundEnvelope, QueuedRecipient
+from ..store.queue import OutboundEnvelope, QueuedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim import KeySource, verify_message
 from ..trust_space.liste_blanche import ListeBlanche
@@ -120,7 +119,7 @@ class MtaHandler:
         return "250 2.1.5 Recipient accepted"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        queue_id = uuid.uuid4().hex[:16]
+        queue_id = new_queue_id()
         try:
             message = await self._checked_message(server, session, envelope, queue_id)
         except Refusal as refusal:
@@ -128,7 +127,7 @@ class MtaHandler:
             return refusal.reply
         try:
             if _patients(envelope):
-                outcomes = await self._commit_with_patients(message, envelope)
+                outcomes = await self._commit_with_patients(message, envelope, queue_id)
             else:
                 outcomes = await self.ctx.delivery.deliver(message, list(envelope.rcpt_tos))
         except Refusal as refusal:
@@ -146,7 +145,8 @@ class MtaHandler:
         )
         return f"250 2.0.0 Message accepted, id {queue_id}"
 
-    async def _commit_with_patients(self, message: NewMessage, envelope: Envelope) -> dict[str, DeliveryOutcome]:
+    async def _commit_with_patients(self, message: NewMessage, envelope: Envelope,
+                                    queue_id: str) -> dict[str, DeliveryOutcome]:
         """Local copies, the patients' queue rows and the conversation events, in one transaction."""
         assert self.ctx.patients is not None and self.ctx.commit is not None
         patients = _patients(envelope)
@@ -169,6 +169,7 @@ class MtaHandler:
                                       submitted_by=f"mta:{mail_from or '<>'}"),
             expires_at=message.received_at + timedelta(seconds=self.ctx.max_lifetime),
             conversations=tuple(events),
+            queue_id=queue_id,
         )
         result = await self.ctx.commit(submission)
         self.ctx.on_queued()

@@ -42,6 +42,12 @@ FINAL = (RecipientStatus.DELIVERED, RecipientStatus.FAILED)
 RET_VALUES = frozenset({"FULL", "HDRS"})
 
 
+def new_queue_id() -> str:
+    """A fresh queue id: 16 hex digits. A listener takes one per accepted message before it writes the
+    ``Received`` field, so that its 250 reply, that field, the queue entry and the logs share one id."""
+    return secrets.token_hex(8)
+
+
 class QueueEntryNotFound(LookupError):
     """No queued message has that queue id (never was, or dropped or purged since)."""
 
@@ -194,12 +200,13 @@ class OutboundQueue:
 
     def add(
         self, conn: Connection, blob_id: int, size: int, envelope: OutboundEnvelope, *,
-        now: datetime, expires_at: datetime,
+        now: datetime, expires_at: datetime, queue_id: str | None = None,
     ) -> str:  # fmt: skip
         """Queue a message whose blob row exists, inside the caller's `Store.writing()` transaction (so a
-        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id."""
+        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id:
+        ``queue_id`` (the listener's, see :func:`new_queue_id`) or a new one."""
         _check_envelope(envelope)
-        queue_id = secrets.token_hex(8)
+        queue_id = queue_id or new_queue_id()
         message_id = conn.execute(self._insert_message, {
             "queue_id": queue_id, "blob_id": blob_id, "sender": envelope.sender, "envid": envelope.envid,
             "ret": envelope.ret, "message_id": envelope.message_id, "submitted_by": envelope.submitted_by,
