@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,13 +23,13 @@ from ..errors import Refusal
 from ..patients.conversations import ConversationEvent
 from ..patients.ins import PATIENT_DOMAIN, Ins
 from ..store.facade import DeliveryOutcome, NewMessage
-from ..store.queue import OutboundEnvelope, QueuedRecipient, new_queue_id
+from ..store.queue import OutboundEnvelope, QueuedRecipient, RelayedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim import KeySource, verify_message
 from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.revocation import RevocationLists
 from ..trust_space.tls import PeerTls
-from . import headers, policy
+from . import dsn, headers, policy
 from .local_delivery import LocalDelivery
 from .patient_path import PatientPath, check_content, conversation_events
 
@@ -55,6 +55,9 @@ class MtaContext:
     commit: Callable[[Submission], Awaitable[SubmissionResult]] | None = None
     max_lifetime: float = 5 * 86400.0
     on_queued: Callable[[], None] = lambda: None
+    # The recipients of queued messages by queue id (store.queue.recipients_of): what a peer's unsigned
+    # delivery report may refer to. None: every report must be DKIM-signed.
+    relayed: Callable[[Sequence[str]], list[RelayedRecipient]] | None = None
 
 
 def _peer(session: Session) -> PeerTls | None:
@@ -191,7 +194,10 @@ class MtaHandler:
             raise refusal
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(self.ctx.cpu_executor, verify_message, data, self.ctx.dkim_keys)
-        if (refusal := policy.check_dkim(results, from_domains[0])) is not None:
+        refusal = policy.check_dkim(results, from_domains[0])
+        if refusal is not None and refusal.code >= 500 and envelope.mail_from == "<>":
+            refusal = await self._unsigned_report(data, envelope, peer, refusal)
+        if refusal is not None:
             raise refusal
         now = datetime.now(UTC)
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
@@ -218,6 +224,22 @@ class MtaHandler:
             authentication_results=auth_results.replace("\r\n\t", " "),
             received_at=now,
         )
+
+
+    async def _unsigned_report(self, data: bytes, envelope: Envelope, peer: PeerTls,
+                               refusal: Refusal) -> Refusal | None:
+        """A peer's delivery report without DKIM: None to accept it (policy.check_unsigned_report), else why not;
+        ``refusal`` (the DKIM one) when the message is no delivery report at all."""
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(self.ctx.cpu_executor, dsn.parse_report, data, self.ctx.hostname)
+        if report is None or self.ctx.relayed is None:
+            return refusal
+        relayed = await asyncio.to_thread(self.ctx.relayed, report.queue_ids)
+        found = policy.check_unsigned_report(report, list(envelope.rcpt_tos), peer, self.ctx.liste_blanche(), relayed)
+        if found is None:
+            log.info("unsigned delivery report accepted peer_dn=%r refers_to=%s",
+                     peer.dn_text, ",".join(sorted({r.queue_id for r in relayed})))
+        return found
 
 
 def _client_ip(session: Any) -> str:

@@ -138,6 +138,19 @@ class RecipientState:
 
 
 @dataclass(frozen=True)
+class RelayedRecipient:
+    """One recipient of a queued message, as a delivery report received about it is checked against."""
+
+    queue_id: str
+    sender: str
+    message_id: str | None
+    envid: str | None
+    address: str
+    orcpt: str | None
+    status: RecipientStatus
+
+
+@dataclass(frozen=True)
 class QueueEntry:
     """A queued message as `queue ls` and `queue show` present it."""
 
@@ -316,6 +329,21 @@ class OutboundQueue:
 
     def read(self, blob_key: str) -> bytes:
         return self._store.blobs.read(blob_key)
+
+    def recipients_of(self, queue_ids: Sequence[str]) -> list[RelayedRecipient]:
+        """The recipients of the queued messages with these ids (unknown or purged ids give nothing)."""
+        if not queue_ids:
+            return []
+        query = (
+            select(M.queue_id, M.sender, M.message_id, M.envid, R.address, R.orcpt, R.status)
+            .join(M, R.outbound_message_id == M.id)
+            .where(M.queue_id.in_(list(queue_ids)[:_BATCH]))
+            .order_by(R.id)
+        )
+        with self._store.reading() as conn:
+            return [RelayedRecipient(queue_id=row.queue_id, sender=row.sender, message_id=row.message_id,
+                                     envid=row.envid, address=row.address, orcpt=row.orcpt,
+                                     status=RecipientStatus(row.status)) for row in conn.execute(query)]
 
     # -- operators (`queue` command) ---------------------------------------------------------
 
