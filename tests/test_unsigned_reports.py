@@ -260,3 +260,15 @@ def test_an_unsigned_null_sender_message_that_is_no_report_is_still_refused(
     assert reply.startswith("550 5.7.20 No DKIM signature: messages of the trust space must be DKIM-signed")
     assert send_report(running, labo, dkim_signed(running.home, labo, lab_report(labo["sender"], [DOCTOR]))) \
         .startswith("250 ")
+
+
+def test_a_report_is_deferred_while_the_queue_cannot_be_read(kit: tuple[RunningOperator, PeerOperator],
+                                                             relayed: tuple[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(queue_ids: object) -> list[RelayedRecipient]:
+        raise OSError("database unreachable")
+
+    running = kit[0]
+    monkeypatch.setattr(running.operator.mta_context, "relayed", unreachable)
+    reply = send_report(running, peer(running.manifest, "labo"), postfix_report(relayed[1]))
+    assert reply.startswith("451 4.3.0 "), reply

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser, Parser
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import collapse_rfc2231_value, format_datetime, formataddr, make_msgid
 
 from ..errors import Refusal
 
@@ -403,7 +403,7 @@ def parse_report(raw: bytes, hostname: str) -> DeliveryReport | None:
     message = BytesParser(policy=email.policy.compat32).parsebytes(raw)
     if message.get_content_type() != "multipart/report" or not message.is_multipart():
         return None
-    if str(message.get_param("report-type", "")).lower() not in REPORT_TYPES:
+    if collapse_rfc2231_value(message.get_param("report-type") or "").lower() not in REPORT_TYPES:
         return None
     blocks: list[Message] = []
     original: Message | None = None

@@ -234,7 +234,11 @@ class MtaHandler:
         report = await loop.run_in_executor(self.ctx.cpu_executor, dsn.parse_report, data, self.ctx.hostname)
         if report is None or self.ctx.relayed is None:
             return refusal
-        relayed = await asyncio.to_thread(self.ctx.relayed, report.queue_ids)
+        try:
+            relayed = await asyncio.to_thread(self.ctx.relayed, report.queue_ids)
+        except Exception:  # the database is away: the peer tries again later
+            log.exception("queue lookup for a delivery report failed")
+            return policy.STORE_FAILED
         found = policy.check_unsigned_report(report, list(envelope.rcpt_tos), peer, self.ctx.liste_blanche(), relayed)
         if found is None:
             log.info("unsigned delivery report accepted peer_dn=%r refers_to=%s",
