@@ -200,15 +200,16 @@ class PostfixPeer:
             time.sleep(0.05)
         return found
 
-    def wait_for_log(self, text: str, timeout: float = WAIT_TIMEOUT) -> str:
-        """The first line of Postfix's log holding ``text``, once it is there."""
+    def wait_for_log(self, pattern: str, timeout: float = WAIT_TIMEOUT) -> str:
+        """The first line of Postfix's log matching the regular expression ``pattern``, once it is there."""
         deadline = time.monotonic() + timeout
+        wanted = re.compile(pattern)
         while True:
             for line in self.log_text().splitlines():
-                if text in line:
+                if wanted.search(line):
                     return line
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared in Postfix's log:\n{self.log_text()}")
+                raise AssertionError(f"{pattern!r} never matched a line of Postfix's log:\n{self.log_text()}")
             time.sleep(0.05)
 
     def queue_id(self, received: str) -> str:

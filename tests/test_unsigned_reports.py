@@ -92,7 +92,9 @@ def test_a_postfix_report_names_its_recipients_and_our_message(full: bool) -> No
     lab_report(DOCTOR, [LAB_USER]),
     postfix_report(returned_header()).replace(b"report-type=delivery-status", b"report-type=disposition-notification"),
     postfix_report(returned_header()).replace(b"Final-Recipient", b"X-Final-Recipient"),
-], ids=["not-a-report", "read-receipt", "no-recipient"])
+    postfix_report(returned_header()).replace(f"Final-Recipient: rfc822; {LAB_USER}".encode(),
+                                              b"Final-Recipient: rfc822; " + b"x" * 400 + b"@x"),
+], ids=["not-a-report", "read-receipt", "no-recipient", "junk-recipient"])
 def test_what_is_no_delivery_report_parses_to_none(raw: bytes) -> None:
     assert dsn.parse_report(raw, OUR_HOST) is None
 

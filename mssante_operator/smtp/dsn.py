@@ -348,6 +348,7 @@ def build_report(*, reporting_mta: str, original_sender: str, envid: str | None,
 REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
 _RETURNED = frozenset({"text/rfc822-headers", "message/global-headers", "message/rfc822", "message/global"})
 _MAX_TRACE_IDS = 5  # our ids looked up per report: a report names one message
+_ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class ReportedOutcome:
 
     final_recipient: str
     original_recipient: str | None
-    action: str
+    action: str  # an RFC 3464 action, or "unknown"
 
 
 @dataclass(frozen=True)
@@ -375,7 +376,14 @@ def report_address(value: str | None) -> str | None:
         return None
     _, _, address = _one_line(str(value)).partition(";")
     address = address.strip().strip("<>").lower()
-    return address or None
+    if not address or len(address) > 320 or not address.isprintable():  # junk, or bytes that were not UTF-8
+        return None
+    return address
+
+
+def _action(value: object) -> str:
+    action = _one_line(str(value or "")).lower()
+    return action if action in _ACTIONS else "unknown"
 
 
 def _returned_header(part: Message) -> Message | None:
@@ -416,8 +424,7 @@ def parse_report(raw: bytes, hostname: str) -> DeliveryReport | None:
         elif original is None and kind in _RETURNED:
             original = _returned_header(part)
     recipients = tuple(
-        ReportedOutcome(final, report_address(block["Original-Recipient"]),
-                        _one_line(str(block["Action"] or "")).lower())
+        ReportedOutcome(final, report_address(block["Original-Recipient"]), _action(block["Action"]))
         for block in blocks[1:] if (final := report_address(block["Final-Recipient"])) is not None
     )
     if not recipients:

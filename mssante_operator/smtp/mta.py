@@ -2,7 +2,8 @@
 
 The dialogue reads top to bottom: MAIL checks the peer certificate and the sender domain against
 the liste blanche, RCPT checks each recipient in the annuaire, DATA checks line endings, the From
-domain and DKIM, then adds trace headers and commits the message before answering 250.
+domain and DKIM (a peer's unsigned delivery report about mail we relayed to it is let through by
+``policy.check_unsigned_report``), then adds trace headers and commits the message before answering 250.
 """
 
 from __future__ import annotations
@@ -225,7 +226,6 @@ class MtaHandler:
             received_at=now,
         )
 
-
     async def _unsigned_report(self, data: bytes, envelope: Envelope, peer: PeerTls,
                                refusal: Refusal) -> Refusal | None:
         """A peer's delivery report without DKIM: None to accept it (policy.check_unsigned_report), else why not;
@@ -241,8 +241,9 @@ class MtaHandler:
             return policy.STORE_FAILED
         found = policy.check_unsigned_report(report, list(envelope.rcpt_tos), peer, self.ctx.liste_blanche(), relayed)
         if found is None:
-            log.info("unsigned delivery report accepted peer_dn=%r refers_to=%s",
-                     peer.dn_text, ",".join(sorted({r.queue_id for r in relayed})))
+            log.info("unsigned delivery report accepted peer_dn=%r refers_to=%s actions=%s", peer.dn_text,
+                     ",".join(sorted({r.queue_id for r in relayed})),
+                     ",".join(sorted({o.action for o in report.recipients})))
         return found
 
 
