@@ -159,6 +159,7 @@ class Operator:
             commit=self._commits.submit,
             max_lifetime=settings.outbound.max_lifetime,
             on_queued=self.queue_runner.wake,
+            relayed=self.store.queue.recipients_of,
         )
         self.submission_context = self._submission_context()
 

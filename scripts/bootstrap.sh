@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libmagic1 postgresql slapd ldap-utils ca-certificates isync libsasl2-modules chromium fonts-dejavu-core)
+packages=(libmagic1 postgresql slapd ldap-utils ca-certificates isync libsasl2-modules chromium fonts-dejavu-core
+          postfix opendkim opendkim-tools)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -13,8 +14,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
+  # Postfix is a test peer (tests/postfix_peer.py runs private instances): no system mail service.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Where a package started the system-wide daemons anyway (no policy-rc.d), stop them: the tests run
+# their own instances on free ports, and nothing of ours listens on port 25.
+for service in postfix opendkim; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    ${SUDO:-} systemctl disable --now "$service" >/dev/null 2>&1 || true
+  elif [ -x "/etc/init.d/$service" ] && "/etc/init.d/$service" status >/dev/null 2>&1; then
+    ${SUDO:-} "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+  fi
+done
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

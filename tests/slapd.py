@@ -123,7 +123,7 @@ def _uses_gnutls() -> bool:
     return "libgnutls" in result.stdout
 
 
-def _pdeathsig() -> None:
+def pdeathsig() -> None:
     """In the child: get SIGTERM if the test process dies, so that no slapd outlives a killed run.
 
     Linux sends it when the *thread* that forked exits: start slapd from a long-lived thread.
@@ -178,7 +178,7 @@ class Slapd:
             self._process = subprocess.Popen(
                 [str(self._binary), "-h", listeners, "-F", str(self.workdir / "slapd.d"), "-d", "none"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_pdeathsig,
+                preexec_fn=pdeathsig,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT
         pending = [self.port, self.ldaps_port]

@@ -2,7 +2,8 @@
 
 The parameters arrive with MAIL FROM (RET, ENVID) and RCPT TO (NOTIFY, ORCPT); the queue keeps them
 per message and per recipient, and when a recipient is delivered, fails or waits too long the
-queue runner asks ``build_report`` for the notice to send back, with a null sender.
+queue runner asks ``build_report`` for the notice to send back, with a null sender. A peer's report
+about a message we relayed is read by ``parse_report`` (what it refers to), for the MTA's policy.
 
 Values that end up inside the report (ENVID, ORCPT, remote replies) are checked or cleaned of
 control characters here, so a client cannot smuggle header fields into the notice we generate.
@@ -16,14 +17,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.parser import Parser
-from email.utils import format_datetime, formataddr, make_msgid
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser, Parser
+from email.utils import collapse_rfc2231_value, format_datetime, formataddr, make_msgid
 
 from ..errors import Refusal
 
 __all__ = [
-    "DsnSyntaxError", "MailParameters", "RcptParameters", "ReportedRecipient", "build_report",
-    "split_mail_parameters", "split_rcpt_parameters", "wants_notice", "xtext_decode", "xtext_encode",
+    "DeliveryReport", "DsnSyntaxError", "MailParameters", "RcptParameters", "ReportedOutcome", "ReportedRecipient",
+    "build_report", "parse_report", "report_address", "split_mail_parameters", "split_rcpt_parameters", "trace_ids",
+    "wants_notice", "xtext_decode", "xtext_encode",
 ]
 
 NOTIFY_EVENTS = ("SUCCESS", "FAILURE", "DELAY")  # the order NOTIFY values are returned in
@@ -338,3 +341,100 @@ def build_report(*, reporting_mta: str, original_sender: str, envid: str | None,
     delimiter = f"\r\n--{boundary}\r\n".encode()
     body = b"This is a MIME-formatted delivery status notification.\r\n"
     return top + body + delimiter + delimiter.join(parts) + f"\r\n--{boundary}--\r\n".encode()
+
+
+# --- a report received from a peer (RFC 3464, RFC 6522, RFC 6533) -----------------------------------
+
+REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
+_RETURNED = frozenset({"text/rfc822-headers", "message/global-headers", "message/rfc822", "message/global"})
+_MAX_TRACE_IDS = 5  # our ids looked up per report: a report names one message
+_ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
+
+
+@dataclass(frozen=True)
+class ReportedOutcome:
+    """One per-recipient block of a received report: the addresses decoded, lower-cased."""
+
+    final_recipient: str
+    original_recipient: str | None
+    action: str  # an RFC 3464 action, or "unknown"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a received delivery-status report says and which message it refers to."""
+
+    recipients: tuple[ReportedOutcome, ...]
+    envid: str | None             # Original-Envelope-Id, as given
+    message_id: str | None        # the Message-ID of the original, from the header the report returns
+    queue_ids: tuple[str, ...]    # the ids in the original's Received fields that ``hostname`` wrote
+
+
+def report_address(value: str | None) -> str | None:
+    """The address of "rfc822; a@b" (any address type), lower-cased; None when there is none."""
+    if value is None:
+        return None
+    _, _, address = _one_line(str(value)).partition(";")
+    address = address.strip().strip("<>").lower()
+    if not address or len(address) > 320 or not address.isprintable():  # junk, or bytes that were not UTF-8
+        return None
+    return address
+
+
+def _action(value: object) -> str:
+    action = _one_line(str(value or "")).lower()
+    return action if action in _ACTIONS else "unknown"
+
+
+def _returned_header(part: Message) -> Message | None:
+    """The original's header out of a report's third part (headers only, or the whole message)."""
+    if part.get_content_type() in ("message/rfc822", "message/global") and part.is_multipart():
+        inner = part.get_payload(0)
+        return inner if isinstance(inner, Message) else None
+    payload = part.get_payload(decode=True)
+    return BytesHeaderParser().parsebytes(payload) if isinstance(payload, bytes) else None
+
+
+def trace_ids(received_values: list[str], hostname: str) -> tuple[str, ...]:
+    """The ids in the ``Received`` fields written by ``hostname`` ("by HOST with … id ID"), first first."""
+    ours = re.compile(rf"\bby\s+{re.escape(hostname)}\s.*?\bid\s+([0-9A-Za-z]+)", re.I)
+    found = [m.group(1) for value in received_values if (m := ours.search(_one_line(value)))]
+    return tuple(dict.fromkeys(found))[:_MAX_TRACE_IDS]
+
+
+def parse_report(raw: bytes, hostname: str) -> DeliveryReport | None:
+    """The report in ``raw`` when it is a ``multipart/report`` of a delivery status (else None).
+
+    ``hostname`` is ours: the returned header's Received fields with ``by hostname`` give the queue ids
+    the report refers to. Tolerant of what peers write: a part the parser cannot read is left out.
+    """
+    message = BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    if message.get_content_type() != "multipart/report" or not message.is_multipart():
+        return None
+    if collapse_rfc2231_value(message.get_param("report-type") or "").lower() not in REPORT_TYPES:
+        return None
+    blocks: list[Message] = []
+    original: Message | None = None
+    for part in message.get_payload():
+        if not isinstance(part, Message):
+            continue
+        kind = part.get_content_type()
+        if not blocks and kind in ("message/delivery-status", "message/global-delivery-status"):
+            blocks = [b for b in part.get_payload() if isinstance(b, Message)] if part.is_multipart() else []
+        elif original is None and kind in _RETURNED:
+            original = _returned_header(part)
+    recipients = tuple(
+        ReportedOutcome(final, report_address(block["Original-Recipient"]), _action(block["Action"]))
+        for block in blocks[1:] if (final := report_address(block["Final-Recipient"])) is not None
+    )
+    if not recipients:
+        return None
+    envid = blocks[0]["Original-Envelope-Id"]
+    message_id = original["Message-ID"] if original is not None else None
+    received = [str(v) for v in original.get_all("Received", [])] if original is not None else []
+    return DeliveryReport(
+        recipients=recipients,
+        envid=_one_line(str(envid)) if envid is not None else None,
+        message_id=_one_line(str(message_id)) if message_id is not None else None,
+        queue_ids=trace_ids(received, hostname),
+    )

@@ -2,15 +2,15 @@
 
 The dialogue reads top to bottom: MAIL checks the peer certificate and the sender domain against
 the liste blanche, RCPT checks each recipient in the annuaire, DATA checks line endings, the From
-domain and DKIM, then adds trace headers and commits the message before answering 250.
+domain and DKIM (a peer's unsigned delivery report about mail we relayed to it is let through by
+``policy.check_unsigned_report``), then adds trace headers and commits the message before answering 250.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,13 +24,13 @@ from ..errors import Refusal
 from ..patients.conversations import ConversationEvent
 from ..patients.ins import PATIENT_DOMAIN, Ins
 from ..store.facade import DeliveryOutcome, NewMessage
-from ..store.queue import OutboundEnvelope, QueuedRecipient
+from ..store.queue import OutboundEnvelope, QueuedRecipient, RelayedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim import KeySource, verify_message
 from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.revocation import RevocationLists
 from ..trust_space.tls import PeerTls
-from . import headers, policy
+from . import dsn, headers, policy
 from .local_delivery import LocalDelivery
 from .patient_path import PatientPath, check_content, conversation_events
 from .replies import PrintableLog
@@ -58,6 +58,9 @@ class MtaContext:
     commit: Callable[[Submission], Awaitable[SubmissionResult]] | None = None
     max_lifetime: float = 5 * 86400.0
     on_queued: Callable[[], None] = lambda: None
+    # The recipients of queued messages by queue id (store.queue.recipients_of): what a peer's unsigned
+    # delivery report may refer to. None: every report must be DKIM-signed.
+    relayed: Callable[[Sequence[str]], list[RelayedRecipient]] | None = None
 
 
 def _peer(session: Session) -> PeerTls | None:
@@ -122,7 +125,7 @@ class MtaHandler:
         return "250 2.1.5 Recipient accepted"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        queue_id = uuid.uuid4().hex[:16]
+        queue_id = new_queue_id()
         try:
             message = await self._checked_message(server, session, envelope, queue_id)
         except Refusal as refusal:
@@ -130,7 +133,7 @@ class MtaHandler:
             return refusal.reply
         try:
             if _patients(envelope):
-                outcomes = await self._commit_with_patients(message, envelope)
+                outcomes = await self._commit_with_patients(message, envelope, queue_id)
             else:
                 outcomes = await self.ctx.delivery.deliver(message, list(envelope.rcpt_tos))
         except Refusal as refusal:
@@ -148,7 +151,8 @@ class MtaHandler:
         )
         return f"250 2.0.0 Message accepted, id {queue_id}"
 
-    async def _commit_with_patients(self, message: NewMessage, envelope: Envelope) -> dict[str, DeliveryOutcome]:
+    async def _commit_with_patients(self, message: NewMessage, envelope: Envelope,
+                                    queue_id: str) -> dict[str, DeliveryOutcome]:
         """Local copies, the patients' queue rows and the conversation events, in one transaction."""
         assert self.ctx.patients is not None and self.ctx.commit is not None
         patients = _patients(envelope)
@@ -171,6 +175,7 @@ class MtaHandler:
                                       submitted_by=f"mta:{mail_from or '<>'}"),
             expires_at=message.received_at + timedelta(seconds=self.ctx.max_lifetime),
             conversations=tuple(events),
+            queue_id=queue_id,
         )
         result = await self.ctx.commit(submission)
         self.ctx.on_queued()
@@ -192,7 +197,10 @@ class MtaHandler:
             raise refusal
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(self.ctx.cpu_executor, verify_message, data, self.ctx.dkim_keys)
-        if (refusal := policy.check_dkim(results, from_domains[0])) is not None:
+        refusal = policy.check_dkim(results, from_domains[0])
+        if refusal is not None and refusal.code >= 500 and envelope.mail_from == "<>":
+            refusal = await self._unsigned_report(data, envelope, peer, refusal)
+        if refusal is not None:
             raise refusal
         now = datetime.now(UTC)
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
@@ -219,6 +227,26 @@ class MtaHandler:
             authentication_results=auth_results.replace("\r\n\t", " "),
             received_at=now,
         )
+
+    async def _unsigned_report(self, data: bytes, envelope: Envelope, peer: PeerTls,
+                               refusal: Refusal) -> Refusal | None:
+        """A peer's delivery report without DKIM: None to accept it (policy.check_unsigned_report), else why not;
+        ``refusal`` (the DKIM one) when the message is no delivery report at all."""
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(self.ctx.cpu_executor, dsn.parse_report, data, self.ctx.hostname)
+        if report is None or self.ctx.relayed is None:
+            return refusal
+        try:
+            relayed = await asyncio.to_thread(self.ctx.relayed, report.queue_ids)
+        except Exception:  # the database is away: the peer tries again later
+            log.exception("queue lookup for a delivery report failed")
+            return policy.STORE_FAILED
+        found = policy.check_unsigned_report(report, list(envelope.rcpt_tos), peer, self.ctx.liste_blanche(), relayed)
+        if found is None:
+            log.info("unsigned delivery report accepted peer_dn=%r refers_to=%s actions=%s", peer.dn_text,
+                     ",".join(sorted({r.queue_id for r in relayed})),
+                     ",".join(sorted({o.action for o in report.recipients})))
+        return found
 
 
 def _client_ip(session: Any) -> str:

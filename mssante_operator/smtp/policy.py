@@ -13,9 +13,11 @@ from email.utils import getaddresses
 
 from ..annuaire import MailboxEntry
 from ..errors import Refusal
+from ..store.queue import RecipientStatus, RelayedRecipient
 from ..trust_space.dkim import DkimResult
 from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
 from ..trust_space.tls import PeerTls
+from .dsn import DeliveryReport, report_address
 
 TLS_REQUIRED = Refusal(530, "5.7.0", "Must issue a STARTTLS command first: this MSSanté MTA accepts mail only over TLS")
 CERTIFICATE_REQUIRED = Refusal(
@@ -163,3 +165,42 @@ def check_dkim(results: list[DkimResult], from_domain: str) -> Refusal | None:
         return Refusal(550, "5.7.20", f"No DKIM signature for the From domain {from_domain} or a parent domain")
     reasons = "; ".join(sorted({r.reason for r in aligned if r.reason}))
     return Refusal(550, "5.7.20", f"No valid DKIM signature for {from_domain}" + (f" ({reasons})" if reasons else ""))
+
+
+def _unsigned_report_refused(why: str) -> Refusal:
+    return Refusal(550, "5.7.20", f"No DKIM signature, and not a delivery report we accept unsigned: {why}")
+
+
+def check_unsigned_report(report: DeliveryReport, addressed_to: list[str], peer: PeerTls, liste: ListeBlanche,
+                          relayed: list[RelayedRecipient]) -> Refusal | None:
+    """Accept a delivery report without DKIM only when it can be about nothing but mail we relayed to this peer.
+
+    A stock Postfix does not pass its own reports through its DKIM milter, so a receipt asked with
+    NOTIFY=SUCCESS comes back unsigned. The caller has checked the rest (mutual TLS, null sender, a From
+    domain listed with the peer's DN); ``relayed`` holds the recipients of the queued messages whose ids
+    the report's returned header names in our Received field. The report must name that message by its
+    Message-ID too (and its ENVID, if it gives one), be addressed to that message's sender only, and
+    speak only of recipients we handed over (delivered) in domains the peer's certificate DN is listed for.
+    """
+    if report.message_id is None or not report.queue_ids:
+        return _unsigned_report_refused("it does not name a message we relayed (our Received id and its Message-ID)")
+    wanted = " ".join(report.message_id.split())
+    ours = [r for r in relayed if r.message_id is not None and " ".join(r.message_id.split()) == wanted]
+    if not ours or (report.envid is not None and any(r.envid != report.envid for r in ours)):
+        return _unsigned_report_refused("it refers to no message we relayed")
+    senders = {r.sender.lower() for r in ours}
+    if not addressed_to or any(address.lower() not in senders for address in addressed_to):
+        return _unsigned_report_refused("it is not addressed to the sender of the message it reports on")
+    for outcome in report.recipients:
+        handed_over = [
+            r for r in ours if r.status is RecipientStatus.DELIVERED and (
+                r.address.lower() == outcome.final_recipient
+                or (outcome.original_recipient is not None and report_address(r.orcpt) == outcome.original_recipient)
+            )
+        ]  # fmt: skip
+        if not handed_over:
+            return _unsigned_report_refused(f"we relayed nothing to {outcome.final_recipient}")
+        domain = address_domain(handed_over[0].address)
+        if peer.dn is None or not liste.dn_allowed(domain, peer.dn):
+            return _unsigned_report_refused(f"certificate DN {peer.dn_text} is not registered for domain {domain}")
+    return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..auth.authenticator import AuthenticationFailed, Authenticator, Principal
 from ..errors import Refusal, TemporaryFailure
 from ..patients.ins import Ins, parse_patient_address
 from ..store.facade import NewMessage
-from ..store.queue import OutboundEnvelope, QueuedRecipient
+from ..store.queue import OutboundEnvelope, QueuedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim_signing import DkimSigner
 from ..trust_space.liste_blanche import ListeBlanche
@@ -308,7 +307,7 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         principal = _principal(session)
         assert principal is not None
-        queue_id = uuid.uuid4().hex[:16]
+        queue_id = new_queue_id()  # the reply's, the Received field's, the queue's and the logs' one id
         try:
             submission = await self._submission(server, session, envelope, principal, queue_id)
         except Refusal as refusal:
@@ -322,14 +321,14 @@ class SubmissionHandler:
         outbound = submission.outbound.recipients if submission.outbound else ()
         if result.queue_id is not None:
             self.ctx.on_queued()
-        audit.info("submitted id=%s queue=%s user=%s mechanism=%s from=%s local=%d outbound=%d size=%d",
-                   queue_id, result.queue_id or "-", principal.login, principal.mechanism, envelope.mail_from,
+        audit.info("submitted id=%s user=%s mechanism=%s from=%s local=%d outbound=%d size=%d",
+                   queue_id, principal.login, principal.mechanism, envelope.mail_from,
                    len(submission.local_recipients), len(outbound), len(submission.message.raw))
         wanted = [a for a in submission.local_recipients
                   if dsn.wants_notice(server.transaction.rcpt[a].notify, "success")]
         if wanted:
             self.ctx.on_local_success(envelope.mail_from, submission.message, wanted, server.transaction.mail.envid)
-        return f"250 2.0.0 Message accepted, id {result.queue_id or queue_id}"
+        return f"250 2.0.0 Message accepted, id {queue_id}"
 
     async def _submission(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
                           principal: Principal, queue_id: str) -> Submission:
@@ -380,6 +379,7 @@ class SubmissionHandler:
             outbound=OutboundEnvelope(sender=envelope.mail_from, recipients=remote, message_id=message_id,
                                       submitted_by=principal.login, envid=mail.envid, ret=mail.ret) if remote else None,
             expires_at=now + timedelta(seconds=self.ctx.max_lifetime),
+            queue_id=queue_id,
         )
 
 

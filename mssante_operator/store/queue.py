@@ -62,6 +62,12 @@ FINAL = (RecipientStatus.DELIVERED, RecipientStatus.FAILED)
 RET_VALUES = frozenset({"FULL", "HDRS"})
 
 
+def new_queue_id() -> str:
+    """A fresh queue id: 16 hex digits. A listener takes one per accepted message before it writes the
+    ``Received`` field, so that its 250 reply, that field, the queue entry and the logs share one id."""
+    return secrets.token_hex(8)
+
+
 class QueueEntryNotFound(LookupError):
     """No queued message has that queue id (never was, or dropped or purged since)."""
 
@@ -152,6 +158,19 @@ class RecipientState:
 
 
 @dataclass(frozen=True)
+class RelayedRecipient:
+    """One recipient of a queued message, as a delivery report received about it is checked against."""
+
+    queue_id: str
+    sender: str
+    message_id: str | None
+    envid: str | None
+    address: str
+    orcpt: str | None
+    status: RecipientStatus
+
+
+@dataclass(frozen=True)
 class QueueEntry:
     """A queued message as `queue ls` and `queue show` present it."""
 
@@ -229,12 +248,13 @@ class OutboundQueue:
 
     def add(
         self, conn: Connection, blob_id: int, size: int, envelope: OutboundEnvelope, *,
-        now: datetime, expires_at: datetime,
+        now: datetime, expires_at: datetime, queue_id: str | None = None,
     ) -> str:  # fmt: skip
         """Queue a message whose blob row exists, inside the caller's `Store.writing()` transaction (so a
-        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id."""
+        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id:
+        ``queue_id`` (the listener's, see :func:`new_queue_id`) or a new one."""
         _check_envelope(envelope)
-        queue_id = secrets.token_hex(8)
+        queue_id = queue_id or new_queue_id()
         message_id = conn.execute(self._insert_message, {
             "queue_id": queue_id, "blob_id": blob_id, "sender": envelope.sender, "envid": envelope.envid,
             "ret": envelope.ret, "message_id": envelope.message_id, "submitted_by": envelope.submitted_by,
@@ -377,6 +397,21 @@ class OutboundQueue:
 
     def read(self, blob_key: str) -> bytes:
         return self._store.blobs.read(blob_key)
+
+    def recipients_of(self, queue_ids: Sequence[str]) -> list[RelayedRecipient]:
+        """The recipients of the queued messages with these ids (unknown or purged ids give nothing)."""
+        if not queue_ids:
+            return []
+        query = (
+            select(M.queue_id, M.sender, M.message_id, M.envid, R.address, R.orcpt, R.status)
+            .join(M, R.outbound_message_id == M.id)
+            .where(M.queue_id.in_(list(queue_ids)[:_BATCH]))
+            .order_by(R.id)
+        )
+        with self._store.reading() as conn:
+            return [RelayedRecipient(queue_id=row.queue_id, sender=row.sender, message_id=row.message_id,
+                                     envid=row.envid, address=row.address, orcpt=row.orcpt,
+                                     status=RecipientStatus(row.status)) for row in conn.execute(query)]
 
     # -- operators (`queue` command) ---------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Submission:
     outbound: OutboundEnvelope | None = None  # recipients at peer operators
     expires_at: datetime | None = None  # when the queue gives up (outbound only)
     conversations: tuple[ConversationEvent, ...] = ()  # committed with the message, never without it
+    queue_id: str | None = None  # the listener's id (reply, Received, logs): the queue entry takes it
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ class Submissions:
         if item.outbound is not None and item.outbound.recipients:
             assert item.expires_at is not None
             queue_id = store.queue.add(conn, blob_id, len(item.message.raw), item.outbound,
-                                       now=item.message.received_at, expires_at=item.expires_at)
+                                       now=item.message.received_at, expires_at=item.expires_at,
+                                       queue_id=item.queue_id)
         result = SubmissionResult({a: local[normalize_address(a)] for a in item.local_recipients}, queue_id, sent)
         if not _references(result):
             conn.execute(delete(Blob).where(Blob.id == blob_id))
