@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -186,15 +185,12 @@ def test_author_of_real_world_slot_values():
     assert Author.parse("", "") is None and Author.parse("^^^", None) is None
 
 
-def test_plan_of_a_600_kb_message_takes_milliseconds():
+def test_plan_of_a_600_kb_message_files_its_one_document():
     report = pdf("grand") + random.Random(7).randbytes(200 * 1024)  # incompressible, as real scans are
     archive = xdm([xdm_document("DOC0001.PDF", report)])
     raw = message([("CR.pdf", "application/pdf", report), ("IHE_XDM.ZIP", "application/zip", archive)])
     assert len(raw) > 500 * 1024
     plan_filing(read_message(raw), INS, author_address=SENDER, author_name=SENDER_NAME)  # libmagic's first load
     views = [read_message(raw) for _ in range(10)]  # fresh views: nothing cached from an earlier plan
-    start = time.perf_counter()
     results = [plan_filing(view, INS, author_address=SENDER, author_name=SENDER_NAME) for view in views]
-    elapsed = (time.perf_counter() - start) / len(views)
-    assert all(len(result.documents) == 1 for result in results)
-    assert elapsed < 0.02, f"{elapsed * 1000:.1f} ms per plan"
+    assert all(len(result.documents) == 1 for result in results)  # its speed: benchmarks/bridge.py

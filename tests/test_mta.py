@@ -664,27 +664,25 @@ def test_idle_connection_is_closed_with_421_4_4_2(tmp_path):
     manifest = make_kit(tmp_path, limits={"idle_timeout": "1s"})
     with running_operator(tmp_path, manifest) as running, \
             socket.create_connection(("127.0.0.1", running.port("mta")), timeout=10) as sock:
-        assert _read_line(sock, 5).startswith(b"220 ")
-        start = time.monotonic()
-        line = _read_line(sock, 10)
-        waited = time.monotonic() - start
-        closed = _read_line(sock, 5) == b""
-    assert line.startswith(b"421 4.4.2")
-    assert 0.5 < waited < 5
+        assert _read_line(sock, 30).startswith(b"220 ")
+        line = _read_line(sock, 30)
+        closed = _read_line(sock, 30) == b""
+    assert line.startswith(b"421 4.4.2 Idle")
     assert closed
 
 
 def test_a_slow_but_steady_data_transfer_is_not_cut_by_the_idle_timer(tmp_path):
-    manifest = make_kit(tmp_path, limits={"idle_timeout": "1s"})
+    manifest = make_kit(tmp_path, limits={"idle_timeout": "3s"})
     labo = peer(manifest, "labo")
     raw = signed(tmp_path, labo, lab_report(labo["sender"], [DOCTOR], size=6000))
     with running_operator(tmp_path, manifest) as running, connect(running, labo) as client:
         client.mail(labo["sender"])
         client.rcpt(DOCTOR)
         assert client.putcmd("data") is None and client.getreply()[0] == 354
-        for start in range(0, len(raw), len(raw) // 4 + 1):  # about 2.5 s in all, > the idle timeout
-            client.send(raw[start : start + len(raw) // 4 + 1])
-            time.sleep(0.6)
+        step = len(raw) // 10 + 1
+        for start in range(0, len(raw), step):  # 6 s in all, twice the idle timeout; 2.4 s to spare at each pause
+            client.send(raw[start : start + step])
+            time.sleep(0.6)  # the slow client itself, not a wait for the server
         client.send(b"\r\n.\r\n" if not raw.endswith(b"\r\n") else b".\r\n")
         code, reply = client.getreply()
     assert code == 250, reply
@@ -725,17 +723,15 @@ def test_slow_client_is_cut_at_the_session_deadline(tmp_path):
             client.putcmd("data")
             assert client.getreply()[0] == 354
             cut = False
-            while not cut and time.monotonic() - start < 15:  # one header line every 200 ms, never the end
+            while not cut and time.monotonic() - start < 120:  # one header line every 200 ms, never the end
                 try:
                     client.send(b"X-Slow: 1\r\n")
                 except (OSError, smtplib.SMTPServerDisconnected):
                     break
                 cut = bool(select.select([client.sock], [], [], 0.2)[0])
             reply = _reply(client.getreply())
-        elapsed = time.monotonic() - start
         assert _count(running, DOCTOR) == 0
-    assert reply.startswith("421 4.4.2 Session too long")
-    assert elapsed < 6
+    assert reply.startswith("421 4.4.2 Session too long")  # the session deadline, not the 30 s idle timer
 
 
 # --- reloading the liste blanche (SIGHUP) ---------------------------------------------------------------------
