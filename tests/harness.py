@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 import ssl
 import threading
@@ -227,3 +228,8 @@ def serve_process(home: Path, manifest: dict[str, Any]) -> Iterator[Any]:
             process.kill()
         process.wait(30)
         log.close()
+
+
+def unquoted(value: str) -> str:
+    """A quoted-string's content with its quoted-pairs undone (authres keeps them as written)."""
+    return re.sub(r"\\(.)", r"\1", value)

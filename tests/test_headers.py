@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 import authres
 import pytest
+from harness import unquoted
 
 from mssante_operator.smtp import headers
 from mssante_operator.trust_space.dn import parse_dn
@@ -270,11 +270,6 @@ def test_a_non_ascii_dn_is_written_as_the_same_dn_in_ascii():
     peer_dn = unquoted(properties["policy.peer-dn"])
     assert peer_dn == "CN=smtp.labo-biolab.mssante.fr,O=LABORATOIRE BIOLAB,ST=Rh\\C3\\B4ne (69),C=FR"
     assert parse_dn(peer_dn) == parse_dn(dn)
-
-
-def unquoted(value: str) -> str:
-    """A quoted-string's content with its quoted-pairs undone (authres keeps them as written)."""
-    return re.sub(r"\\(.)", r"\1", value)
 
 
 def test_a_failure_reason_with_parentheses_stays_one_comment():

@@ -34,8 +34,8 @@ from harness import (
     peer,
     running_operator,
     signed,
+    unquoted,
 )
-from test_headers import unquoted
 
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
