@@ -252,3 +252,44 @@ def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: St
     assert store.folders.message_count(box) == 40 and len(store.folders.uids(box)) == 40
     first = store.folders.claim_recent(box, 41)
     assert first == 1 and store.folders.claim_recent(box, 41) == 41  # nothing new: nothing claimed
+
+
+def test_an_expunge_waits_for_a_store_holding_the_folder_instead_of_deadlocking(store: Store) -> None:
+    """PostgreSQL: a STORE holds the folder's row and is about to change a message flagged \\Deleted
+    while an EXPUNGE of that message runs. The EXPUNGE must wait for the folder before it touches the
+    message; taking the message first and the folder second deadlocked (seen under 20 sessions)."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's write transactions are exclusive: no row locks to order")
+    import threading
+    import time
+
+    from sqlalchemy import select, text, update
+
+    from mssante_operator.store.models import Mailbox, Message
+
+    inbox = folder_id(store, INBOX)
+    store.folders.append(ALICE, INBOX, message("a"), ["\\Deleted"], WHEN)
+    expunged: list[int] = []
+    failures: list[BaseException] = []
+
+    def expunge() -> None:
+        try:
+            expunged.extend(store.folders.expunge(inbox))
+        except BaseException as exc:  # a deadlock would land here or in the STORE below
+            failures.append(exc)
+
+    with store.writing() as conn:  # the STORE, between its folder lock and its message update
+        conn.execute(select(Mailbox.id).where(Mailbox.id == inbox).with_for_update()).all()
+        worker = threading.Thread(target=expunge)
+        worker.start()
+        with store.reading() as watcher:  # the EXPUNGE is waiting on a lock (an event, not a delay)
+            for _ in range(6000):
+                waiting = watcher.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                              " AND wait_event_type = 'Lock'"))
+                if waiting:
+                    break
+                time.sleep(0.01)
+            assert waiting
+        conn.execute(update(Message).where(Message.mailbox_id == inbox).values(flags="\\Deleted \\Seen"))
+    worker.join(60)
+    assert not failures and expunged == [1]
