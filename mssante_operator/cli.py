@@ -8,13 +8,15 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
-from .config import Settings, load_settings
+from .cli_common import HOME_OPTION, migrated_store, settings_of, with_store
+from .cli_conversation import conversation
+from .config import Settings
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,19 +27,6 @@ if TYPE_CHECKING:
     from .store.queue import QueueEntry
 
 T = TypeVar("T")
-
-HOME_OPTION = click.option(
-    "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
-    help="The operator's folder, holding config.toml.",
-)
-
-
-def _settings(home: Path) -> Settings:
-    try:
-        return load_settings(home)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
 
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True,
@@ -82,7 +71,7 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
     sharing the ports (bound once by the supervisor); SIGHUP reloads the liste blanche and the CRLs.
     With [bridge], the supervisor runs (even for one worker) to restart mes_bridge should it die.
     """
-    settings = _settings(home)
+    settings = settings_of(home)
     count = settings.server.worker_count
     if (count > 1 or settings.bridge is not None) and not worker and not prepare:
         _supervise(settings, home, count, ctx.obj["log_level"])
@@ -132,7 +121,7 @@ def mailbox() -> None:
 @HOME_OPTION
 def mailbox_ls(address: str, home: Path) -> None:
     """List the messages of ADDRESS's INBOX, one JSON object per line."""
-    with _migrated_store(home) as store:  # migrating is a no-op once `serve` has run; `ls` answers on a fresh kit
+    with migrated_store(home) as store:  # migrating is a no-op once `serve` has run; `ls` answers on a fresh kit
         for message in store.list_messages(address):
             click.echo(json.dumps({
                 "uid": message.uid,
@@ -143,23 +132,6 @@ def mailbox_ls(address: str, home: Path) -> None:
                 "received_at": message.received_at.isoformat(),
                 "authentication_results": message.authentication_results,
             }, ensure_ascii=False))
-
-
-@contextlib.contextmanager
-def _migrated_store(home: Path) -> Iterator[Store]:
-    """The store of HOME, migrated (its blob storage checked), closed afterwards."""
-    from .store.facade import BlobStorageMismatch, Store
-
-    settings = _settings(home)
-    store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    try:
-        try:
-            store.migrate()
-        except BlobStorageMismatch as exc:
-            raise click.ClickException(str(exc)) from exc
-        yield store
-    finally:
-        store.close()
 
 
 EX_TEMPFAIL = 75  # sysexits: try again later (the directory is down)
@@ -218,7 +190,7 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
     from .annuaire.file_backend import load_entries
     from .annuaire.importer import run_import
 
-    settings = _settings(home)
+    settings = settings_of(home)
     local = _is_json(file)
     show_bar = sys.stderr.isatty() if progress is None else progress
     total: int | None = None
@@ -259,7 +231,7 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
 @HOME_OPTION
 def annuaire_show(address: str, home: Path) -> None:
     """Print the annuaire entry of ADDRESS as JSON (liste rouge entries included: this is an operator's tool)."""
-    entry = _annuaire_call(_settings(home), lambda directory: directory.lookup(address))
+    entry = _annuaire_call(settings_of(home), lambda directory: directory.lookup(address))
     if entry is None:
         click.echo(f"{address}: no such mailbox in the annuaire", err=True)
         sys.exit(1)
@@ -272,7 +244,7 @@ def annuaire_show(address: str, home: Path) -> None:
 @click.option("--limit", default=50, show_default=True)
 def annuaire_search(text: str, home: Path, limit: int) -> None:
     """Published mailboxes whose address or name contains TEXT, one JSON object per line (no liste rouge)."""
-    for entry in _annuaire_call(_settings(home), lambda directory: directory.search(text, limit)):
+    for entry in _annuaire_call(settings_of(home), lambda directory: directory.search(text, limit)):
         click.echo(json.dumps(entry.to_json(), ensure_ascii=False))
 
 
@@ -282,12 +254,6 @@ def queue() -> None:
 
 
 QUEUE_STATUSES = ("scheduled", "deferred", "delivered", "failed")  # store.queue.RecipientStatus, not imported here
-
-
-def _with_queue(home: Path, action: Callable[[Store], T]) -> T:
-    """Run ``action`` on the store of HOME, migrated first (as `mailbox ls` does), then close it."""
-    with _migrated_store(home) as store:
-        return action(store)
 
 
 def _no_such_queue_id(queue_id: str) -> NoReturn:
@@ -352,7 +318,7 @@ def queue_ls(status: str | None, as_json: bool, home: Path) -> None:
     from .store.queue import RecipientStatus
 
     wanted = None if status is None else RecipientStatus(status)
-    entries, now = _with_queue(home, lambda store: (store.queue.entries(status=wanted), store.now()))
+    entries, now = with_store(home, lambda store: (store.queue.entries(status=wanted), store.now()))
     if as_json:
         for entry in entries:
             click.echo(json.dumps(_queue_entry_json(entry), ensure_ascii=False))
@@ -370,7 +336,7 @@ def queue_ls(status: str | None, as_json: bool, home: Path) -> None:
 @HOME_OPTION
 def queue_show(queue_id: str, home: Path) -> None:
     """Print QUEUE_ID's message and every recipient's state as JSON (never the message's content)."""
-    entry = _with_queue(home, lambda store: store.queue.show(queue_id))
+    entry = with_store(home, lambda store: store.queue.show(queue_id))
     if entry is None:
         _no_such_queue_id(queue_id)
     click.echo(json.dumps(_queue_entry_json(entry), ensure_ascii=False, indent=2))
@@ -387,7 +353,7 @@ def queue_retry(queue_id: str | None, every: bool, home: Path) -> None:
     if (queue_id is None) != every:
         raise click.UsageError("give either a QUEUE_ID or --all")
     try:
-        due = _with_queue(home, lambda store: store.queue.retry(queue_id, now=store.now()))
+        due = with_store(home, lambda store: store.queue.retry(queue_id, now=store.now()))
     except QueueEntryNotFound:
         _no_such_queue_id(str(queue_id))
     logging.getLogger("mssante_operator.audit").info(
@@ -407,7 +373,7 @@ def queue_drop(queue_id: str, home: Path) -> None:
         return entry, 0 if entry is None else store.queue.drop(queue_id)
 
     try:
-        entry, count = _with_queue(home, drop)
+        entry, count = with_store(home, drop)
     except QueueEntryNotFound:  # dropped by someone else meanwhile
         entry = None
     if entry is None:
@@ -502,8 +468,6 @@ def _stop(message: str, status: int) -> NoReturn:
     click.echo(f"send-bulk: {message}", err=True)
     sys.exit(status)
 
-
-from .cli_conversation import conversation  # noqa: E402  (at the end: it imports this module's helpers)
 
 main.add_command(conversation)
 

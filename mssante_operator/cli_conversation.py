@@ -1,8 +1,4 @@
-"""``mssante-operator conversation ls|end``: patients' conversations with professional mailboxes.
-
-Registered by cli.py at its end. The group is defined before importing cli's helpers, so this module
-loads in either order (``python -m mssante_operator.cli`` loads cli.py twice: as __main__ and as itself).
-"""
+"""``mssante-operator conversation ls|end``: patients' conversations with professional mailboxes."""
 
 from __future__ import annotations
 
@@ -15,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_common import HOME_OPTION, with_store
+
 if TYPE_CHECKING:
     from .store.conversations import ConversationRecord
     from .store.facade import Store
@@ -25,7 +23,6 @@ def conversation() -> None:
     """Patients' conversations: who may write to whom (the professional writes first); end one."""
 
 
-from .cli import HOME_OPTION, _with_queue  # noqa: E402  (after the group: see the module docstring)
 
 PATIENT_OPTION = click.option("--patient", metavar="INS", help="The patient's matricule INS (15 characters).")
 
@@ -53,7 +50,7 @@ def conversation_ls(patient: str | None, mailbox: str | None, history: bool, hom
             objects.append(shown)
         return objects
 
-    objects = _with_queue(home, read)
+    objects = with_store(home, read)
     for shown in objects:
         click.echo(json.dumps(shown, ensure_ascii=False))
     if not objects:
@@ -71,7 +68,7 @@ def conversation_end(patient: str, mailbox: str, name: str | None, home: Path) -
 
     ins, actor = _ins(patient), f"operator:{name or getpass.getuser()}"
     try:
-        record = _with_queue(home, lambda store: store.conversations.end(ins, mailbox, actor=actor, at=store.now()))
+        record = with_store(home, lambda store: store.conversations.end(ins, mailbox, actor=actor, at=store.now()))
     except ConversationNotFound as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -196,7 +196,8 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
 
 
 def wait_for_log(path: Path, text: str, *, count: int = 1, timeout: float = 30.0) -> None:
-    """Block until ``text`` appears ``count`` times in the log file (workers log "ready" once listening)."""
+    """Block until ``text`` appears ``count`` times in the log file (each worker logs "operator DOMAIN ready"
+    once listening)."""
     import time
 
     deadline = time.monotonic() + timeout
@@ -221,7 +222,8 @@ def serve_process(home: Path, manifest: dict[str, Any]) -> Iterator[Any]:
     try:
         mta = manifest["listeners"]["mta"]
         wait_for_port(mta["host"], int(mta["port"]))
-        wait_for_log(home / "serve.log", "ready")
+        # The operator's own line: mes_bridge also says "ready", and may say it before any worker listens.
+        wait_for_log(home / "serve.log", f"operator {manifest['operator']['domain']} ready")
         yield process
     finally:
         if process.poll() is None:

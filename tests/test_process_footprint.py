@@ -30,9 +30,9 @@ def _modules(imports: str) -> set[str]:
 
 def test_the_supervisor_path_does_not_import_the_application(tmp_path: Path) -> None:
     make_kit(tmp_path)
-    loaded = _modules("import mssante_operator.cli, mssante_operator.workers\n"
+    loaded = _modules("import mssante_operator.cli, mssante_operator.cli_common, mssante_operator.workers\n"
                       "from mssante_operator.listening import bind_listeners\n"
-                      f"settings = mssante_operator.cli._settings(Path({str(tmp_path)!r}))\n"
+                      f"settings = mssante_operator.cli_common.settings_of(Path({str(tmp_path)!r}))\n"
                       "[sock.close() for sock in bind_listeners(settings).values()]")
     assert not loaded & {"mssante_operator.app", "sqlalchemy", "cryptography", "aiosmtpd", "dkim", *HEAVY}
 
