@@ -239,6 +239,8 @@ def test_record_refuses_a_deferral_without_next_attempt(store: Store) -> None:
         store.queue.record("w1", [Outcome(d.recipient_id, DEFERRED, LATER)], now=T0)
     with pytest.raises(ValueError):
         store.queue.record("w1", [Outcome(d.recipient_id, SCHEDULED, LATER)], now=T0)
+    with pytest.raises(TypeError):  # a reply line is never parsed back
+        store.queue.record("w1", [deferred(d, 5, "451 4.4.1 later")], now=T0)  # type: ignore[arg-type]
 
 
 def test_record_applies_only_to_rows_leased_by_that_owner(store: Store) -> None:

@@ -498,6 +498,8 @@ def _domain(address: str) -> str:
 
 
 def _check_outcome(outcome: Outcome) -> None:
+    if not isinstance(outcome.reply, Reply):  # a reply line is not parsed back: say so to callers of old
+        raise TypeError(f"an outcome's reply is an outcomes.Reply, not {type(outcome.reply).__name__}")
     if outcome.status == RecipientStatus.DEFERRED and outcome.next_attempt_at is None:
         raise ValueError("a deferred outcome needs next_attempt_at")
     if outcome.status not in (RecipientStatus.DEFERRED, *FINAL):
