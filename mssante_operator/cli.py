@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .annuaire import Annuaire
+    from .outcomes import Reply
     from .store.facade import Store
     from .store.queue import QueueEntry
 
@@ -273,11 +274,21 @@ def _queue_entry_json(entry: QueueEntry) -> dict[str, object]:
             {
                 "address": r.address, "status": r.status.value, "attempts": r.attempts,
                 "next_attempt_at": instant(r.next_attempt_at), "last_attempt_at": instant(r.last_attempt_at),
-                "last_reply": r.last_reply, "action": r.action, "leased_until": instant(r.leased_until),
+                "last_reply": r.last_reply.line if r.last_reply else "", "action": r.action,
+                "leased_until": instant(r.leased_until),
+                **_reply_json(r.last_reply),
             }
             for r in entry.recipients
         ],
     }  # fmt: skip
+
+
+def _reply_json(reply: Reply | None) -> dict[str, object]:
+    """The last reply's typed parts (null before the first attempt) beside its line."""
+    if reply is None:
+        return {"last_kind": None, "last_code": None, "last_enhanced": None, "last_text": None}
+    return {"last_kind": reply.kind.value, "last_code": reply.code, "last_enhanced": reply.enhanced,
+            "last_text": reply.text}
 
 
 def _age(seconds: float) -> str:
@@ -303,7 +314,7 @@ def _queue_entry_lines(entry: QueueEntry, now: datetime) -> list[str]:
         next_attempt = f", next {r.next_attempt_at:%Y-%m-%d %H:%M:%S}Z" if r.next_attempt_at else ""
         if r.leased_until is not None and r.leased_until > now:
             next_attempt = ", being tried now"
-        reply = " ".join(r.last_reply.split())[:120]
+        reply = " ".join(r.last_reply.line.split())[:120] if r.last_reply else ""
         lines.append(f"    {r.address}  {r.status.value}, {r.attempts} attempt(s){next_attempt}"
                      + (f": {reply}" if reply else ""))
     return lines

@@ -22,8 +22,8 @@ from typing import Protocol
 from .listening import WorkerLoad
 
 
-class Refusal(enum.Enum):
-    """Why a connection was not admitted."""
+class LimitReached(enum.Enum):
+    """Which limit kept a connection out (not an SMTP refusal: each protocol words it, see the docstring)."""
 
     TOO_MANY_FROM_IP = "too many connections from your address"
     TOO_MANY_OVERALL = "too many connections"
@@ -86,13 +86,13 @@ class ConnectionLimiter:
     def under_pressure(self) -> bool:
         return self.open >= self._stress_at
 
-    def acquire(self, ip: str) -> Refusal | None:
+    def acquire(self, ip: str) -> LimitReached | None:
         """Count a new connection; return why it is refused when over a limit."""
         if self._by_ip.count(ip) >= self._by_ip.limit:
-            return Refusal.TOO_MANY_FROM_IP
+            return LimitReached.TOO_MANY_FROM_IP
         if self.open >= self.maximum:
             if not self._waiting:
-                return Refusal.TOO_MANY_OVERALL
+                return LimitReached.TOO_MANY_OVERALL
             oldest = next(iter(self._waiting))
             del self._waiting[oldest]
             oldest.evict()

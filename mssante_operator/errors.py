@@ -7,22 +7,40 @@ temporary (4xx: the peer retries) or permanent (5xx: the peer bounces).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class Refusal(Exception):
-    """A refusal with its SMTP reply code, RFC 3463 enhanced status and explanation."""
+    """A refusal with its SMTP reply code, RFC 3463 enhanced status and explanation, and the name of the
+    check that made it (for logs and metrics; not part of the reply, nor of equality).
 
-    code: int
-    enhanced: str
-    text: str
+    An ordinary exception whose fields are read-only properties: Python may set its ``__traceback__``
+    (as ``contextlib`` does), ``pickle`` rebuilds it from its arguments (process pools, logging queues).
+    A frozen dataclass could do neither.
+    """
 
-    def __post_init__(self) -> None:
-        if not (400 <= self.code < 600):
-            raise ValueError(f"refusal code must be 4xx or 5xx, got {self.code}")
-        if self.enhanced[0] != str(self.code)[0]:
-            raise ValueError(f"enhanced status {self.enhanced} does not match reply code {self.code}")
+    def __init__(self, code: int, enhanced: str, text: str, check: str = "") -> None:
+        if not (400 <= code < 600):
+            raise ValueError(f"refusal code must be 4xx or 5xx, got {code}")
+        if enhanced[0] != str(code)[0]:
+            raise ValueError(f"enhanced status {enhanced} does not match reply code {code}")
+        super().__init__(code, enhanced, text, check)  # args: what pickle passes back to __init__
+        self._code, self._enhanced, self._text, self._check = code, enhanced, text, check
+
+    @property
+    def code(self) -> int:
+        return self._code
+
+    @property
+    def enhanced(self) -> str:
+        return self._enhanced
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def check(self) -> str:
+        """The name of the check that refused ("" when not said)."""
+        return self._check
 
     @property
     def temporary(self) -> bool:
@@ -36,6 +54,17 @@ class Refusal(Exception):
 
     def __str__(self) -> str:
         return self.reply
+
+    def __repr__(self) -> str:
+        return f"Refusal({self.code!r}, {self.enhanced!r}, {self.text!r}, check={self.check!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Refusal):
+            return NotImplemented
+        return (self._code, self._enhanced, self._text) == (other._code, other._enhanced, other._text)
+
+    def __hash__(self) -> int:
+        return hash((self._code, self._enhanced, self._text))
 
 
 class ConfigError(Exception):

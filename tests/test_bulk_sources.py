@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mssante_operator.bulk.compose import compose_report, message_id, prepare_eml
-from mssante_operator.bulk.journal import Journal, JournalBusy, Outcome, Refusal
+from mssante_operator.bulk.journal import Journal, JournalBusy, Outcome, RefusedRecipient
 from mssante_operator.bulk.sources import SourceError, list_items
 from mssante_operator.smtp.payload import dot_stuffed
 
@@ -124,8 +124,8 @@ def test_dot_stuffing() -> None:
 def test_journal_remembers_per_recipient_and_content(tmp_path: Path) -> None:
     with Journal(tmp_path) as journal:
         journal.record(Outcome("r1.pdf", "s1", ("A@h.fr",), (
-            Refusal("b@h.fr", 550, "5.7.1", "outside", temporary=False),
-            Refusal("c@h.fr", 451, "4.3.0", "later", temporary=True)), "Q1"))
+            RefusedRecipient("b@h.fr", 550, "5.7.1", "outside", temporary=False),
+            RefusedRecipient("c@h.fr", 451, "4.3.0", "later", temporary=True)), "Q1"))
         with pytest.raises(JournalBusy):
             Journal(tmp_path)
     with (tmp_path / ".send-bulk.journal").open("a") as handle:

@@ -14,6 +14,7 @@ from harness import kit_store
 
 from mssante_operator.cli import main
 from mssante_operator.demo_kit import create_kit
+from mssante_operator.outcomes import Reply
 from mssante_operator.store import Store
 from mssante_operator.store.queue import OutboundEnvelope, Outcome, QueuedRecipient, RecipientStatus
 
@@ -46,7 +47,10 @@ def queue(store: Store, *recipients: str, sender: str = "dr.martin@operateur.exa
     return store.queue.enqueue(RAW, envelope, now=now - timedelta(minutes=3), expires_at=now + timedelta(days=5))
 
 
-def defer_all(store: Store, reply: str = "451 4.4.1 clinique-ouest: connection refused") -> None:
+REFUSED = Reply.from_smtp(451, "4.4.1 clinique-ouest: connection refused")
+
+
+def defer_all(store: Store, reply: Reply = REFUSED) -> None:
     now = datetime.now(UTC)
     claimed = store.queue.claim("test", now=now, lease=60)
     store.queue.record("test", [
@@ -110,6 +114,8 @@ def test_show_prints_every_recipients_state(kit: Path, store: Store) -> None:
         (address, "deferred", "451 4.4.1 clinique-ouest: connection refused")
         for address in ("bob@clinique-ouest.mssante.fr", "carol@clinique-ouest.mssante.fr")
     ]
+    assert {(r["last_kind"], r["last_code"], r["last_enhanced"], r["last_text"]) for r in shown["recipients"]} == {
+        ("temporary", 451, "4.4.1", "clinique-ouest: connection refused")}
     assert SECRET not in result.output
     unknown = run(kit, "show", UNKNOWN)
     assert unknown.exit_code == 1 and f"{UNKNOWN}: no such queued message" in unknown.stderr

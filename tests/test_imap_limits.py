@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from harness import make_kit, running_operator
 
-from mssante_operator.connection_limits import ConnectionLimiter, KeyedCounter, Refusal
+from mssante_operator.connection_limits import ConnectionLimiter, KeyedCounter, LimitReached
 
 DOMAIN = "hopital-demo.mssante.fr"
 
@@ -28,9 +28,9 @@ def test_keyed_counter_refuses_past_its_limit_and_frees_on_release() -> None:
 def test_connection_limiter_says_which_limit_was_hit() -> None:
     limiter = ConnectionLimiter(maximum=3, per_ip=2)
     assert limiter.acquire("10.0.0.1") is None and limiter.acquire("10.0.0.1") is None
-    assert limiter.acquire("10.0.0.1") is Refusal.TOO_MANY_FROM_IP
+    assert limiter.acquire("10.0.0.1") is LimitReached.TOO_MANY_FROM_IP
     assert limiter.acquire("10.0.0.2") is None
-    assert limiter.acquire("10.0.0.3") is Refusal.TOO_MANY_OVERALL
+    assert limiter.acquire("10.0.0.3") is LimitReached.TOO_MANY_OVERALL
     limiter.release("10.0.0.1")
     assert limiter.acquire("10.0.0.3") is None and limiter.open == 3
 

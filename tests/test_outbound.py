@@ -95,7 +95,7 @@ def test_messages_share_one_connection_and_present_the_operator_certificate(kit:
         sent = [message(f"bio{i}@{LABO}", key=i) for i in range(3)]
         results = send(kit.client({LABO: peer.route}), LABO, *sent)
         assert [kinds(r) for r in results] == [["delivered"]] * 3
-        assert results[0][0].reply.startswith("250 ") and results[0][0].remote_mta == "127.0.0.1"
+        assert results[0][0].reply.line.startswith("250 ") and results[0][0].remote_mta == "127.0.0.1"
         received = peer.wait_for(3)
         assert peer.connections == 1 and {r.connection for r in received} == {1}
         assert [r.content for r in received] == [m.raw for m in sent]
@@ -162,7 +162,7 @@ def test_refused_sender_concerns_every_recipient(kit: Kit) -> None:
         peer.answer("MAIL", "553 5.7.1 sender refused")
         first, second = send(kit.client({LABO: peer.route}), LABO, message(f"a@{LABO}", f"b@{LABO}"),
                              message(f"c@{LABO}"))
-        assert kinds(first) == ["permanent", "permanent"] and first[0].reply == "553 5.7.1 sender refused"
+        assert kinds(first) == ["permanent", "permanent"] and first[0].reply.line == "553 5.7.1 sender refused"
         assert kinds(second) == ["delivered"]
 
 
@@ -172,7 +172,7 @@ def test_temporary_refusal_then_delivery(kit: Kit) -> None:
     with kit.peer() as peer:
         peer.answer("RCPT", "451 4.3.0 try later")
         first, second = send(kit.client({LABO: peer.route}), LABO, message(f"a@{LABO}"), message(f"a@{LABO}"))
-        assert kinds(first) == ["temporary"] and first[0].reply == "451 4.3.0 try later"
+        assert kinds(first) == ["temporary"] and first[0].reply.line == "451 4.3.0 try later"
         assert kinds(second) == ["delivered"]
         assert len(peer.wait_for(1)) == 1
 
@@ -182,7 +182,7 @@ def test_permanent_refusal_of_one_recipient(kit: Kit) -> None:
         peer.answer("RCPT", "550 5.1.1 no such user", address=f"gone@{LABO}")
         [results] = send(kit.client({LABO: peer.route}), LABO, message(f"gone@{LABO}", f"here@{LABO}"))
         assert [(r.key, r.kind) for r in results] == [(1, "permanent"), (2, "delivered")]
-        assert results[0].reply == "550 5.1.1 no such user"
+        assert results[0].reply.line == "550 5.1.1 no such user"
         assert peer.wait_for(1)[0].rcpt_tos == [f"here@{LABO}"]
 
 
@@ -195,7 +195,7 @@ def test_refusal_at_data_concerns_every_accepted_recipient(kit: Kit, reply: str,
         [results] = send(kit.client({LABO: peer.route}), LABO,
                          message(f"a@{LABO}", f"gone@{LABO}", f"b@{LABO}"))
         assert kinds(results) == [kind, "permanent", kind]
-        assert results[0].reply == reply and results[1].reply.startswith("550")
+        assert results[0].reply.line == reply and results[1].reply.line.startswith("550")
         assert peer.received == []
 
 
@@ -203,7 +203,7 @@ def test_peer_down_is_temporary(kit: Kit) -> None:
     [port] = free_ports(1)
     [results] = send(kit.client({LABO: f"127.0.0.1:{port}"}), LABO, message(f"a@{LABO}", f"b@{LABO}"))
     assert kinds(results) == ["temporary", "temporary"]
-    assert results[0].reply == f"connection refused by 127.0.0.1:{port}"
+    assert results[0].reply.line == f"connection refused by 127.0.0.1:{port}"
 
 
 # -- identity of the peer -------------------------------------------------------------------------
@@ -219,24 +219,24 @@ def refused(kit: Kit, peer: PeerOperator, domain: str) -> RecipientResult:
 
 def test_revoked_peer_certificate_is_refused(kit: Kit) -> None:
     result = refused(kit, kit.peer("clinique"), CLINIQUE)
-    assert result.reply.startswith("TLS: certificate of 127.0.0.1:") and result.reply.endswith("is revoked")
+    assert result.reply.line.startswith("TLS: certificate of 127.0.0.1:") and result.reply.line.endswith("is revoked")
 
 
 def test_certificate_not_listed_for_the_domain_is_refused(kit: Kit) -> None:
     peer = kit.peer("labo")
     result = refused(kit, peer, EHPAD)
-    assert result.reply == f"TLS: certificate DN {peer.dn} is not listed for {EHPAD} in the liste blanche"
+    assert result.reply.line == f"TLS: certificate DN {peer.dn} is not listed for {EHPAD} in the liste blanche"
 
 
 def test_rogue_certificate_is_refused(kit: Kit) -> None:
     rogue = kit.manifest["rogue"]
     result = refused(kit, kit.peer("labo", cert=rogue["cert"], key=rogue["key"]), LABO)
-    assert result.reply.startswith("TLS: certificate of 127.0.0.1:") and "not accepted" in result.reply
+    assert result.reply.line.startswith("TLS: certificate of 127.0.0.1:") and "not accepted" in result.reply.line
 
 
 def test_peer_without_starttls_gets_nothing_in_clear(kit: Kit) -> None:
     result = refused(kit, kit.peer("labo", starttls=False), LABO)
-    assert "does not offer STARTTLS" in result.reply
+    assert "does not offer STARTTLS" in result.reply.line
 
 
 # -- DSN ------------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_next_hop_failures(answer: list[str] | Exception, temporary: bool, text:
 def test_unknown_domain_is_a_permanent_result(kit: Kit) -> None:
     hops = NextHops({}, lookup=fake_dns({("nowhere.fr", "MX"): dns.resolver.NXDOMAIN()}))
     [results] = send(kit.client({}, hops=hops), "nowhere.fr", message("a@nowhere.fr"))
-    assert kinds(results) == ["permanent"] and "does not exist" in results[0].reply
+    assert kinds(results) == ["permanent"] and "does not exist" in results[0].reply.line
 
 
 @pytest.mark.parametrize(("value", "hop"), [("mx.fr:2525", NextHop("mx.fr", 2525)), ("mx.fr", NextHop("mx.fr")),

@@ -30,7 +30,7 @@ from harness import (
     signed,
 )
 
-from mssante_operator.connection_limits import ConnectionLimiter, Refusal
+from mssante_operator.connection_limits import ConnectionLimiter, LimitReached
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.tls import client_context, server_context
@@ -284,8 +284,8 @@ def test_limiter_hurries_waiting_sessions_under_pressure_and_evicts_the_oldest_w
             limiter.working(sessions[0])  # started a transaction: never hurried, never evicted
     assert [s.hurried for s in sessions] == [False, True, False]  # told on entering stress (3 of 3)
     assert limiter.under_pressure
-    assert limiter.acquire("10.0.0.1") is Refusal.TOO_MANY_FROM_IP  # the per-source limit holds
+    assert limiter.acquire("10.0.0.1") is LimitReached.TOO_MANY_FROM_IP  # the per-source limit holds
     assert limiter.acquire("10.0.0.9") is None
     assert [s.evicted for s in sessions] == [False, True, False]
     limiter.working(sessions[2])
-    assert limiter.acquire("10.0.0.8") is Refusal.TOO_MANY_OVERALL  # nobody idle left to give a slot
+    assert limiter.acquire("10.0.0.8") is LimitReached.TOO_MANY_OVERALL  # nobody idle left to give a slot

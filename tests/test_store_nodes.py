@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import delete, func, or_, select
 
 from mssante_operator.config import OutboundSettings
+from mssante_operator.outcomes import Reply
 from mssante_operator.smtp.local_delivery import LocalDelivery
 from mssante_operator.smtp.notices import Notices
 from mssante_operator.smtp.outbound import OutgoingMessage, RecipientResult
@@ -105,16 +106,19 @@ def test_an_upgraded_database_adopts_the_blob_directory(node: Store, store_url: 
 # -- a missing file is deferred, never bounced -----------------------------------------------------
 
 
-class FakeTargets:
-    """Stands for the peers: answers every recipient with ``kind``; remembers what it was sent."""
+OK = Reply.from_smtp(250, "2.0.0 ok")
 
-    def __init__(self, kind: str = "delivered", reply: str = "250 2.0.0 ok") -> None:
-        self.kind, self.reply = kind, reply
+
+class FakeTargets:
+    """Stands for the peers: answers every recipient with ``reply``; remembers what it was sent."""
+
+    def __init__(self, reply: Reply = OK) -> None:
+        self.reply = reply
         self.sent: list[OutgoingMessage] = []
 
     async def send(self, domain: str, message: OutgoingMessage) -> list[RecipientResult]:
         self.sent.append(message)
-        return [RecipientResult(r.key, self.kind, self.reply, remote_mta="mx.peer.example")  # type: ignore[arg-type]
+        return [RecipientResult(r.key, self.reply, remote_mta="mx.peer.example")
                 for r in message.recipients]
 
     async def close(self) -> None:
@@ -199,7 +203,8 @@ def test_a_delay_warning_whose_file_is_missing_waits_with_one_log_line(
                                                         "<n2@operateur.example>", SENDER),
                                   now=now, expires_at=now + timedelta(days=5))  # fmt: skip
     [delivery] = node.queue.claim("w1", now=now, lease=60)
-    node.queue.record("w1", [Outcome(delivery.recipient_id, RecipientStatus.DEFERRED, "451 4.4.1 later",
+    later = Reply.from_smtp(451, "4.4.1 later")
+    node.queue.record("w1", [Outcome(delivery.recipient_id, RecipientStatus.DEFERRED, later,
                                      next_attempt_at=now + timedelta(hours=3))], now=now)
     node.blobs.path(delivery.blob_key).unlink()
     notices = Notices(store=node, delivery=LocalDelivery(node), hostname="mx.operateur.example",
@@ -220,7 +225,7 @@ class RacingTargets(FakeTargets):
     """Fails every recipient permanently, but only once the other node is sending too (a barrier)."""
 
     def __init__(self, barrier: asyncio.Barrier) -> None:
-        super().__init__("permanent", "550 5.1.1 no such user")
+        super().__init__(Reply.from_smtp(550, "5.1.1 no such user"))
         self.barrier = barrier
 
     async def send(self, domain: str, message: OutgoingMessage) -> list[RecipientResult]:
@@ -267,3 +272,32 @@ def test_two_nodes_finishing_one_message_send_one_report(node: Store, store_url:
     for m in range(len(queue_ids)):
         [report] = [r for r in reports if f"rfc822;a{m}@clinique.example" in r]
         assert f"rfc822;b{m}@cabinet.example" in report and report.count("Action: failed") == 2
+
+
+# -- the report says the typed outcome -------------------------------------------------------------
+
+
+def test_a_failure_whose_enhanced_code_is_of_another_class_still_gets_its_report(node: Store) -> None:
+    """A peer that answers 550 with 4.1.1: the report's Status is the failure's class (5.0.0), its
+    Diagnostic-Code the reply as received (the code used to be parsed back from the line: no report at all)."""
+    now = datetime.now(UTC)
+    node.queue.enqueue(RAW, OutboundEnvelope(SENDER, (QueuedRecipient("bob@clinique.example"),),
+                                             "<n3@operateur.example>", SENDER),
+                       now=now, expires_at=now + timedelta(days=5))  # fmt: skip
+    [delivery] = node.queue.claim("w1", now=now, lease=60)
+    confused = Reply.from_smtp(550, "4.1.1 no such user")
+    node.queue.record("w1", [Outcome(delivery.recipient_id, RecipientStatus.FAILED, confused, action="failed",
+                                     notice=True)], now=now)  # fmt: skip
+
+    async def scenario() -> int:
+        local = LocalDelivery(node)
+        try:
+            notices = Notices(store=node, delivery=local, hostname="mx.operateur.example", domain="operateur.example",
+                              delay_warning=0)
+            return await notices.send_pending("w1", lease=60)
+        finally:
+            await local.close()
+
+    assert asyncio.run(scenario()) == 1
+    [report] = [node.read_message(SENDER, m.uid).decode() for m in node.list_messages(SENDER)]
+    assert "Status: 5.0.0\r\n" in report and "Diagnostic-Code: smtp; 550 4.1.1 no such user\r\n" in report

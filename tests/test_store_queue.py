@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 
+from mssante_operator.outcomes import Reply
 from mssante_operator.store import NewMessage, Store
 from mssante_operator.store.models import Blob
 from mssante_operator.store.queue import (
@@ -62,7 +63,11 @@ def statuses(store: Store, queue_id: str) -> dict[str, tuple[RecipientStatus, in
     return {r.address: (r.status, r.attempts) for r in entry.recipients}
 
 
-def deferred(delivery: Delivery, minutes: int, reply: str = "451 4.4.1 try again later") -> Outcome:
+LATER = Reply.from_smtp(451, "4.4.1 try again later")
+OK, NO = Reply.from_smtp(250, "ok"), Reply.from_smtp(550, "no")
+
+
+def deferred(delivery: Delivery, minutes: int, reply: Reply = LATER) -> Outcome:
     return Outcome(delivery.recipient_id, DEFERRED, reply, next_attempt_at=T0 + timedelta(minutes=minutes))
 
 
@@ -146,10 +151,11 @@ def test_a_crashed_workers_recipients_come_back_after_the_lease(store: Store) ->
     [again] = store.queue.claim("w2", now=T0 + timedelta(seconds=61), lease=60)
     assert again.recipient_id == lost.recipient_id
     # The first worker comes back late: its outcome no longer applies, the new owner's does.
-    late = Outcome(lost.recipient_id, FAILED, "550 5.1.1 unknown", notice=True)
+    late = Outcome(lost.recipient_id, FAILED, Reply.from_smtp(550, "5.1.1 unknown"), notice=True)
     assert store.queue.record("crashed", [late], now=T0 + timedelta(seconds=62)) == 0
     assert statuses(store, queue_id) == {"bob@peer.example": (SCHEDULED, 0)}
-    done = Outcome(again.recipient_id, DELIVERED, "250 2.0.0 ok", action="relayed", remote_mta="mx.peer.example")
+    done = Outcome(again.recipient_id, DELIVERED, Reply.from_smtp(250, "2.0.0 ok"), action="relayed",
+                   remote_mta="mx.peer.example")
     assert store.queue.record("w2", [done], now=T0 + timedelta(seconds=63)) == 1
     assert statuses(store, queue_id) == {"bob@peer.example": (DELIVERED, 1)}
 
@@ -195,9 +201,10 @@ def test_record_counts_attempts_and_sets_final_state(store: Store) -> None:
     queue_id = enqueue(store, "ok@peer.example", "later@peer.example", "bad@peer.example")
     ok, later, bad = store.queue.claim("w1", now=T0, lease=60)
     outcomes = [
-        Outcome(ok.recipient_id, DELIVERED, "250 2.0.0 queued as X", action="relayed", remote_mta="mx.peer.example"),
+        Outcome(ok.recipient_id, DELIVERED, Reply.from_smtp(250, "2.0.0 queued as X"), action="relayed",
+                remote_mta="mx.peer.example"),
         deferred(later, 5),
-        Outcome(bad.recipient_id, FAILED, "550 5.1.1 no such user", action="failed", notice=True),
+        Outcome(bad.recipient_id, FAILED, Reply.from_smtp(550, "5.1.1 no such user"), action="failed", notice=True),
     ]
     assert store.queue.record("w1", outcomes, now=T0 + timedelta(seconds=2)) == 3
     assert statuses(store, queue_id) == {
@@ -206,14 +213,14 @@ def test_record_counts_attempts_and_sets_final_state(store: Store) -> None:
     assert entry is not None
     states = {r.address: r for r in entry.recipients}
     assert states["later@peer.example"].next_attempt_at == T0 + timedelta(minutes=5)
-    assert states["later@peer.example"].last_reply == "451 4.4.1 try again later"
+    assert states["later@peer.example"].last_reply == LATER
     assert states["bad@peer.example"].next_attempt_at is None  # final: no next attempt
     assert {r.last_attempt_at for r in entry.recipients} == {T0 + timedelta(seconds=2)}
     assert {r.leased_until for r in entry.recipients} == {None}
     assert states["ok@peer.example"].action == "relayed"
     # Only the failure owes a notice; a second record of the same outcomes changes nothing (no lease).
     [notice] = store.queue.pending_notices("w1", now=T0, delay_warning=None)
-    assert (notice.kind, notice.address, notice.status, notice.reply) == (
+    assert (notice.kind, notice.address, notice.status, str(notice.reply)) == (
         "final", "bad@peer.example", FAILED, "550 5.1.1 no such user")
     assert store.queue.record("w1", outcomes, now=T0 + timedelta(seconds=3)) == 0
     assert store.queue.next_due() == T0 + timedelta(minutes=5)
@@ -229,16 +236,18 @@ def test_record_refuses_a_deferral_without_next_attempt(store: Store) -> None:
     enqueue(store, "bob@peer.example")
     [d] = store.queue.claim("w1", now=T0, lease=60)
     with pytest.raises(ValueError):
-        store.queue.record("w1", [Outcome(d.recipient_id, DEFERRED, "451")], now=T0)
+        store.queue.record("w1", [Outcome(d.recipient_id, DEFERRED, LATER)], now=T0)
     with pytest.raises(ValueError):
-        store.queue.record("w1", [Outcome(d.recipient_id, SCHEDULED, "?")], now=T0)
+        store.queue.record("w1", [Outcome(d.recipient_id, SCHEDULED, LATER)], now=T0)
+    with pytest.raises(TypeError):  # a reply line is never parsed back
+        store.queue.record("w1", [deferred(d, 5, "451 4.4.1 later")], now=T0)  # type: ignore[arg-type]
 
 
 def test_record_applies_only_to_rows_leased_by_that_owner(store: Store) -> None:
     enqueue(store, "mine@peer.example", "yours@peer.example")
     [mine] = store.queue.claim("w1", now=T0, lease=60, limit=1)
     [yours] = store.queue.claim("w2", now=T0, lease=60, limit=1)
-    done = [Outcome(d.recipient_id, DELIVERED, "250 ok") for d in (mine, yours)]
+    done = [Outcome(d.recipient_id, DELIVERED, OK) for d in (mine, yours)]
     assert store.queue.record("w1", done, now=T0) == 1
     assert store.queue.record("w1", done, now=T0) == 0  # its lease ended with the first record
 
@@ -248,7 +257,7 @@ def test_record_in_bulk(store: Store) -> None:
         enqueue(store, *(f"r{m}-{i}@peer.example" for i in range(100)))
     claimed = store.queue.claim("w1", now=T0, lease=60, limit=1200)
     assert len(claimed) == 1200
-    outcomes = [Outcome(d.recipient_id, DELIVERED, "250 ok", action="relayed") for d in claimed]
+    outcomes = [Outcome(d.recipient_id, DELIVERED, OK, action="relayed") for d in claimed]
     assert store.queue.record("w1", outcomes, now=T0) == 1200
     assert store.queue.next_due() is None
     assert store.queue.pending_notices("w1", now=T0, delay_warning=0) == []
@@ -261,8 +270,8 @@ def test_final_notices_until_marked_notified(store: Store) -> None:
     enqueue(store, "a@peer.example", "b@peer.example")
     a, b = store.queue.claim("w1", now=T0, lease=60)
     store.queue.record("w1", [
-        Outcome(a.recipient_id, DELIVERED, "250 ok", action="delivered", remote_mta="mx.peer.example", notice=True),
-        Outcome(b.recipient_id, FAILED, "550 no", action="failed", notice=True),
+        Outcome(a.recipient_id, DELIVERED, OK, action="delivered", remote_mta="mx.peer.example", notice=True),
+        Outcome(b.recipient_id, FAILED, NO, action="failed", notice=True),
     ], now=T0)  # fmt: skip
     notices = store.queue.pending_notices("w1", now=T0, delay_warning=None)
     assert [(n.address, n.action, n.remote_mta, n.next_attempt_at) for n in notices] == [
@@ -278,9 +287,9 @@ def test_a_final_notice_is_one_workers_once_the_message_is_settled(store: Store)
     enqueue(store, "a@peer.example", "b@peer.example")
     [a] = store.queue.claim("w1", now=T0, lease=60, limit=1)
     [b] = store.queue.claim("w2", now=T0, lease=60, limit=1)
-    store.queue.record("w1", [Outcome(a.recipient_id, FAILED, "550 no", action="failed", notice=True)], now=T0)
+    store.queue.record("w1", [Outcome(a.recipient_id, FAILED, NO, action="failed", notice=True)], now=T0)
     assert store.queue.pending_notices("w1", now=T0, delay_warning=None) == []  # b still in flight: not yet
-    store.queue.record("w2", [Outcome(b.recipient_id, DELIVERED, "250 ok", action="relayed")], now=T0,
+    store.queue.record("w2", [Outcome(b.recipient_id, DELIVERED, OK, action="relayed")], now=T0,
                        notice_lease=60)
     assert store.queue.pending_notices("w1", now=T0, delay_warning=None) == []
     assert [n.address for n in store.queue.pending_notices("w2", now=T0, delay_warning=None)] == ["a@peer.example"]
@@ -308,7 +317,7 @@ def test_delay_warnings_follow_notify_and_are_sent_once(store: Store) -> None:
     assert [(n.kind, n.address, n.status, n.action) for n in notices] == [
         ("delay", "default@peer.example", DEFERRED, "delayed"), ("delay", "delay@peer.example", DEFERRED, "delayed")]
     assert notices[0].next_attempt_at == T0 + timedelta(minutes=30)
-    assert notices[0].reply == "451 4.4.1 try again later"
+    assert notices[0].reply == LATER
     assert store.queue.pending_notices("w2", now=T0 + timedelta(hours=1), delay_warning=3600) == []  # w1's
     store.queue.mark_warned([n.recipient_id for n in notices])
     assert store.queue.pending_notices("w1", now=T0 + timedelta(hours=3), delay_warning=3600) == []
@@ -321,7 +330,7 @@ def test_retry_makes_pending_recipients_due_now(store: Store) -> None:
     first = enqueue(store, "a@peer.example", "b@peer.example")
     second = enqueue(store, "c@peer.example")
     a, b, c = store.queue.claim("w1", now=T0, lease=60)
-    store.queue.record("w1", [deferred(a, 60), Outcome(b.recipient_id, DELIVERED, "250 ok"), deferred(c, 60)], now=T0)
+    store.queue.record("w1", [deferred(a, 60), Outcome(b.recipient_id, DELIVERED, OK), deferred(c, 60)], now=T0)
     now = T0 + timedelta(minutes=1)
     assert store.queue.claim("w1", now=now, lease=60) == []
     assert store.queue.retry(first, now=now) == 1  # the delivered one stays delivered
@@ -337,7 +346,7 @@ def test_entries_and_status_filter(store: Store) -> None:
     first = enqueue(store, "a@peer.example", "b@peer.example", now=T0)
     second = enqueue(store, "c@peer.example", now=T0 + timedelta(seconds=1))
     [a] = store.queue.claim("w1", now=T0, lease=60, limit=1)
-    store.queue.record("w1", [Outcome(a.recipient_id, FAILED, "550 no")], now=T0)
+    store.queue.record("w1", [Outcome(a.recipient_id, FAILED, NO)], now=T0)
     assert [e.queue_id for e in store.queue.entries()] == [first, second]
     assert [e.queue_id for e in store.queue.entries(limit=1)] == [first]
     assert [e.queue_id for e in store.queue.entries(status=SCHEDULED)] == [first, second]
@@ -397,9 +406,9 @@ def test_purge_finished_forgets_final_notified_messages(store: Store) -> None:
     pending = enqueue(store, "d@peer.example", "e@peer.example")
     a, b, c, d, e = store.queue.claim("w1", now=T0, lease=60)
     store.queue.record("w1", [
-        Outcome(a.recipient_id, DELIVERED, "250 ok"), Outcome(b.recipient_id, FAILED, "550 no"),
-        Outcome(c.recipient_id, FAILED, "550 no", notice=True),
-        Outcome(d.recipient_id, DELIVERED, "250 ok"), deferred(e, 30),
+        Outcome(a.recipient_id, DELIVERED, OK), Outcome(b.recipient_id, FAILED, NO),
+        Outcome(c.recipient_id, FAILED, NO, notice=True),
+        Outcome(d.recipient_id, DELIVERED, OK), deferred(e, 30),
     ], now=T0)  # fmt: skip
     assert store.queue.purge_finished(T0 - timedelta(seconds=1)) == 0  # finished, but not long enough ago
     assert len(blob_files(store)) == 3

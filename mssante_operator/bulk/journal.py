@@ -25,7 +25,7 @@ class JournalBusy(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Refusal:
+class RefusedRecipient:
     """A recipient the server did not take; ``code`` 0 when no reply came (connection lost, timeout)."""
 
     recipient: str
@@ -42,15 +42,15 @@ class Outcome:
     key: str
     sha256: str
     accepted: tuple[str, ...] = ()
-    refusals: tuple[Refusal, ...] = ()
+    refusals: tuple[RefusedRecipient, ...] = ()
     queue_id: str | None = None
 
     @property
-    def permanent(self) -> tuple[Refusal, ...]:
+    def permanent(self) -> tuple[RefusedRecipient, ...]:
         return tuple(r for r in self.refusals if not r.temporary)
 
     @property
-    def temporary(self) -> tuple[Refusal, ...]:
+    def temporary(self) -> tuple[RefusedRecipient, ...]:
         return tuple(r for r in self.refusals if r.temporary)
 
 

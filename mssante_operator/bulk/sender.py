@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..smtp.payload import dot_stuffed
-from .journal import Outcome, Refusal
+from .journal import Outcome, RefusedRecipient
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _QUEUE_ID = re.compile(r"\bid[\s=:]+<?([^\s<>]+)>?", re.IGNORECASE)
@@ -80,8 +80,8 @@ class Reply:
         """The text without its enhanced code (it has its own report column)."""
         return _ENHANCED.sub("", self.text, count=1)
 
-    def refusal(self, recipient: str) -> Refusal:
-        return Refusal(recipient, self.code, self.enhanced, self.detail, temporary=self.code < 500)
+    def refusal(self, recipient: str) -> RefusedRecipient:
+        return RefusedRecipient(recipient, self.code, self.enhanced, self.detail, temporary=self.code < 500)
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
@@ -92,7 +92,7 @@ class Transaction:
     """What one MAIL…DATA exchange gave; ``again`` are recipients refused by a 4xx at MAIL or DATA."""
 
     accepted: list[str] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
+    refusals: list[RefusedRecipient] = field(default_factory=list)
     again: list[str] = field(default_factory=list)
     again_reply: Reply | None = None
     queue_id: str | None = None
@@ -325,7 +325,8 @@ class _Run:
 def _outcome(job: Job, done: Transaction, pending: Sequence[str] = (), problem: Reply | None = None) -> Outcome:
     refusals = list(done.refusals)
     if pending and problem is not None:
-        refusals += [Refusal(r, problem.code, problem.enhanced, problem.detail, temporary=True) for r in pending]
+        refusals += [RefusedRecipient(r, problem.code, problem.enhanced, problem.detail, temporary=True)
+                     for r in pending]
     return Outcome(job.key, job.sha256, tuple(done.accepted), tuple(refusals), done.queue_id)
 
 

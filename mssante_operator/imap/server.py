@@ -17,7 +17,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
-from ..connection_limits import ConnectionLimiter, Refusal
+from ..connection_limits import ConnectionLimiter, LimitReached
 from ..listening import handshake_failure
 from ..trust_space.tls import PeerTls, peer_tls
 from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
@@ -52,8 +52,8 @@ class ImapLimits:
 
 
 _REFUSALS = {
-    Refusal.TOO_MANY_FROM_IP: "Too many connections from your address; try again later",
-    Refusal.TOO_MANY_OVERALL: "Too many connections; try again later",
+    LimitReached.TOO_MANY_FROM_IP: "Too many connections from your address; try again later",
+    LimitReached.TOO_MANY_OVERALL: "Too many connections; try again later",
 }
 
 

@@ -21,16 +21,17 @@ import ssl
 import aiosmtplib
 from cryptography import x509
 
+from ..outcomes import Reply, ResultKind
 from ..trust_space.dn import NormalDn, name_to_dn
 from .dsn import xtext_encode
-from .outbound import OutgoingMessage, RecipientResult, ResultKind, describe_failure, result_kind
+from .outbound import OutgoingMessage, RecipientResult, describe_failure
 from .payload import dot_stuffed
 
 log = logging.getLogger(__name__)
 
 
-def _line(response: aiosmtplib.SMTPResponse) -> str:
-    return f"{response.code} {' '.join(response.message.split())}"
+def _reply(response: aiosmtplib.SMTPResponse) -> Reply:
+    return Reply.from_smtp(response.code, response.message)
 
 
 class _Refused(Exception):
@@ -73,8 +74,9 @@ class LmtpClient:
             except (_Refused, aiosmtplib.SMTPException, OSError) as exc:
                 await self._discard(smtp)
                 text = exc.text if isinstance(exc, _Refused) else describe_failure(exc, self.where)
-                kind: ResultKind = "temporary" if not isinstance(exc, _Refused) or exc.temporary else "permanent"
-                return [RecipientResult(r.key, kind, text, self.host) for r in message.recipients]
+                temporary = not isinstance(exc, _Refused) or exc.temporary
+                reply = Reply(ResultKind.TEMPORARY if temporary else ResultKind.PERMANENT, text)
+                return [RecipientResult(r.key, reply, self.host) for r in message.recipients]
             self._idle.append((smtp, asyncio.get_running_loop().time()))
             return results
 
@@ -85,7 +87,7 @@ class LmtpClient:
         self._check_bridge(smtp)
         response = await smtp.execute_command(b"LHLO", self.hostname.encode("ascii"))
         if response.code != 250:
-            raise _Refused(f"{self.where} refused LHLO: {_line(response)}")
+            raise _Refused(f"{self.where} refused LHLO: {_reply(response).line}")
         return smtp
 
     def _check_bridge(self, smtp: aiosmtplib.SMTP) -> None:
@@ -100,7 +102,7 @@ class LmtpClient:
         sender = f"<{message.sender}>" if message.sender else "<>"
         mail = await smtp.execute_command(b"MAIL", f"FROM:{sender}".encode())
         if mail.code != 250:
-            raise _Refused(f"{self.where} refused the sender: {_line(mail)}", temporary=mail.code < 500)
+            raise _Refused(f"{self.where} refused the sender: {_reply(mail).line}", temporary=mail.code < 500)
         results: dict[int, RecipientResult] = {}
         accepted = []
         for recipient in message.recipients:
@@ -112,20 +114,19 @@ class LmtpClient:
             if reply.code == 250:
                 accepted.append(recipient)
             else:
-                results[recipient.key] = RecipientResult(recipient.key, result_kind(reply.code), _line(reply),
-                                                         self.host)
+                results[recipient.key] = RecipientResult(recipient.key, _reply(reply), self.host)
         if accepted:
             start = await smtp.execute_command(b"DATA")
             if start.code != 354:
-                raise _Refused(f"{self.where} refused DATA: {_line(start)}", temporary=start.code < 500)
+                raise _Refused(f"{self.where} refused DATA: {_reply(start).line}", temporary=start.code < 500)
             protocol = smtp.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message was sent")
             protocol.write(dot_stuffed(message.raw))
             for recipient in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in RCPT order
                 reply = await protocol.read_response(timeout=self._timeout)
-                results[recipient.key] = RecipientResult(recipient.key, result_kind(reply.code), _line(reply),
-                                                         self.host, final=reply.code < 400)
+                results[recipient.key] = RecipientResult(recipient.key, _reply(reply), self.host,
+                                                         final=reply.code < 400)
         else:
             await smtp.execute_command(b"RSET")
         return [results[r.key] for r in message.recipients]

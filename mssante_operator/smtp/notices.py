@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -26,17 +25,17 @@ from .local_delivery import LocalDelivery
 log = logging.getLogger(__name__)
 
 _DEFAULT_STATUS = {"failed": "5.0.0", "delayed": "4.0.0", "relayed": "2.0.0", "delivered": "2.0.0"}
-_ENHANCED = re.compile(r"^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def enhanced_status(reply: str, default: str) -> str:
-    """The RFC 3463 code of a reply ("451 4.3.0 …" or "4.3.0 …" gives 4.3.0), else ``default``."""
-    match = _ENHANCED.match(reply)
-    return match.group(1) if match else default
-
-
-def _enhanced(reply: str, action: str) -> str:
-    return enhanced_status(reply, _DEFAULT_STATUS.get(action, "5.0.0"))
+def _reported(notice: Notice) -> dsn.ReportedRecipient:
+    """A notice's lines in the report: the reply's enhanced code (else the action's default) and its line."""
+    reply = notice.reply
+    status = reply.enhanced if reply is not None and reply.enhanced else None
+    return dsn.ReportedRecipient(
+        address=notice.address, orcpt=notice.orcpt, action=notice.action or "failed",
+        status=status or _DEFAULT_STATUS.get(notice.action, "5.0.0"), diagnostic=reply.line if reply else "",
+        remote_mta=notice.remote_mta, last_attempt=notice.last_attempt_at, will_retry_until=None,
+    )
 
 
 class Notices:
@@ -84,14 +83,7 @@ class Notices:
         first = group[0]
         if not first.sender:  # a bounce of a bounce: RFC 3461 6.2, never
             return
-        recipients = [
-            dsn.ReportedRecipient(
-                address=n.address, orcpt=n.orcpt, action=n.action or "failed",
-                status=_enhanced(n.reply, n.action), diagnostic=n.reply, remote_mta=n.remote_mta,
-                last_attempt=n.last_attempt_at, will_retry_until=None,
-            )
-            for n in group
-        ]
+        recipients = [_reported(n) for n in group]
         await self._deliver(first.sender, original, recipients, envid=first.envid, ret=first.ret,
                             arrival=first.created_at)
         log.info("queue %s: %s DSN for %d recipients delivered to the sender", first.queue_id,

@@ -21,11 +21,11 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import aiosmtplib
 from cryptography import x509
 
+from ..outcomes import Reply, ResultKind
 from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
 from ..trust_space.revocation import RevocationLists
 from ..trust_space.tls import PeerTls, peer_tls
@@ -34,8 +34,6 @@ from .next_hop import NextHop, NextHopError, NextHops
 from .payload import dot_stuffed
 
 log = logging.getLogger(__name__)
-
-ResultKind = Literal["delivered", "temporary", "permanent"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +56,14 @@ class OutgoingMessage:
 @dataclass(frozen=True)
 class RecipientResult:
     key: int
-    kind: ResultKind
-    reply: str                            # the peer's reply line, or our reason
+    reply: Reply                          # the peer's reply, or our reason
     remote_mta: str = ""                  # the host that answered ("" when none did)
     peer_dsn: bool = False                # the peer speaks DSN: it reports success itself (RFC 3461)
     final: bool = False                   # delivered to its final destination (LMTP), not relayed
+
+    @property
+    def kind(self) -> ResultKind:
+        return self.reply.kind
 
 
 class _Failure(Exception):
@@ -74,14 +75,6 @@ class _Failure(Exception):
         self.text = text
         self.permanent = permanent
         self.answered = answered or {}
-
-
-def _reply_text(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
-
-
-def result_kind(code: int) -> ResultKind:
-    return "delivered" if code < 400 else "temporary" if code < 500 else "permanent"
 
 
 def describe_failure(exc: BaseException, hop: NextHop | str) -> str:
@@ -98,7 +91,7 @@ def describe_failure(exc: BaseException, hop: NextHop | str) -> str:
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return f"connection to {hop} lost"
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"{hop} answered {_reply_text(exc.code, exc.message)}"
+        return f"{hop} answered {Reply.from_smtp(exc.code, exc.message).line}"
     return f"cannot talk to {hop}: {cause}"
 
 
@@ -305,7 +298,7 @@ class OutboundClient:
 
         def answer(recipients: list[OutgoingRecipient] | tuple[OutgoingRecipient, ...], code: int, text: str) -> None:
             for r in recipients:
-                done[r.key] = RecipientResult(r.key, result_kind(code), _reply_text(code, text), session.hop.host, dsn)
+                done[r.key] = RecipientResult(r.key, Reply.from_smtp(code, text), session.hop.host, dsn)
 
         options, encoding = self._mail_options(session, message), "ascii"
         if not all(a.isascii() for a in (message.sender, *(r.address for r in message.recipients))):
@@ -378,9 +371,9 @@ async def _data(smtp: aiosmtplib.SMTP, raw: bytes, timeout: float) -> aiosmtplib
 
 
 def _for_all(message: OutgoingMessage, failure: _Failure, session: _Session | None) -> list[RecipientResult]:
-    kind: ResultKind = "permanent" if failure.permanent else "temporary"
+    reply = Reply(ResultKind.PERMANENT if failure.permanent else ResultKind.TEMPORARY, failure.text)
     remote = session.hop.host if session is not None else ""
-    return [failure.answered.get(r.key) or RecipientResult(r.key, kind, failure.text, remote)
+    return [failure.answered.get(r.key) or RecipientResult(r.key, reply, remote)
             for r in message.recipients]
 
 

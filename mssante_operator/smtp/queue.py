@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 
 from ..config import OutboundSettings
+from ..outcomes import Reply, ResultKind
 from ..store.facade import Store
 from ..store.queue import Delivery, Outcome, RecipientStatus
 from .dsn import wants_notice
@@ -37,7 +38,8 @@ NOTICES_EVERY = 2.0  # DSNs owed are looked for this often (at once when an outc
 # instead of one write transaction per message submitted (a lab pushing hundreds of reports a second).
 CLAIM_PACE = 0.05
 PURGE_EVERY = 600.0
-MISSING_FILE = "4.3.0 the queued message file is missing on this node; left for a node that has it"
+MISSING_FILE = Reply(ResultKind.TEMPORARY, "the queued message file is missing on this node; left for a node "
+                     "that has it", enhanced="4.3.0")
 
 
 def retry_delay(attempts: int, *, schedule: Sequence[float], interval: float) -> timedelta:
@@ -56,19 +58,20 @@ def outcome_of(delivery: Delivery, result: RecipientResult, *, now: datetime,
                settings: OutboundSettings) -> Outcome:
     """What one attempt's result does to the recipient (pure: the retry and notification policy)."""
     bounces = bool(delivery.sender)  # a DSN (null sender) never bounces
-    if result.kind == "delivered":
+    if result.kind == ResultKind.DELIVERED:
         # A DSN-capable peer got NOTIFY and reports success itself; otherwise we say "relayed" (RFC 3461 5.2.2).
         notice = bounces and not result.peer_dsn and wants_notice(delivery.notify, "success")
         action = "delivered" if result.final else "relayed"
         return Outcome(delivery.recipient_id, RecipientStatus.DELIVERED, result.reply, action=action,
                        remote_mta=result.remote_mta, notice=notice)
-    if result.kind == "temporary":
+    if result.kind == ResultKind.TEMPORARY:
         later = next_attempt_at(delivery.attempts + 1, now=now, expires_at=delivery.expires_at,
                                 schedule=settings.retry_schedule, interval=settings.retry_interval)
         if later is not None:
             return Outcome(delivery.recipient_id, RecipientStatus.DEFERRED, result.reply, next_attempt_at=later,
                            action="delayed", remote_mta=result.remote_mta)
-        reply = f"5.4.7 gave up after {delivery.attempts + 1} attempts (delivery time expired); last: {result.reply}"
+        reply = Reply(ResultKind.PERMANENT, f"gave up after {delivery.attempts + 1} attempts (delivery time expired); "
+                      f"last: {result.reply.line}", enhanced="5.4.7")
         return Outcome(delivery.recipient_id, RecipientStatus.FAILED, reply, action="failed",
                        remote_mta=result.remote_mta, notice=bounces and wants_notice(delivery.notify, "failure"))
     return Outcome(delivery.recipient_id, RecipientStatus.FAILED, result.reply, action="failed",
@@ -197,7 +200,7 @@ class QueueRunner:
             await self._recorder.submit(outcomes)
             for outcome in outcomes:
                 log.info("queue %s rcpt_domain=%s status=%s reply=%r", first.queue_id, first.domain,
-                         outcome.status.value, outcome.reply[:200])
+                         outcome.status.value, outcome.reply.line[:200])
             if any(o.notice for o in outcomes):
                 self._notices_owed = True
                 self._wake.set()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 
 from ..auth.ratelimit import FailureLimiter, Limits
 from ..config import LimitsSettings
-from ..connection_limits import ConnectionLimiter, Refusal
+from ..connection_limits import ConnectionLimiter, LimitReached
 from ..listening import handshake_failure
 from ..trust_space.tls import peer_tls
 from . import policy
@@ -35,8 +35,8 @@ logging.getLogger("mail.log").addFilter(PrintableLog())  # aiosmtpd logs command
 
 
 _REFUSALS = {
-    Refusal.TOO_MANY_FROM_IP: "421 4.7.0 Too many connections from your address; try again later",
-    Refusal.TOO_MANY_OVERALL: "421 4.3.2 Too many connections; try again later",
+    LimitReached.TOO_MANY_FROM_IP: "421 4.7.0 Too many connections from your address; try again later",
+    LimitReached.TOO_MANY_OVERALL: "421 4.3.2 Too many connections; try again later",
 }
 
 

@@ -6,11 +6,13 @@ guarantees (leases, retries on the ``[outbound]`` schedule, expiry, DSNs); only 
 
 from __future__ import annotations
 
+from ..outcomes import Reply, ResultKind
 from ..patients.ins import PATIENT_DOMAIN
 from .lmtp_client import LmtpClient
 from .outbound import OutboundClient, OutgoingMessage, RecipientResult
 
-PATIENTS_NOT_CONFIGURED = "4.3.0 patient messaging is not configured on this operator ([patients] in config.toml)"
+PATIENTS_NOT_CONFIGURED = Reply(ResultKind.TEMPORARY, "patient messaging is not configured on this operator "
+                                "([patients] in config.toml)", enhanced="4.3.0")
 
 
 class DeliveryTargets:
@@ -24,7 +26,7 @@ class DeliveryTargets:
         if domain != PATIENT_DOMAIN:
             return await self.outbound.send(domain, message)
         if self.patients is None:
-            return [RecipientResult(r.key, "temporary", PATIENTS_NOT_CONFIGURED) for r in message.recipients]
+            return [RecipientResult(r.key, PATIENTS_NOT_CONFIGURED) for r in message.recipients]
         return await self.patients.send(message)
 
     async def close(self) -> None:

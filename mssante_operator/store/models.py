@@ -195,7 +195,7 @@ class OutboundMessage(Base):
 
 
 class OutboundRecipient(Base):
-    """One recipient of a queued message: its own status, attempts, lease and last reply.
+    """One recipient of a queued message: its own status, attempts, lease and last reply (typed columns).
 
     A worker leases due rows (lease_owner/lease_until) before trying them; a lease that runs out
     (crashed worker) makes them claimable again, so a crash never loses a recipient.
@@ -219,7 +219,11 @@ class OutboundRecipient(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    last_reply: Mapped[str] = mapped_column(Text, default="")
+    # The last attempt's reply, typed (outcomes.Reply); all NULL until the first attempt.
+    last_kind: Mapped[str | None] = mapped_column(String(16))  # delivered | temporary | permanent
+    last_code: Mapped[int | None] = mapped_column(Integer)  # the reply code; NULL: no reply came, or our reason
+    last_enhanced: Mapped[str | None] = mapped_column(String(16))  # RFC 3463 code, when there is one
+    last_text: Mapped[str | None] = mapped_column(Text)
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     final_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     action: Mapped[str | None] = mapped_column(String(16))  # DSN action of the last outcome

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from ..outcomes import Reply, ResultKind
 from .blob_refs import drop_unreferenced_blobs
 from .models import Blob, OutboundMessage, OutboundRecipient, UTCDateTime
 
@@ -115,7 +116,7 @@ class Outcome:
 
     recipient_id: int
     status: RecipientStatus  # DELIVERED, DEFERRED or FAILED
-    reply: str  # remote reply line or our reason (shown by `queue show`)
+    reply: Reply  # the peer's reply or our reason (shown by `queue show`, said in the DSN)
     next_attempt_at: datetime | None = None  # DEFERRED only
     action: str = ""  # DSN action: "delivered" | "relayed" | "failed" | "delayed" | ""
     remote_mta: str = ""
@@ -133,7 +134,7 @@ class Notice:
     orcpt: str | None
     status: RecipientStatus
     action: str
-    reply: str
+    reply: Reply | None  # None only for a row never attempted
     remote_mta: str
     sender: str
     envid: str | None
@@ -152,7 +153,7 @@ class RecipientState:
     attempts: int
     next_attempt_at: datetime | None  # None once final
     last_attempt_at: datetime | None
-    last_reply: str
+    last_reply: Reply | None  # None until the first attempt
     action: str | None
     leased_until: datetime | None
 
@@ -220,7 +221,10 @@ class OutboundQueue:
                 last_attempt_at=bindparam("b_now", type_=UTCDateTime()),
                 next_attempt_at=func.coalesce(bindparam("b_next", type_=UTCDateTime()), R.next_attempt_at),
                 final_at=bindparam("b_final", type_=UTCDateTime()),
-                last_reply=bindparam("b_reply"),
+                last_kind=bindparam("b_kind"),
+                last_code=bindparam("b_code"),
+                last_enhanced=bindparam("b_enhanced"),
+                last_text=bindparam("b_text"),
                 action=bindparam("b_action"),
                 remote_mta=bindparam("b_remote_mta"),
                 notified=bindparam("b_notified"),
@@ -265,7 +269,7 @@ class OutboundQueue:
                 "outbound_message_id": message_id, "address": r.address, "domain": _domain(r.address),
                 "orcpt": r.orcpt, "notify": None if r.notify is None else ",".join(r.notify),
                 "status": RecipientStatus.SCHEDULED.value, "attempts": 0, "next_attempt_at": now,
-                "last_reply": "", "warned": False, "notified": False,
+                "warned": False, "notified": False,
             }
             for r in envelope.recipients
         ])  # fmt: skip
@@ -494,6 +498,8 @@ def _domain(address: str) -> str:
 
 
 def _check_outcome(outcome: Outcome) -> None:
+    if not isinstance(outcome.reply, Reply):  # a reply line is not parsed back: say so to callers of old
+        raise TypeError(f"an outcome's reply is an outcomes.Reply, not {type(outcome.reply).__name__}")
     if outcome.status == RecipientStatus.DEFERRED and outcome.next_attempt_at is None:
         raise ValueError("a deferred outcome needs next_attempt_at")
     if outcome.status not in (RecipientStatus.DEFERRED, *FINAL):
@@ -505,7 +511,9 @@ def _record_params(owner: str, outcome: Outcome, now: datetime) -> dict[str, Any
     return {
         "b_id": outcome.recipient_id, "b_owner": owner, "b_status": RecipientStatus(outcome.status).value,
         "b_now": now, "b_next": None if final else outcome.next_attempt_at, "b_final": now if final else None,
-        "b_reply": outcome.reply, "b_action": outcome.action or None, "b_remote_mta": outcome.remote_mta or None,
+        "b_kind": ResultKind(outcome.reply.kind).value, "b_code": outcome.reply.code,
+        "b_enhanced": outcome.reply.enhanced, "b_text": outcome.reply.text,
+        "b_action": outcome.action or None, "b_remote_mta": outcome.remote_mta or None,
         "b_notified": final and not outcome.notice,
     }  # fmt: skip
 
@@ -534,7 +542,7 @@ def _delivery(row: Any) -> Delivery:
 
 def _notices() -> Any:
     return (
-        select(R.id, M.queue_id, R.address, R.orcpt, R.status, R.action, R.last_reply, R.remote_mta, M.sender,
+        select(R.id, M.queue_id, R.address, R.orcpt, R.status, R.action, *_LAST_REPLY, R.remote_mta, M.sender,
                M.envid, M.ret, Blob.key.label("blob_key"), M.message_id, M.created_at, R.last_attempt_at,
                R.next_attempt_at)
         .join(M, R.outbound_message_id == M.id)
@@ -542,11 +550,20 @@ def _notices() -> Any:
     )  # fmt: skip
 
 
+_LAST_REPLY = (R.last_kind, R.last_code, R.last_enhanced, R.last_text)
+
+
+def _last_reply(row: Any) -> Reply | None:
+    if row.last_kind is None:
+        return None
+    return Reply(ResultKind(row.last_kind), row.last_text or "", row.last_code, row.last_enhanced)
+
+
 def _notice(row: Any, kind: str) -> Notice:
     status = RecipientStatus(row.status)
     return Notice(
         recipient_id=row.id, queue_id=row.queue_id, kind=kind, address=row.address, orcpt=row.orcpt,
-        status=status, action=row.action or ("delayed" if kind == "delay" else ""), reply=row.last_reply,
+        status=status, action=row.action or ("delayed" if kind == "delay" else ""), reply=_last_reply(row),
         remote_mta=row.remote_mta or "", sender=row.sender, envid=row.envid, ret=row.ret, blob_key=row.blob_key,
         message_id=row.message_id, created_at=row.created_at, last_attempt_at=row.last_attempt_at,
         next_attempt_at=None if status in FINAL else row.next_attempt_at,
@@ -571,7 +588,7 @@ def _entries(conn: Connection, messages: Sequence[Any]) -> list[QueueEntry]:
             recipients[r.outbound_message_id].append(RecipientState(
                 address=r.address, status=status, attempts=r.attempts,
                 next_attempt_at=None if status in FINAL else r.next_attempt_at, last_attempt_at=r.last_attempt_at,
-                last_reply=r.last_reply, action=r.action, leased_until=r.lease_until,
+                last_reply=_last_reply(r), action=r.action, leased_until=r.lease_until,
             ))  # fmt: skip
     return [
         QueueEntry(
