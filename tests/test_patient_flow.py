@@ -146,6 +146,16 @@ def test_each_patient_state(kit: Kit, state: str, code: int, status: bytes | Non
         assert reply[0] == code and reply[1].startswith(status) and b"Mon espace sant" in reply[1]
 
 
+def test_one_message_to_two_patients_reaches_both_spaces_in_one_hand_off(kit: Kit) -> None:
+    """The bridge answers DATA once per patient (RFC 2033); the operator reads each reply (how the replies
+    travel together is pinned down by tests/test_smtp_internals.py)."""
+    before = {state: len(kit.inbox(state)) for state in ("active", "not_activated")}
+    to = [kit.address("active"), kit.address("not_activated")]
+    assert kit.submit(DOCTOR, letter(DOCTOR, to, subject="Pour vous deux"), to) == {}
+    for state, count in before.items():
+        assert kit.wait_inbox(count + 1, state)[-1].subject == "Pour vous deux"
+
+
 def test_unknown_patient_and_invalid_ins(kit: Kit) -> None:
     unknown = "199087511122229@patient.mssante.fr"
     assert validate_ins(unknown.partition("@")[0])  # valid, just not in the registry
