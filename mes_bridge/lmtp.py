@@ -29,6 +29,7 @@ from mssante_operator.errors import Refusal
 from mssante_operator.patients.ins import Ins, is_patient_address, parse_patient_address
 from mssante_operator.patients.states import PatientState, check_patient_state
 from mssante_operator.smtp import dsn
+from mssante_operator.smtp.aiosmtpd_adapter import keeps_syntax, syntax
 from mssante_operator.smtp.headers import summarise
 from mssante_operator.smtp.policy import check_line_endings
 from mssante_operator.smtp.server import GuardedSMTP
@@ -58,13 +59,12 @@ class BridgeLMTP(GuardedSMTP):
     """GuardedSMTP spoken as LMTP, behind the operator gate, with per-recipient DATA replies."""
 
     def __init__(self, handler: Any, *, gate: OperatorGate, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.__ident__ = "LMTP mes_bridge"
+        super().__init__(handler, ident="LMTP mes_bridge", **kwargs)
         self._gate = gate
         self._data_recipients = 0  # > 0 once the 354 is sent: the final reply is due once per recipient
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._original_transport is None:
+        if not self.after_starttls:
             ssl_object = transport.get_extra_info("ssl_object")
             certificate = peer_tls(ssl_object).certificate if ssl_object is not None else None
             refusal = self._gate.refusal(certificate)
@@ -79,9 +79,11 @@ class BridgeLMTP(GuardedSMTP):
     def more_extensions(self) -> list[str]:
         return ["DSN"]  # the operator passes its senders' NOTIFY/ORCPT on; it writes the DSNs itself
 
+    @keeps_syntax("MAIL")
     async def smtp_MAIL(self, arg: str) -> None:
         await self._without_dsn(arg, "FROM:", dsn.split_mail_parameters, super().smtp_MAIL)
 
+    @keeps_syntax("RCPT")
     async def smtp_RCPT(self, arg: str) -> None:
         await self._without_dsn(arg, "TO:", dsn.split_rcpt_parameters, super().smtp_RCPT)
 
@@ -95,6 +97,7 @@ class BridgeLMTP(GuardedSMTP):
         except dsn.DsnSyntaxError as exc:
             await self.push(exc.refusal.reply)
 
+    @syntax("LHLO hostname")
     async def smtp_LHLO(self, arg: str) -> None:
         """The LMTP greeting: what EHLO answers in SMTP (RFC 2033 4.1)."""
         await GuardedSMTP.smtp_EHLO(self, arg)
@@ -105,6 +108,7 @@ class BridgeLMTP(GuardedSMTP):
     async def smtp_HELO(self, arg: str) -> None:
         await self.push('500 5.5.1 This is an LMTP server: say LHLO, not HELO (RFC 2033)')
 
+    @keeps_syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         recipients = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
         self._data_recipients = -recipients  # armed by the 354 (see push)

@@ -33,6 +33,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mssante_operator.demo_kit import LOCALHOST, free_ports
+from mssante_operator.smtp.aiosmtpd_adapter import AdaptedSMTP
 from mssante_operator.trust_space.tls import peer_tls, server_context
 
 _MAIL_DSN = frozenset({"RET", "ENVID"})
@@ -73,7 +74,7 @@ def _take_params(arg: str, names: frozenset[str]) -> tuple[str, dict[str, str]]:
     return " ".join([head + ">", *rest]) if _ else arg, kept
 
 
-class _PeerSmtp(SMTP):
+class _PeerSmtp(AdaptedSMTP):
     """aiosmtpd with DSN parameters recorded raw, and connections counted by the owning peer."""
 
     def __init__(self, peer: PeerOperator, **kwargs: Any) -> None:
@@ -81,11 +82,11 @@ class _PeerSmtp(SMTP):
         self.peer = peer
         self.serial = 0
 
-    def _create_envelope(self) -> Envelope:
+    def create_envelope(self) -> Envelope:
         return _PeerEnvelope()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._original_transport is None:  # a new connection, not the STARTTLS upgrade
+        if not self.after_starttls:  # a new connection, not the STARTTLS upgrade
             self.serial = self.peer._connected(self)
         super().connection_made(transport)
 

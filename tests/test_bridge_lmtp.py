@@ -49,6 +49,17 @@ def test_lhlo_advertises_lmtp_extensions(client: LMTPS) -> None:
     assert client.docmd("HELO", "operator.test")[0] == 500
 
 
+def test_help_lists_lhlo_and_data_but_not_ehlo(client: LMTPS) -> None:
+    client.ehlo()
+    code, listed = client.docmd("HELP")
+    assert code == 250
+    commands = set(listed.decode().split())
+    assert {"LHLO", "MAIL", "RCPT", "DATA"} <= commands
+    assert not {"EHLO", "HELO"} & commands  # refused by an LMTP server: not offered either
+    code, syntax = client.docmd("HELP", "DATA")
+    assert (code, syntax.decode().rpartition(" Syntax: ")[2]) == (250, "DATA")
+
+
 def test_one_reply_per_recipient_in_rcpt_order(client: LMTPS, bridge: RunningBridge) -> None:
     recipients = [
         address("active"),

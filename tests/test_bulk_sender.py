@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from mssante_operator.bulk.journal import Outcome
 from mssante_operator.bulk.sender import Job, Server, SubmissionError, send_all
 from mssante_operator.demo_kit import create_kit
+from mssante_operator.smtp.aiosmtpd_adapter import AdaptedSMTP
 from mssante_operator.trust_space.tls import client_context, server_context
 
 APP = "labo-auto@hopital-demo.mssante.fr"
@@ -70,10 +71,10 @@ class FakeSubmission:
         context.verify_mode = ssl.CERT_REQUIRED
         handler = _Handler(self)
 
-        def factory() -> SMTP:
+        def factory() -> AdaptedSMTP:
             if self.tls == "implicit":
-                return SMTP(handler, hostname="submission.test", auth_require_tls=False)
-            return SMTP(handler, hostname="submission.test", tls_context=context, require_starttls=True)
+                return AdaptedSMTP(handler, hostname="submission.test", auth_require_tls=False)
+            return AdaptedSMTP(handler, hostname="submission.test", tls_context=context, require_starttls=True)
 
         async def listen() -> asyncio.Server:
             return await self._loop.create_server(factory, "127.0.0.1", 0,
@@ -120,11 +121,11 @@ class _Handler:
             return AuthResult(success=False, handled=False, message=self.fake.auth_reply)
         return AuthResult(success=True, auth_data=_client_cn(server))
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(self, server: AdaptedSMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if not session.authenticated:
             return "530 5.7.0 Authentication required"
-        session.pipelined = b"DATA\r\n" in bytes(server._reader._buffer)  # type: ignore[attr-defined]
+        session.pipelined = b"DATA\r\n" in server.unread_input()
         reply = self._scripted(server, "MAIL")
         if reply:
             return reply

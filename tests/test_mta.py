@@ -13,6 +13,7 @@ import select
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from harness import (
 )
 
 from mssante_operator.demo_kit import TRUST_CA_KEY
+from mssante_operator.smtp import server
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import KeyLookupError
 from mssante_operator.trust_space.dn import parse_dn
@@ -160,6 +162,18 @@ def test_ehlo_after_starttls_no_longer_offers_starttls(running, labo):
     assert {"size", "8bitmime", "pipelining", "enhancedstatuscodes", "smtputf8"} <= features
     assert "starttls" not in features
     assert "auth" not in features
+
+
+def test_help_lists_the_commands_we_override_and_gives_their_syntax(running, labo):
+    """HELP names every command, DATA, MAIL, RCPT and EHLO too (our overrides keep aiosmtpd's @syntax)."""
+    with connect(running, labo) as client:
+        listed = _reply(client.docmd("HELP"))
+        data = _reply(client.docmd("HELP", "DATA"))
+        mail = _reply(client.docmd("HELP", "MAIL"))
+    assert listed.startswith("250 ")
+    assert {"DATA", "EHLO", "HELO", "MAIL", "NOOP", "QUIT", "RCPT", "RSET"} <= set(listed.split())
+    assert data.startswith("250 ") and data.endswith("Syntax: DATA")
+    assert mail.startswith("250 ") and "Syntax: MAIL FROM: <address>" in mail
 
 
 def test_mail_before_starttls_is_refused_530(running, labo):
@@ -428,6 +442,26 @@ def test_over_long_line_in_data_is_refused_500_5_5_2(running, labo):
     with connect(running, labo) as client:
         _, reply = _deliver(client, labo["sender"], [DOCTOR], long_line)
     assert reply.startswith("500 5.5.2 Line too long")
+
+
+def test_a_large_payload_is_checked_off_the_event_loop(running, labo, monkeypatch):
+    """Above ``INLINE_SCAN_BYTES`` the line scan and the dot removal run in a thread; the replies are the same."""
+    threads: list[str] = []
+    unstuffed = server.unstuffed
+
+    def spy(stuffed: bytes, max_line_length: int) -> bytes | None:
+        threads.append(threading.current_thread().name)
+        return unstuffed(stuffed, max_line_length)
+
+    monkeypatch.setattr(server, "unstuffed", spy)
+    monkeypatch.setattr(server, "INLINE_SCAN_BYTES", 1000)  # every message of this test is "large"
+    raw = signed(running.home, labo, lab_report(labo["sender"], [DOCTOR]))
+    with connect(running, labo) as client:
+        _, accepted = _deliver(client, labo["sender"], [DOCTOR], raw)
+        _, refused = _deliver(client, labo["sender"], [DOCTOR],
+                              raw.replace(b"Cordialement", b"Cordialement " + b"x" * 1200))
+    assert accepted.startswith("250 2.0.0") and refused.startswith("500 5.5.2 Line too long")
+    assert len(threads) == 2 and "operator-loop" not in threads
 
 
 def test_over_long_command_line_is_refused_500_5_5_2_line_too_long(running, labo):

@@ -21,6 +21,7 @@ from harness import OPERATOR_DOMAIN, RunningOperator, configure, connect, lab_re
 from harness import signed as peer_signed
 
 from mes_bridge.outgoing import SendOutcome, send_patient_message
+from mssante_operator.patients import mss_headers
 from mssante_operator.patients.conversations import ConversationStatus
 from mssante_operator.patients.ins import Ins, validate_ins
 from mssante_operator.patients.states import PatientState
@@ -143,6 +144,16 @@ def test_each_patient_state(kit: Kit, state: str, code: int, status: bytes | Non
     else:
         reply = refused[kit.address(state)]
         assert reply[0] == code and reply[1].startswith(status) and b"Mon espace sant" in reply[1]
+
+
+def test_one_message_to_two_patients_reaches_both_spaces_in_one_hand_off(kit: Kit) -> None:
+    """The bridge answers DATA once per patient (RFC 2033); the operator reads each reply (how the replies
+    travel together is pinned down by tests/test_smtp_internals.py)."""
+    before = {state: len(kit.inbox(state)) for state in ("active", "not_activated")}
+    to = [kit.address("active"), kit.address("not_activated")]
+    assert kit.submit(DOCTOR, letter(DOCTOR, to, subject="Pour vous deux"), to) == {}
+    for state, count in before.items():
+        assert kit.wait_inbox(count + 1, state)[-1].subject == "Pour vous deux"
 
 
 def test_unknown_patient_and_invalid_ins(kit: Kit) -> None:
@@ -281,6 +292,28 @@ def test_xmss_headers_checked_against_the_xdm_and_the_recipient(kit: Kit) -> Non
     with pytest.raises(smtplib.SMTPDataError) as refused:
         kit.submit(DOCTOR, wrong_code, [kit.address()])
     assert refused.value.smtp_code == 550 and refused.value.smtp_error.startswith(b"5.6.0")
+
+
+def test_the_xdm_content_is_read_off_the_event_loop_on_both_listeners(kit: Kit, monkeypatch) -> None:
+    """Parsing the MIME message, unzipping the archive and reading its XML runs on the CPU executor."""
+    threads: list[str] = []
+    check = mss_headers.check_mss_headers
+
+    def spy(message: Any, patients: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return check(message, patients)
+
+    monkeypatch.setattr(mss_headers, "check_mss_headers", spy)
+    headers = {"X-MSS-INS": "O", "X-MSS-CODECDA": "11502-2"}
+    xdm = ("IHE_XDM.ZIP", _xdm_for(kit.ins()), "application/zip")
+    assert kit.submit(DOCTOR, letter(DOCTOR, [kit.address()], extra=headers, attachment=xdm), [kit.address()]) == {}
+    running = kit.operator
+    labo = peer(running.manifest, "labo")
+    raw = peer_signed(running.home, labo, letter(LAB, [kit.address()], extra=headers, attachment=xdm))
+    with connect(running, labo) as client:
+        assert client.sendmail(LAB, [kit.address()], raw) == {}
+    assert len(threads) == 2
+    assert all(name.startswith("cpu") for name in threads), threads  # the operator's CPU executor, not its loop
 
 
 # -- the bridge down, a permanent refusal, both directions at once ------------------------------------------

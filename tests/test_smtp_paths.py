@@ -21,4 +21,4 @@ def test_same_as_aiosmtpd(arg: str, limit: int) -> None:
     ours = GuardedSMTP.__new__(GuardedSMTP)
     theirs = SMTP.__new__(SMTP)
     ours.local_part_limit = theirs.local_part_limit = limit
-    assert ours._getaddr(arg) == SMTP._getaddr(theirs, arg)
+    assert ours.read_path(arg) == SMTP._getaddr(theirs, arg)

@@ -81,10 +81,15 @@ def check_mss_headers(message: EmailMessage, patient_recipients: Sequence[Ins]) 
     return None
 
 
+def announces_xdm(raw: bytes) -> bool:
+    """Whether the message's header block holds X-MSS-INS or X-MSS-CODECDA (a quick look, no parsing)."""
+    header, _ = split_header(raw)
+    return _ANNOUNCED.search(header) is not None
+
+
 def check_raw_mss_headers(raw: bytes, patient_recipients: Sequence[Ins]) -> Refusal | None:
     """:func:`check_mss_headers` on a received message's bytes, parsing the MIME body only when announced."""
-    header, _ = split_header(raw)
-    if not _ANNOUNCED.search(header):
+    if not announces_xdm(raw):
         return None
     message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))  # what it builds
     return check_mss_headers(message, patient_recipients)

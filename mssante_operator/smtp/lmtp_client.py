@@ -8,7 +8,7 @@ subject (``[patients] bridge_dn``), not by host name; the session is TLS from th
 present the operator's certificate, which the bridge checks in turn.
 
 aiosmtplib carries the dialogue (LHLO is sent as a plain command, and the per-recipient replies after the
-payload are read from its protocol). Sessions are reused (RSET between messages) and closed when idle.
+payload are read through :mod:`.aiosmtplib_adapter`). Sessions are reused (RSET between messages) and closed when idle.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from cryptography import x509
 
 from ..outcomes import Reply, ResultKind
 from ..trust_space.dn import NormalDn, name_to_dn
+from .aiosmtplib_adapter import read_reply, write_message
 from .dsn import xtext_encode
 from .outbound import OutgoingMessage, RecipientResult, describe_failure
-from .payload import dot_stuffed
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,9 @@ class LmtpClient:
             start = await smtp.execute_command(b"DATA")
             if start.code != 354:
                 raise _Refused(f"{self.where} refused DATA: {_reply(start).line}", temporary=start.code < 500)
-            protocol = smtp.protocol
-            if protocol is None:
-                raise aiosmtplib.SMTPServerDisconnected("connection lost before the message was sent")
-            protocol.write(dot_stuffed(message.raw))
+            write_message(smtp, message.raw)
             for recipient in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in RCPT order
-                reply = await protocol.read_response(timeout=self._timeout)
+                reply = await read_reply(smtp, self._timeout)
                 results[recipient.key] = RecipientResult(recipient.key, _reply(reply), self.host,
                                                          final=reply.code < 400)
         else:

@@ -156,7 +156,7 @@ class MtaHandler:
         """Local copies, the patients' queue rows and the conversation events, in one transaction."""
         assert self.ctx.patients is not None and self.ctx.commit is not None
         patients = _patients(envelope)
-        if (refusal := check_content(message.raw, list(patients.values()))) is not None:
+        if (refusal := await check_content(message.raw, list(patients.values()), self.ctx.cpu_executor)) is not None:
             raise refusal
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         events: list[ConversationEvent] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.policy
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -32,7 +33,7 @@ from ..patients.conversations import (
     events_for_message,
 )
 from ..patients.ins import Ins, parse_patient_address
-from ..patients.mss_headers import check_raw_mss_headers
+from ..patients.mss_headers import announces_xdm, check_raw_mss_headers
 from ..patients.registry_client import REGISTRY_DOWN, PatientRegistry, RegistryUnavailable
 from ..patients.states import check_patient_state
 from . import policy
@@ -84,9 +85,12 @@ class PatientPath:
             raise policy.ANNUAIRE_DOWN from None
 
 
-def check_content(raw: bytes, patients: Sequence[Ins]) -> Refusal | None:
-    """The X-MSS-INS / X-MSS-CODECDA checks against the IHE_XDM content (parsed only when a header is there)."""
-    return check_raw_mss_headers(raw, patients)
+async def check_content(raw: bytes, patients: Sequence[Ins], executor: Executor | None) -> Refusal | None:
+    """The X-MSS-INS / X-MSS-CODECDA checks against the IHE_XDM content, parsed only when a header announces
+    one, and then on ``executor``: reading the MIME message, its base64, the archive and its XML is CPU work."""
+    if not announces_xdm(raw):
+        return None
+    return await asyncio.get_running_loop().run_in_executor(executor, check_raw_mss_headers, raw, patients)
 
 
 def conversation_events(raw: bytes, *, mailbox: str, kind: BalKind, patients: Sequence[Ins], message_id: str | None,

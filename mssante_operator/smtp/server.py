@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException
+from aiosmtpd.smtp import MISSING, TLSSetupException
 from cryptography.hazmat.primitives import hashes
 
 from ..auth.ratelimit import FailureLimiter, Limits
@@ -27,6 +26,7 @@ from ..connection_limits import ConnectionLimiter, LimitReached
 from ..listening import handshake_failure
 from ..trust_space.tls import peer_tls
 from . import policy
+from .aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
 from .replies import PrintableLog, printable, with_enhanced_code
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,26 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>\s*(.*)", re.S)
 
 
-class BareLineEnding(Exception):
-    """A command line ended with a bare LF (or held a bare CR)."""
+# Payloads up to this size are checked on the event loop (a thread hop would cost more); larger ones, up to
+# the 50 MB of a big message, in a thread, so other sessions are not held up while they are scanned.
+INLINE_SCAN_BYTES = 1 << 20
 
 
-class LineTooLong(Exception):
-    """A command line longer than the stream limit: read to its end and dropped."""
+def unstuffed(stuffed: bytes, max_line_length: int) -> bytes | None:
+    """The message of a dot-stuffed DATA payload, transparency dots dropped (RFC 5321 4.5.2); None when a
+    line (between CRLFs) is longer than ``max_line_length`` plus a transparency dot.
+
+    The lines are found with C-level searches, one after the other: no list of a 50 MB message's lines.
+    """
+    limit, start, find = max_line_length + 1, 0, stuffed.find
+    while (end := find(b"\r\n", start)) >= 0:
+        if end - start > limit:
+            return None
+        start = end + 2
+    if len(stuffed) - start > limit:
+        return None
+    content = stuffed[1:] if stuffed.startswith(b".") else stuffed
+    return content.replace(b"\r\n.", b"\r\n")
 
 
 def recipient_failures(limits: LimitsSettings) -> FailureLimiter:
@@ -60,80 +74,7 @@ def recipient_failures(limits: LimitsSettings) -> FailureLimiter:
     return FailureLimiter(account=budget, ip=budget)
 
 
-class _StrictLineReader(asyncio.StreamReader):
-    """Refuses command lines that do not end with CRLF, and reads DATA in one C-level search.
-
-    aiosmtpd reads DATA line by line in Python, which dominates the cost of a 50 KB report; here the
-    whole payload is found by searching for the only terminator RFC 5321 allows, CRLF "." CRLF,
-    so a bare-LF "\n.\n" can never end a message (SMTP smuggling).
-    """
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        try:
-            line = await super().readuntil(separator)
-        except asyncio.LimitOverrunError as error:
-            if separator != b"\n":
-                raise
-            await self._discard_line(error.consumed)
-            raise LineTooLong from None
-        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
-            raise BareLineEnding
-        return line
-
-    async def _discard_line(self, consumed: int) -> None:
-        """Drop the rest of an over-long line, up to and with its LF (aiosmtpd would read the tail of the
-        line as a line of its own, and a tail holding only the LF as a bare LF)."""
-        while True:
-            await self.read(consumed)
-            try:
-                await super().readuntil(b"\n")
-                return
-            except asyncio.LimitOverrunError as error:
-                consumed = error.consumed
-
-    async def read_data(self, max_size: int, on_progress: Callable[[], None]) -> bytes | None:
-        """The dot-stuffed payload (final CRLF kept, terminator dropped).
-
-        Returns None when the payload exceeded ``max_size``: it is read and discarded, so
-        the session can answer 552 and go on. This extends StreamReader.readuntil with the rule
-        that the payload starts at a line start (a payload of just "." CRLF is empty), using the
-        same internals readuntil uses, since the public API cannot search from a virtual CRLF.
-        """
-        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
-        line_limit = self._limit  # type: ignore[attr-defined]
-        self._limit = max_size + 5  # type: ignore[attr-defined]  # flow control: pause at 2x this
-        at_start, scanned, discarded = True, 0, 0
-        try:
-            while True:
-                if at_start and buffer[:3] == b".\r\n"[: len(buffer)]:
-                    if len(buffer) >= 3:
-                        del buffer[:3]
-                        return b""
-                else:
-                    end = buffer.find(b"\r\n.\r\n", max(0, scanned - 4))
-                    if end >= 0:
-                        # The whole message may have arrived before the first search (a fast
-                        # peer, a large TLS record): its size is checked here, not only while waiting.
-                        too_big = discarded or end + 2 > max_size
-                        payload = bytes(buffer[: end + 2])
-                        del buffer[: end + 5]
-                        return None if too_big else payload
-                    scanned = len(buffer)
-                    if scanned > max_size:
-                        discarded += scanned - 4
-                        del buffer[:-4]
-                        scanned = 4
-                    at_start = False
-                if self._eof:  # type: ignore[attr-defined]
-                    raise asyncio.IncompleteReadError(bytes(buffer), None)
-                await self._wait_for_data("read_data")  # type: ignore[attr-defined]
-                on_progress()  # bytes are flowing: the peer is slow, not idle
-        finally:
-            self._limit = line_limit  # type: ignore[attr-defined]
-            self._maybe_resume_transport()  # type: ignore[attr-defined]
-
-
-class GuardedSMTP(SMTP):
+class GuardedSMTP(AdaptedSMTP):
     """aiosmtpd's SMTP with limits, timeouts, strict line endings and enhanced status codes."""
 
     def __init__(
@@ -145,11 +86,13 @@ class GuardedSMTP(SMTP):
         hostname: str,
         error_limits: bool = False,
         failures: FailureLimiter | None = None,
+        ident: str = "ESMTP MSSanté operator",
         **kwargs: Any,
     ) -> None:
         """``error_limits``: the session's limits on refused recipients apply (listeners facing peers or
         users; not mes_bridge's LMTP, whose only client is the operator); ``failures``: the ledger of
-        refused recipients per client certificate across sessions (the MTA listeners: peer operators)."""
+        refused recipients per client certificate across sessions (the MTA listeners: peer operators);
+        ``ident``: what the greeting says after the host name."""
         # Class attribute read by SMTP.__init__ for the stream limit: 998 + transparent dot + CRLF.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -158,7 +101,7 @@ class GuardedSMTP(SMTP):
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=hostname,
-            ident="ESMTP MSSanté operator",
+            ident=ident,
             timeout=limits.idle_timeout,
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
             **kwargs,
@@ -176,7 +119,7 @@ class GuardedSMTP(SMTP):
     # --- connection life cycle -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self._original_transport is None
+        first = not self.after_starttls
         if first:
             peer = transport.get_extra_info("peername")
             ip = peer[0] if peer else "?"
@@ -193,7 +136,7 @@ class GuardedSMTP(SMTP):
             )
         super().connection_made(transport)
         if first:
-            self._reader.__class__ = _StrictLineReader
+            self.use_strict_reader()
         assert self.session is not None
         ssl_object = transport.get_extra_info("ssl_object")
         self.session.peer_tls = peer_tls(ssl_object) if ssl_object is not None else None  # type: ignore[attr-defined]
@@ -222,20 +165,25 @@ class GuardedSMTP(SMTP):
             self.transport.write(reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
             self.transport.close()
 
-    def _timeout_cb(self) -> None:
+    @property
+    def client_ip(self) -> str | None:
+        """The peer's IP address while the session holds its connection slot."""
+        return self._client_ip
+
+    def on_idle_timeout(self) -> None:
         self._close_with("421 4.4.2 Idle for too long; closing")
 
-    def _reset_timeout(self, duration: float | None = None) -> None:
-        """aiosmtpd's idle timer, shortened under pressure for a session that has not started a transaction."""
+    def idle_duration(self, duration: float | None) -> float | None:
+        """The idle timeout, shortened under pressure for a session that has not started a transaction."""
         if duration is None and self._limiter.under_pressure and self._limiter.is_waiting(self):
-            duration = self.limits.stress_idle_timeout
-        super()._reset_timeout(duration)
+            return self.limits.stress_idle_timeout
+        return duration
 
     def hurry(self) -> None:
         """The listener is under pressure: this idle session gets the stress timeout, if that is sooner."""
-        handle = self._timeout_handle
-        if handle is not None and handle.when() - self.loop.time() > self.limits.stress_idle_timeout:
-            self._reset_timeout(self.limits.stress_idle_timeout)
+        deadline = self.idle_deadline()
+        if deadline is not None and deadline - self.loop.time() > self.limits.stress_idle_timeout:
+            self.restart_idle_timer(self.limits.stress_idle_timeout)
 
     def evict(self) -> None:
         """Every slot is taken: this session, idle before any transaction, gives its slot to a newcomer."""
@@ -265,6 +213,7 @@ class GuardedSMTP(SMTP):
             self._closing = True
             self.transport.close()
 
+    @keeps_syntax("EHLO")
     async def smtp_EHLO(self, hostname: str) -> None:
         self._ehlo_lines = []
         try:
@@ -284,19 +233,21 @@ class GuardedSMTP(SMTP):
             separator = " " if index == len(keywords) - 1 else "-"
             await super().push(f"250{separator}{keyword}")
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+    def read_path(self, arg: str) -> tuple[str | None, str | None]:
         """The address of a MAIL/RCPT argument and the rest: a simple ``<local@domain>`` is read with one
         regular expression; anything else (quoted local parts, source routes, UTF-8) by aiosmtpd's
         RFC 5322 parser, which costs a tenth of a millisecond per command."""
         match = _SIMPLE_PATH.fullmatch(arg or "")
         if match is None or (self.local_part_limit and len(match.group(1).rpartition("@")[0]) > self.local_part_limit):
-            return super()._getaddr(arg)
+            return self.rfc5322_path(arg)
         return match.group(1), match.group(2)
 
+    @keeps_syntax("MAIL")
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not await self._refused_text("MAIL", arg):
             await super().smtp_MAIL(arg)
 
+    @keeps_syntax("RCPT")
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._refused_text("RCPT", arg):
             await super().smtp_RCPT(arg)
@@ -310,10 +261,10 @@ class GuardedSMTP(SMTP):
         await self.push(refusal.reply if command == "MAIL" else await self._recipient_refused(refusal.reply))
         return True
 
-    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+    async def call_handler_hook(self, command: str, *args: Any) -> Any:
         """Check MAIL and RCPT addresses before the handler sees them, and count refused recipients."""
         if command not in ("MAIL", "RCPT"):
-            return await super()._call_handler_hook(command, *args)
+            return await super().call_handler_hook(command, *args)
         assert self.envelope is not None
         recipient = command == "RCPT"
         refusal = policy.check_smtputf8(args[0], recipient=recipient, smtputf8=self.envelope.smtp_utf8)
@@ -323,7 +274,7 @@ class GuardedSMTP(SMTP):
             log.info("%s refused peer=%s reply=%r", command.lower(), self._client_ip, refusal.reply)
             status: Any = refusal.reply
         else:
-            status = await super()._call_handler_hook(command, *args)
+            status = await super().call_handler_hook(command, *args)
         if not recipient:
             if isinstance(status, str) and status.startswith("250"):
                 self._limiter.working(self)  # a transaction: no longer an idle session to hurry or evict
@@ -369,6 +320,7 @@ class GuardedSMTP(SMTP):
         """EHLO keywords a subclass adds (the MTA listener has none: peers do not authenticate by SASL)."""
         return []
 
+    @keeps_syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, read in one search instead of aiosmtpd's line-by-line loop (same checks, same hooks)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -381,22 +333,22 @@ class GuardedSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        reader: _StrictLineReader = self._reader  # type: ignore[assignment]
-        stuffed = await reader.read_data(self.limits.max_message_size, self._reset_timeout)
+        stuffed = await self.read_data(self.limits.max_message_size)
         if stuffed is None:
-            self._set_post_data_state()
+            self.end_transaction()
             await self.push("552 Error: Too much mail data")  # worded by replies.with_enhanced_code
             return
-        longest = max(map(len, stuffed.split(b"\r\n")), default=0)
-        if longest > self.limits.max_line_length + 1:  # + 1: a transparency dot
-            self._set_post_data_state()
+        if len(stuffed) <= INLINE_SCAN_BYTES:
+            content = unstuffed(stuffed, self.limits.max_line_length)
+        else:
+            content = await asyncio.to_thread(unstuffed, stuffed, self.limits.max_line_length)
+        if content is None:
+            self.end_transaction()
             await self.push("500 Line too long")  # worded by replies.with_enhanced_code
             return
-        content = stuffed[1:] if stuffed.startswith(b".") else stuffed
-        content = content.replace(b"\r\n.", b"\r\n")  # RFC 5321 4.5.2: drop the transparency dot
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        status = await self.call_handler_hook("DATA")
+        self.end_transaction()
         await self.push("250 OK" if status is MISSING else status)
 
     async def handle_exception(self, error: Exception) -> str:

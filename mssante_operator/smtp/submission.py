@@ -36,6 +36,7 @@ from ..trust_space.dkim_signing import DkimSigner
 from ..trust_space.liste_blanche import ListeBlanche
 from ..trust_space.tls import PeerTls
 from . import dsn, headers, policy, sender_rules
+from .aiosmtpd_adapter import keeps_syntax
 from .patient_path import PATIENT_TO_PATIENT, PatientPath, check_content, conversation_events
 from .replies import PrintableLog
 from .router import Route, Target, route_recipient
@@ -123,6 +124,7 @@ class SubmissionSMTP(GuardedSMTP):
         offered = self._offered()
         return [*([f"AUTH {' '.join(offered)}"] if offered else []), "DSN"]
 
+    @keeps_syntax("AUTH")
     async def smtp_AUTH(self, arg: str) -> None:
         if await self.check_helo_needed("EHLO"):
             return
@@ -165,7 +167,7 @@ class SubmissionSMTP(GuardedSMTP):
 
     async def _authenticate(self, mechanism: str, initial: str | None) -> str | None:
         assert self.session is not None
-        ip = self._client_ip or "?"
+        ip = self.client_ip or "?"
         auth = self.submission.ctx.authenticator
         try:
             if mechanism == sasl.PLAIN:
@@ -200,9 +202,11 @@ class SubmissionSMTP(GuardedSMTP):
         audit.info("submission login user=%s mechanism=%s ip=%s", principal.login, mechanism, ip)
         return AUTH_OK
 
+    @keeps_syntax("MAIL")
     async def smtp_MAIL(self, arg: str) -> None:
         await self._with_dsn(arg, "FROM:", dsn.split_mail_parameters, super().smtp_MAIL)
 
+    @keeps_syntax("RCPT")
     async def smtp_RCPT(self, arg: str) -> None:
         await self._with_dsn(arg, "TO:", dsn.split_rcpt_parameters, super().smtp_RCPT)
 
@@ -345,14 +349,14 @@ class SubmissionHandler:
             raise Refusal(550, "5.7.1", "A patient's message must come From the patient's own address (MAIL FROM)")
         transaction = server.transaction
         patients = [transaction.patients[a] for a in envelope.rcpt_tos if a in transaction.patients]
-        if (refusal := check_content(data, patients)) is not None:
+        if (refusal := await check_content(data, patients, self.ctx.cpu_executor)) is not None:
             raise refusal
         now = datetime.now(UTC)
         prepared, message_id = headers.prepare_submission(data, summary, id_domain=self.ctx.hostname, when=now)
         peer = _peer(session)
         assert peer is not None
         trace = headers.received_header(
-            helo=session.host_name or "unknown", client_ip=server._client_ip or "unknown", hostname=self.ctx.hostname,
+            helo=session.host_name or "unknown", client_ip=server.client_ip or "unknown", hostname=self.ctx.hostname,
             protocol="ESMTPSA", tls=f"{peer.version} {peer.cipher}", queue_id=queue_id,
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, when=now,
         )
