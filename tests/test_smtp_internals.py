@@ -115,7 +115,10 @@ def test_overrides_keep_the_help_syntax() -> None:
 
 @pytest.mark.parametrize(("name", "kind"), [("_buffer", bytearray), ("_limit", int), ("_eof", bool)])
 def test_stream_reader_attributes(name: str, kind: type) -> None:
-    reader = asyncio.StreamReader(limit=1000)
+    async def made_on_a_loop() -> asyncio.StreamReader:  # another test may have left no current loop
+        return asyncio.StreamReader(limit=1000)
+
+    reader = asyncio.run(made_on_a_loop())
     assert isinstance(getattr(reader, name, None), kind), _moved(f"asyncio.StreamReader().{name}",
                                                                  f"is no longer a {kind.__name__}")
 
