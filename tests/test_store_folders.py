@@ -288,6 +288,7 @@ def test_an_expunge_waits_for_a_store_holding_the_folder_instead_of_deadlocking(
                                               " AND wait_event_type = 'Lock'"))
                 if waiting:
                     break
+                watcher.rollback()  # pg_stat_activity is read once per transaction: a new one sees anew
                 time.sleep(0.01)
             assert waiting
         conn.execute(update(Message).where(Message.mailbox_id == inbox).values(flags="\\Deleted \\Seen"))
