@@ -273,6 +273,7 @@ class Folders:
             if new.startswith(old + DELIMITER) and old != INBOX:  # INBOX's inferiors stay where they are
                 raise FolderError("a mailbox cannot be moved into itself")
             if old == INBOX:
+                tx.lock_folders([source.id])  # before its messages move, as every change to them
                 self._insert_folder(conn, account_id, new, None)
                 target = self._get(conn, address, new)
                 assert target is not None
