@@ -125,7 +125,7 @@ class Database:
         self.engine, self.writer, self._write_lock, self._dialect = (
             engines.engine, engines.writer, engines.write_lock, engines.dialect)
         self._statements = WriteStatements(self._dialect)
-        self.insert = self._statements.insert  # INSERT with ON CONFLICT, for the engine in use
+        self._insert = self._statements.insert  # INSERT with ON CONFLICT, for the engine in use
         self.blobs = BlobStore(blob_dir)
         # fsync waits on the disk, not the CPU: a batch's blobs are written side by side.
         self._blob_writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
@@ -211,7 +211,7 @@ class Database:
         address = normalize_address(address)
         found = conn.scalar(select(Account.id).where(Account.address == address))
         if found is None and create:
-            conn.execute(self.insert(Account).on_conflict_do_nothing(index_elements=["address"]),
+            conn.execute(self._insert(Account).on_conflict_do_nothing(index_elements=["address"]),
                          [{"address": address, "created_at": now()}])
             found = conn.scalar(select(Account.id).where(Account.address == address))
         return found
@@ -252,12 +252,12 @@ class Database:
     def _create_accounts(self, conn: Connection, addresses: list[str]) -> None:
         created = now()
         conn.execute(
-            self.insert(Account).on_conflict_do_nothing(index_elements=["address"]),
+            self._insert(Account).on_conflict_do_nothing(index_elements=["address"]),
             [{"address": a, "created_at": created} for a in addresses],
         )
         account_ids = conn.scalars(select(Account.id).where(Account.address.in_(addresses))).all()
         conn.execute(
-            self.insert(Mailbox).on_conflict_do_nothing(index_elements=["account_id", "name"]),
+            self._insert(Mailbox).on_conflict_do_nothing(index_elements=["account_id", "name"]),
             [
                 {
                     "account_id": i,

@@ -211,13 +211,10 @@ class WriteUnit:
         self._changed.add(folder_id)
         return int(modseq)
 
-    def changed(self, folder_ids: Iterable[int]) -> None:
-        """Announce these folders as changed at commit (allocate and bump_modseq do it themselves)."""
-        self._changed.update(folder_ids)
-
     def announce(self) -> None:
-        """Hand the changed folders to the commit: listeners in this process hear of them after it; on
-        PostgreSQL, NOTIFY (sent at commit) tells every other process and node too. Run last."""
+        """Hand the folders changed (by allocate and bump_modseq) to the commit: listeners in this process
+        hear of them after it; on PostgreSQL, NOTIFY (sent at commit) tells every other process and node
+        too. ``Database.transaction()`` runs it last."""
         if not self._changed:
             return
         self.conn.info.setdefault(CHANGED_FOLDERS, set()).update(self._changed)
