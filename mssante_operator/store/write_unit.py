@@ -254,7 +254,8 @@ class WriteUnit:
         """A message arrived by SMTP, as one row of a folder; ``dedup=False`` for a copy the Message-ID must
         not deduplicate (a Sent copy). DUPLICATE when the unique index caught one the check did not."""
         key = dedup_key(message.message_id)
-        inserted = self._insert(folder_id, {
+        uid, modseq = self.allocate(folder_id)
+        inserted = self._insert(folder_id, uid, modseq, {
             "flags": flags, "internaldate": message.received_at, "internaldate_offset": 0,
             "size": len(message.raw), "blob_id": blob_id, "message_id": key, "dedup_key": key if dedup else None,
             "from_addr": message.from_addr, "subject": message.subject,
@@ -267,12 +268,11 @@ class WriteUnit:
         """A message a client stored (IMAP APPEND), with the client's date-time: never deduplicated, the
         Message-ID kept as given. Returns its UID."""
         uid, modseq = self.allocate(folder_id)
-        self.conn.execute(self._statements.insert_message, {
-            "mailbox_id": folder_id, "uid": uid, "modseq": modseq, "flags": flags, "internaldate": internaldate,
-            "internaldate_offset": zone_offset(internaldate), "size": len(message.raw), "blob_id": blob_id,
-            "message_id": message.message_id, "dedup_key": None, "from_addr": message.from_addr,
-            "subject": message.subject, "authentication_results": message.authentication_results,
-            "received_at": message.received_at,
+        self._insert(folder_id, uid, modseq, {
+            "flags": flags, "internaldate": internaldate, "internaldate_offset": zone_offset(internaldate),
+            "size": len(message.raw), "blob_id": blob_id, "message_id": message.message_id, "dedup_key": None,
+            "from_addr": message.from_addr, "subject": message.subject,
+            "authentication_results": message.authentication_results, "received_at": message.received_at,
         })  # fmt: skip
         return uid
 
@@ -283,17 +283,12 @@ class WriteUnit:
             return []
         first_uid, modseq = self.allocate(target_id, len(rows))
         for offset, row in enumerate(rows):
-            self.conn.execute(self._statements.insert_message, {
-                "mailbox_id": target_id, "uid": first_uid + offset, "modseq": modseq, "flags": row.flags,
-                "internaldate": row.internaldate, "internaldate_offset": row.internaldate_offset, "size": row.size,
-                "blob_id": row.blob_id, "message_id": row.message_id, "dedup_key": None, "from_addr": row.from_addr,
-                "subject": row.subject, "authentication_results": row.authentication_results,
-                "received_at": row.received_at,
-            })  # fmt: skip
+            self._insert(target_id, first_uid + offset, modseq, {
+                column: getattr(row, column) for column in _COPIED} | {"dedup_key": None})
         return [first_uid + offset for offset in range(len(rows))]
 
-    def _insert(self, folder_id: int, values: dict[str, Any]) -> bool:
-        uid, modseq = self.allocate(folder_id)
+    def _insert(self, folder_id: int, uid: int, modseq: int, values: dict[str, Any]) -> bool:
+        """One message row at an allocated UID; False when the dedup index refused it."""
         values |= {"mailbox_id": folder_id, "uid": uid, "modseq": modseq}
         return self.conn.execute(self._statements.insert_message, values).scalar_one_or_none() is not None
 
@@ -346,6 +341,10 @@ class WriteUnit:
         for e in ordered:
             audit.info("conversation %s patient=%s mailbox=%s message_id=%s actor=%s", ConversationAction(e.action),
                        e.patient_ins, normalize_address(e.mailbox), e.message_id, e.actor)
+
+
+_COPIED = ("flags", "internaldate", "internaldate_offset", "size", "blob_id", "message_id", "from_addr", "subject",
+           "authentication_results", "received_at")  # the columns a COPY keeps
 
 
 def _domain(address: str) -> str:
