@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "mssante_operator").is_dir())  # any depth
 STORE = ROOT / "mssante_operator" / "store"
 # Each module may import these store modules, and no other (the layers, bottom up).
 LAYERS = {
@@ -67,7 +67,7 @@ def _absolute(path: Path, module: str) -> str:
 
 def test_nobody_imports_a_private_name_of_the_store() -> None:
     offenders = []
-    for path in [*ROOT.glob("mssante_operator/**/*.py"), *ROOT.glob("mes_bridge/**/*.py"), *ROOT.glob("tests/*.py")]:
+    for path in [*ROOT.glob("mssante_operator/**/*.py"), *ROOT.glob("mes_bridge/**/*.py"), *ROOT.glob("tests/**/*.py")]:
         for module, names in _imports(path):
             if _absolute(path, module).startswith("mssante_operator.store"):
                 offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.startswith("_")]
