@@ -25,6 +25,7 @@ from mssante_operator.store import (
     Store,
 )
 from mssante_operator.store.models import Base
+from mssante_operator.store.write_unit import WriteUnit
 
 STORED, DUPLICATE = DeliveryOutcome.STORED, DeliveryOutcome.DUPLICATE
 ALICE = "alice@hopital.example"
@@ -131,7 +132,7 @@ def test_unique_index_still_catches_a_duplicate_that_skipped_the_check(
 ) -> None:
     """The ON CONFLICT fallback: reported as duplicate, no error, no dangling blob."""
     store.deliver(message(), [ALICE])
-    monkeypatch.setattr(Store, "_is_duplicate", staticmethod(lambda *_: False))
+    monkeypatch.setattr(WriteUnit, "is_duplicate", lambda *_: False)
     assert store.deliver(message(), [ALICE]) == {ALICE: DUPLICATE}
     assert uids(store, ALICE) == [1]
     assert len(blob_files(store)) == 1

@@ -3,7 +3,7 @@ EXPUNGE, \\Recent claims, and the blob files shared by copies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -254,12 +254,10 @@ def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: St
     assert first == 1 and store.folders.claim_recent(box, 41) == 41  # nothing new: nothing claimed
 
 
-def test_an_expunge_waits_for_a_store_holding_the_folder_instead_of_deadlocking(store: Store) -> None:
-    """PostgreSQL: a STORE holds the folder's row and is about to change a message flagged \\Deleted
-    while an EXPUNGE of that message runs. The EXPUNGE must wait for the folder before it touches the
-    message; taking the message first and the folder second deadlocked (seen under 20 sessions)."""
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite's write transactions are exclusive: no row locks to order")
+def _behind_a_store(store: Store, operation: Callable[[], object]) -> object:
+    """Run ``operation`` in a thread while a STORE holds the INBOX row, between its folder lock and its
+    message update; the STORE changes the INBOX's messages once ``operation`` waits on a lock. Returns what
+    ``operation`` returned. PostgreSQL: taking a message before the folder deadlocks here."""
     import threading
     import time
 
@@ -268,28 +266,49 @@ def test_an_expunge_waits_for_a_store_holding_the_folder_instead_of_deadlocking(
     from mssante_operator.store.models import Mailbox, Message
 
     inbox = folder_id(store, INBOX)
-    store.folders.append(ALICE, INBOX, message("a"), ["\\Deleted"], WHEN)
-    expunged: list[int] = []
+    results: list[object] = []
     failures: list[BaseException] = []
 
-    def expunge() -> None:
+    def run() -> None:
         try:
-            expunged.extend(store.folders.expunge(inbox))
+            results.append(operation())
         except BaseException as exc:  # a deadlock would land here or in the STORE below
             failures.append(exc)
 
     with store.writing() as conn:  # the STORE, between its folder lock and its message update
         conn.execute(select(Mailbox.id).where(Mailbox.id == inbox).with_for_update()).all()
-        worker = threading.Thread(target=expunge)
+        worker = threading.Thread(target=run)
         worker.start()
-        with store.reading() as watcher:  # the EXPUNGE is waiting on a lock (an event, not a delay)
+        with store.reading() as watcher:  # the operation is waiting on a lock (an event, not a delay)
             for _ in range(6000):
                 waiting = watcher.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                                               " AND wait_event_type = 'Lock'"))
                 if waiting:
                     break
+                watcher.rollback()  # pg_stat_activity is read once per transaction: a new one sees anew
                 time.sleep(0.01)
             assert waiting
         conn.execute(update(Message).where(Message.mailbox_id == inbox).values(flags="\\Deleted \\Seen"))
     worker.join(60)
-    assert not failures and expunged == [1]
+    assert not failures and len(results) == 1
+    return results[0]
+
+
+def test_an_expunge_waits_for_a_store_holding_the_folder_instead_of_deadlocking(store: Store) -> None:
+    """PostgreSQL: a STORE holds the folder's row and is about to change a message flagged \\Deleted
+    while an EXPUNGE of that message runs. The EXPUNGE must wait for the folder before it touches the
+    message; taking the message first and the folder second deadlocked (seen under 20 sessions)."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's write transactions are exclusive: no row locks to order")
+    store.folders.append(ALICE, INBOX, message("a"), ["\\Deleted"], WHEN)
+    assert _behind_a_store(store, lambda: store.folders.expunge(folder_id(store, INBOX))) == [1]
+
+
+def test_renaming_inbox_waits_for_a_store_holding_it_instead_of_deadlocking(store: Store) -> None:
+    """PostgreSQL: RENAME INBOX moves the INBOX's messages to a new folder; it must take the INBOX row
+    before those messages, as every change to a folder's messages does, or it deadlocks with a STORE."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's write transactions are exclusive: no row locks to order")
+    store.folders.append(ALICE, INBOX, message("a"), [], WHEN)
+    _behind_a_store(store, lambda: store.folders.rename(ALICE, INBOX, "Ancien"))
+    assert [m.flags for m in store.folders.messages(folder_id(store, "Ancien"))] == [{"\\Deleted", "\\Seen"}]

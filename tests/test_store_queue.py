@@ -23,6 +23,7 @@ from mssante_operator.store.queue import (
     QueuedRecipient,
     QueueEntryNotFound,
     RecipientStatus,
+    new_queue_id,
 )
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -373,9 +374,10 @@ def _received(raw: bytes = RAW) -> NewMessage:
 
 def _queue_blob_of(store: Store, blob_key: str, *recipients: str) -> str:
     """Queue the blob a mailbox row already uses, as a submission does for the Sent copy."""
-    with store.writing() as conn:
-        blob_id = conn.scalar(select(Blob.id).where(Blob.key == blob_key))
-        return store.queue.add(conn, blob_id, len(RAW), envelope(*recipients), now=T0, expires_at=T0 + DAYS_5)
+    with store.transaction() as tx:
+        blob_id = tx.conn.scalar(select(Blob.id).where(Blob.key == blob_key))
+        return tx.enqueue(blob_id, len(RAW), envelope(*recipients), now=T0, expires_at=T0 + DAYS_5,
+                          queue_id=new_queue_id())
 
 
 def test_a_blob_shared_with_a_mailbox_goes_with_its_last_reference(store: Store) -> None:

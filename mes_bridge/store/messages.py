@@ -12,7 +12,7 @@ from sqlalchemy import Connection, case, func, or_, select, update
 
 from mssante_operator.patients.ins import Ins
 from mssante_operator.store.blobs import BlobFile
-from mssante_operator.store.facade import _dedup_key
+from mssante_operator.store.write_unit import dedup_key
 
 from . import rows
 from .core import now
@@ -50,7 +50,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
         attachments: Sequence[NewAttachment] = (), documents: Mapping[str, Sequence[NewDocument]] | None = None,
         reports: Mapping[str, tuple[str, bytes]] | None = None, notify: bool = False,
     ) -> dict[str, bool]:
-        message_id = _dedup_key(meta.message_id)
+        message_id = dedup_key(meta.message_id)
         wanted = sorted({ins.value for ins in patients})
         outcome = dict.fromkeys(wanted, False)
         # Blobs are written (and fsync'd) before the writer lock is taken: deliveries on other

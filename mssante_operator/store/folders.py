@@ -1,8 +1,8 @@
 """IMAP folders of an account: create, rename, delete, subscribe; and the messages in them: flags,
 APPEND, COPY/MOVE, EXPUNGE, \\Recent claims, change polling for IDLE and NOOP.
 
-Every change to a folder's messages takes the folder row first (an UPDATE of its counters), so
-changes to one folder are serialised on PostgreSQL as on SQLite, each gets a new MODSEQ
+Every change to a folder's messages goes through the write unit (write_unit.py): it locks the folder
+row first, so changes to one folder are serialised on PostgreSQL as on SQLite; each gets a new MODSEQ
 (CONDSTORE), and a session that polls (uidnext, highestmodseq) sees that something changed.
 Message files are shared by copies; a file is removed once no row points at it, after the commit.
 """
@@ -14,36 +14,20 @@ import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
-from .blob_refs import drop_unreferenced_blobs
-from .blobs import BlobFile
+from .database import INBOX, Database
 from .models import Blob, Mailbox, Message, Subscription
+from .write_unit import FolderError, FolderExists, NewMessage, NoSuchFolder
 
-if TYPE_CHECKING:
-    from .facade import NewMessage, Store
-
-INBOX = "INBOX"
 DELIMITER = "/"
 # Created with every account (RFC 6154 SPECIAL-USE): clients file sent mail, drafts and trash there.
 SPECIAL_FOLDERS = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"),
                    ("Archive", "\\Archive"))
 SPECIAL_USES = frozenset(use for _, use in SPECIAL_FOLDERS) | {"\\All", "\\Flagged"}
 MAX_NAME_LENGTH = 255
-
-
-class FolderError(Exception):
-    """A folder operation that cannot be done; the text is fit for an IMAP NO reply."""
-
-
-class FolderExists(FolderError):
-    pass
-
-
-class NoSuchFolder(FolderError):
-    pass
 
 
 class FlagMode(enum.Enum):
@@ -151,12 +135,6 @@ def _internaldate(row: Any) -> datetime:
     return row.internaldate.astimezone(_zone(offset)) if offset else row.internaldate
 
 
-def zone_offset(when: datetime) -> int:
-    """Minutes east of UTC of an aware datetime (what ``internaldate_offset`` stores)."""
-    offset = when.utcoffset()
-    return int(offset.total_seconds() // 60) if offset is not None else 0
-
-
 def _meta(row: Any) -> MessageMeta:
     return MessageMeta(row.uid, row.modseq, frozenset(row.flags.split()), _internaldate(row), row.size, row.key)
 
@@ -174,7 +152,7 @@ _META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldat
 class Folders:
     """Folder and message operations of the store (synchronous: sessions call them from threads)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     # -- folders -----------------------------------------------------------------------------
@@ -269,21 +247,23 @@ class Folders:
         name = canonical_name(name)
         if name == INBOX:
             raise FolderError("INBOX cannot be deleted")
-        with self._store.writing() as conn:
+        with self._store.transaction() as tx:
+            conn = tx.conn
             folder = self._get(conn, address, name)
             if folder is None:
                 raise NoSuchFolder("no such mailbox")
-            self._lock_folders(conn, [folder.id])
+            tx.lock_folders([folder.id])
             blob_ids = set(conn.scalars(select(Message.blob_id).where(Message.mailbox_id == folder.id)))
             conn.execute(delete(Message).where(Message.mailbox_id == folder.id))
             conn.execute(delete(Mailbox).where(Mailbox.id == folder.id))
-            keys = self._drop_unreferenced_blobs(conn, blob_ids)
-        self._remove_files(keys)
+            keys = tx.drop_unreferenced_blobs(blob_ids)
+        self._store.remove_files(keys)
 
     def rename(self, address: str, old: str, new: str) -> None:
         """Rename a folder with its sub-folders; renaming INBOX moves its messages to a new folder."""
         old, new = canonical_name(old), check_name(new)
-        with self._store.writing() as conn:
+        with self._store.transaction() as tx:
+            conn = tx.conn
             account_id = self._store.account_id(conn, address)
             source = self._get(conn, address, old)
             if account_id is None or source is None:
@@ -293,13 +273,14 @@ class Folders:
             if new.startswith(old + DELIMITER) and old != INBOX:  # INBOX's inferiors stay where they are
                 raise FolderError("a mailbox cannot be moved into itself")
             if old == INBOX:
+                tx.lock_folders([source.id])  # before its messages move, as every change to them
                 self._insert_folder(conn, account_id, new, None)
                 target = self._get(conn, address, new)
                 assert target is not None
                 conn.execute(update(Mailbox).where(Mailbox.id == target.id).values(
                     uidnext=source.uidnext, highestmodseq=source.highestmodseq))
                 conn.execute(update(Message).where(Message.mailbox_id == source.id).values(mailbox_id=target.id))
-                self._bump_modseq(conn, source.id)
+                tx.bump_modseq(source.id)
                 return
             children = conn.execute(select(Mailbox.id, Mailbox.name).where(
                 Mailbox.account_id == account_id, Mailbox.name.startswith(old + DELIMITER, autoescape=True)))
@@ -435,8 +416,9 @@ class Folders:
             first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
             if peek or first >= to:
                 return first
-        with self._store.writing() as conn:
-            self._lock_folders(conn, [folder_id])
+        with self._store.transaction() as tx:
+            conn = tx.conn
+            tx.lock_folders([folder_id])
             first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
             if first < to:
                 conn.execute(update(Mailbox).where(Mailbox.id == folder_id).values(recent_uid=to))
@@ -451,8 +433,9 @@ class Folders:
         wanted = list(flags)
         changed_rows: list[tuple[int, str]] = []
         failed: list[int] = []
-        with self._store.writing() as conn:
-            self._lock_folders(conn, [folder_id])
+        with self._store.transaction() as tx:
+            conn = tx.conn
+            tx.lock_folders([folder_id])
             rows = conn.execute(select(Message.id, Message.uid, Message.modseq, Message.flags).where(
                 Message.mailbox_id == folder_id, Message.uid.in_(list(uids))))
             for row in rows.all():
@@ -465,7 +448,7 @@ class Folders:
                     changed_rows.append((row.id, flags_text(new)))
             if not changed_rows:  # RFC 7162 3.2: a STORE that changes nothing leaves every MODSEQ alone
                 return [], sorted(failed)
-            modseq = self._bump_modseq(conn, folder_id)
+            modseq = tx.bump_modseq(folder_id)
             for message_id, text in changed_rows:
                 conn.execute(update(Message).where(Message.id == message_id).values(flags=text, modseq=modseq))
             changed = self._metas(conn, [message_id for message_id, _ in changed_rows])
@@ -476,26 +459,17 @@ class Folders:
         """Store a message into a folder (IMAP APPEND): durable when this returns; (UIDVALIDITY, UID)."""
         blob = self._store.blobs.write(message.raw)
         try:
-            with self._store.writing() as conn:
-                folder = self._get(conn, address, canonical_name(name))
+            with self._store.transaction() as tx:
+                folder = self._get(tx.conn, address, canonical_name(name))
                 if folder is None:
                     raise NoSuchFolder("no such mailbox")
-                self._lock_folders(conn, [folder.id])
-                blob_id = self._insert_blob(conn, blob)
-                first_uid, modseq = self._allocate(conn, folder.id, 1)
-                conn.execute(insert(Message).values(
-                    mailbox_id=folder.id, uid=first_uid, modseq=modseq,
-                    flags=flags_text(changed_flags(set(), FlagMode.REPLACE, flags)),
-                    internaldate=internaldate, internaldate_offset=zone_offset(internaldate),
-                    size=len(message.raw), blob_id=blob_id,
-                    message_id=message.message_id, dedup_key=None, from_addr=message.from_addr,
-                    subject=message.subject, authentication_results=message.authentication_results,
-                    received_at=message.received_at,
-                ))
+                tx.lock_folders([folder.id])
+                uid = tx.append(folder.id, message, tx.insert_blob(blob), internaldate=internaldate,
+                                flags=flags_text(changed_flags(set(), FlagMode.REPLACE, flags)))
         except BaseException:
             self._store.blobs.remove(blob.key)
             raise
-        return folder.uidvalidity, first_uid
+        return folder.uidvalidity, uid
 
     def copy(self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
              ) -> tuple[int, list[tuple[int, int]]]:
@@ -503,82 +477,34 @@ class Folders:
 
         A MOVE into the folder the messages are in is allowed (RFC 6851 does not forbid it): they get
         new UIDs, as with COPY then EXPUNGE."""
-        with self._store.writing() as conn:
-            self._lock_folders(conn, [folder_id, target_id])
-            rows = conn.execute(select(Message.__table__).where(Message.mailbox_id == folder_id,
-                                                      Message.uid.in_(list(uids))).order_by(Message.uid)).all()
-            target = conn.execute(select(Mailbox.uidvalidity).where(Mailbox.id == target_id)).one_or_none()
+        with self._store.transaction() as tx:
+            tx.lock_folders([folder_id, target_id])
+            rows = tx.conn.execute(select(Message.__table__).where(
+                Message.mailbox_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)).all()
+            target = tx.conn.execute(select(Mailbox.uidvalidity).where(Mailbox.id == target_id)).one_or_none()
             if target is None:
                 raise NoSuchFolder("no such mailbox")
-            pairs: list[tuple[int, int]] = []
-            if rows:
-                first_uid, modseq = self._allocate(conn, target_id, len(rows))
-                for offset, row in enumerate(rows):
-                    conn.execute(insert(Message).values(
-                        mailbox_id=target_id, uid=first_uid + offset, modseq=modseq, flags=row.flags,
-                        internaldate=row.internaldate, internaldate_offset=row.internaldate_offset,
-                        size=row.size, blob_id=row.blob_id,
-                        message_id=row.message_id, dedup_key=None, from_addr=row.from_addr,
-                        subject=row.subject, authentication_results=row.authentication_results,
-                        received_at=row.received_at,
-                    ))
-                    pairs.append((row.uid, first_uid + offset))
-                if move:
-                    conn.execute(delete(Message).where(Message.id.in_([row.id for row in rows])))
-                    self._bump_modseq(conn, folder_id)
+            pairs = list(zip([row.uid for row in rows], tx.copy(rows, target_id), strict=True))
+            if move and rows:
+                tx.remove_messages(folder_id, [row.id for row in rows], ())
         return int(target.uidvalidity), pairs
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the messages flagged \\Deleted (only those in ``uids`` if given: UID EXPUNGE)."""
-        with self._store.writing() as conn:
-            self._lock_folders(conn, [folder_id])
+        with self._store.transaction() as tx:
+            tx.lock_folders([folder_id])
             condition = and_(Message.mailbox_id == folder_id, Message.flags.contains("\\Deleted", autoescape=True))
             if uids is not None:
                 condition = and_(condition, Message.uid.in_(list(uids)))
-            rows = conn.execute(select(Message.id, Message.uid, Message.flags, Message.blob_id).where(condition))
+            rows = tx.conn.execute(select(Message.id, Message.uid, Message.flags, Message.blob_id).where(condition))
             doomed = [row for row in rows.all() if "\\Deleted" in row.flags.split()]
             if not doomed:
                 return []
-            conn.execute(delete(Message).where(Message.id.in_([row.id for row in doomed])))
-            self._bump_modseq(conn, folder_id)
-            keys = self._drop_unreferenced_blobs(conn, {row.blob_id for row in doomed})
-        self._remove_files(keys)
+            keys = tx.remove_messages(folder_id, [row.id for row in doomed], {row.blob_id for row in doomed})
+        self._store.remove_files(keys)
         return sorted(row.uid for row in doomed)
 
     # -- helpers -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _lock_folders(conn: Connection, folder_ids: Iterable[int]) -> None:
-        """Take the folders' row locks, in id order, before touching any of their messages.
-
-        Every transaction that changes messages starts here (deliveries too: ``Store._lock_mailboxes``),
-        so on PostgreSQL no two of them can hold a message row and wait for a folder row in opposite
-        orders: an EXPUNGE that deleted rows before bumping the MODSEQ deadlocked with a STORE holding
-        the folder (seen under 20 concurrent sessions). SQLite's write transaction is exclusive already."""
-        ids = sorted(set(folder_ids))
-        found = conn.scalars(select(Mailbox.id).where(Mailbox.id.in_(ids)).order_by(Mailbox.id).with_for_update()).all()
-        if len(found) != len(ids):
-            raise NoSuchFolder("no such mailbox")
-
-    def _bump_modseq(self, conn: Connection, folder_id: int) -> int:
-        """A new MODSEQ for this folder; the UPDATE also takes the folder's row lock (PostgreSQL)."""
-        modseq = conn.execute(update(Mailbox).where(Mailbox.id == folder_id)
-                              .values(highestmodseq=Mailbox.highestmodseq + 1)
-                              .returning(Mailbox.highestmodseq)).scalar_one_or_none()
-        if modseq is None:
-            raise NoSuchFolder("no such mailbox")
-        self._store.changed(conn, [folder_id])
-        return int(modseq)
-
-    def _allocate(self, conn: Connection, folder_id: int, count: int) -> tuple[int, int]:
-        """``count`` consecutive UIDs and one new MODSEQ: returns (first UID, MODSEQ)."""
-        row = conn.execute(update(Mailbox).where(Mailbox.id == folder_id)
-                           .values(uidnext=Mailbox.uidnext + count, highestmodseq=Mailbox.highestmodseq + 1)
-                           .returning(Mailbox.uidnext, Mailbox.highestmodseq)).one_or_none()
-        if row is None:
-            raise NoSuchFolder("no such mailbox")
-        self._store.changed(conn, [folder_id])
-        return int(row.uidnext) - count, int(row.highestmodseq)
 
     def _metas(self, conn: Connection, message_ids: list[int]) -> list[MessageMeta]:
         if not message_ids:
@@ -586,19 +512,6 @@ class Folders:
         query = (select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
                  .where(Message.id.in_(message_ids)).order_by(Message.uid))
         return [_meta(row) for row in conn.execute(query)]
-
-    def _insert_blob(self, conn: Connection, blob: BlobFile) -> int:
-        return int(conn.execute(insert(Blob).values(key=blob.key, size=blob.size, sha256=blob.sha256,
-                                                    created_at=self._store.now()).returning(Blob.id)).scalar_one())
-
-    def _drop_unreferenced_blobs(self, conn: Connection, blob_ids: set[int]) -> list[str]:
-        """Delete the blob rows neither a message nor the outbound queue points at; returns their keys
-        (files go after commit)."""
-        return drop_unreferenced_blobs(conn, blob_ids)
-
-    def _remove_files(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._store.blobs.remove(key)
 
 
 __all__ = ["DELIMITER", "INBOX", "SPECIAL_FOLDERS", "FlagMode", "Folder", "FolderError", "FolderExists",

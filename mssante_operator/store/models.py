@@ -8,6 +8,7 @@ Message bytes never enter the database: a row points at a blob file.
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,6 +172,15 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text)
     authentication_results: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RecipientStatus(enum.StrEnum):
+    """The states of a queued recipient (OutboundRecipient.status)."""
+
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 class OutboundMessage(Base):

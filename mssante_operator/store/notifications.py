@@ -1,6 +1,6 @@
 """Hearing about folder changes made by other processes and nodes.
 
-On PostgreSQL every write transaction that changes a folder sends NOTIFY (see ``Store.changed``);
+On PostgreSQL every write transaction that changes a folder sends NOTIFY (see ``WriteUnit.announce``);
 ``PgChangeListener`` holds one LISTEN connection per process and hands the folder ids to a callback.
 SQLite has no such thing: ``FolderPoller`` asks for the counters of the folders someone watches, in
 one query, a few times a second (an IMAP server with several worker processes on one SQLite file).
@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.engine import make_url
 
-from .facade import CHANGES_CHANNEL, Store
+from .facade import Store
+from .write_unit import CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,11 @@ report then covers them. A claim whose worker died runs out (``notice_until``) a
 
 from __future__ import annotations
 
-import enum
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -30,7 +29,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     or_,
     select,
     type_coerce,
@@ -40,10 +38,10 @@ from sqlalchemy.orm import aliased
 
 from ..outcomes import Reply, ResultKind
 from .blob_refs import drop_unreferenced_blobs
-from .models import Blob, OutboundMessage, OutboundRecipient, UTCDateTime
-
-if TYPE_CHECKING:
-    from .facade import Store
+from .database import Database
+from .models import Blob, OutboundMessage, OutboundRecipient, RecipientStatus, UTCDateTime
+from .write_unit import OutboundEnvelope, check_envelope
+from .write_unit import QueuedRecipient as QueuedRecipient  # what a queued envelope holds, named here too
 
 M, R = OutboundMessage, OutboundRecipient
 _BATCH = 500  # ids per IN list or executemany
@@ -51,16 +49,8 @@ NOTICE_LEASE = 300.0  # seconds a worker holds the notices it is to send (as [ou
 _T = TypeVar("_T")
 
 
-class RecipientStatus(enum.StrEnum):
-    SCHEDULED = "scheduled"
-    DEFERRED = "deferred"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
 PENDING = (RecipientStatus.SCHEDULED, RecipientStatus.DEFERRED)
 FINAL = (RecipientStatus.DELIVERED, RecipientStatus.FAILED)
-RET_VALUES = frozenset({"FULL", "HDRS"})
 
 
 def new_queue_id() -> str:
@@ -71,23 +61,6 @@ def new_queue_id() -> str:
 
 class QueueEntryNotFound(LookupError):
     """No queued message has that queue id (never was, or dropped or purged since)."""
-
-
-@dataclass(frozen=True)
-class QueuedRecipient:
-    address: str
-    orcpt: str | None = None  # decoded ORCPT value, e.g. "rfc822;a@b.fr"
-    notify: tuple[str, ...] | None = None  # ("SUCCESS", "FAILURE", "DELAY") or ("NEVER",); None: not given
-
-
-@dataclass(frozen=True)
-class OutboundEnvelope:
-    sender: str  # "" = null sender (a DSN: never bounced)
-    recipients: tuple[QueuedRecipient, ...]
-    message_id: str | None
-    submitted_by: str  # login of the principal, for the audit trail
-    envid: str | None = None
-    ret: str | None = None  # "FULL" | "HDRS" | None
 
 
 @dataclass(frozen=True)
@@ -188,12 +161,10 @@ class QueueEntry:
 class OutboundQueue:
     """The queue over the store's database and blob files; synchronous like the rest of the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
-        # Statements of the hot path built once (as the store does for deliveries): SQLAlchemy then skips
-        # rebuilding them and computing their cache keys, a large part of a small statement's cost.
-        self._insert_message = insert(M).returning(M.id)
-        self._insert_recipients = insert(R)
+        # Statements of the hot path built once (as the write unit's): SQLAlchemy then skips rebuilding
+        # them and computing their cache keys, a large part of a small statement's cost.
         lease_now = bindparam("b_now", type_=UTCDateTime())
         due = (
             select(R.id)
@@ -250,41 +221,15 @@ class OutboundQueue:
 
     # -- queueing ----------------------------------------------------------------------------
 
-    def add(
-        self, conn: Connection, blob_id: int, size: int, envelope: OutboundEnvelope, *,
-        now: datetime, expires_at: datetime, queue_id: str | None = None,
-    ) -> str:  # fmt: skip
-        """Queue a message whose blob row exists, inside the caller's `Store.writing()` transaction (so a
-        Sent copy and the queue entry commit together); every recipient is due `now`. Returns the queue id:
-        ``queue_id`` (the listener's, see :func:`new_queue_id`) or a new one."""
-        _check_envelope(envelope)
-        queue_id = queue_id or new_queue_id()
-        message_id = conn.execute(self._insert_message, {
-            "queue_id": queue_id, "blob_id": blob_id, "sender": envelope.sender, "envid": envelope.envid,
-            "ret": envelope.ret, "message_id": envelope.message_id, "submitted_by": envelope.submitted_by,
-            "size": size, "created_at": now, "expires_at": expires_at,
-        }).scalar_one()  # fmt: skip
-        conn.execute(self._insert_recipients, [
-            {
-                "outbound_message_id": message_id, "address": r.address, "domain": _domain(r.address),
-                "orcpt": r.orcpt, "notify": None if r.notify is None else ",".join(r.notify),
-                "status": RecipientStatus.SCHEDULED.value, "attempts": 0, "next_attempt_at": now,
-                "warned": False, "notified": False,
-            }
-            for r in envelope.recipients
-        ])  # fmt: skip
-        return queue_id
-
     def enqueue(self, raw: bytes, envelope: OutboundEnvelope, *, now: datetime, expires_at: datetime) -> str:
-        """Write the blob (fsync'd), then queue it in one transaction: queued for good when this returns."""
-        _check_envelope(envelope)  # before any file is written
+        """Write the blob (fsync'd), then queue it in one transaction: queued for good when this returns.
+        (Queueing with other mail in one transaction: ``WriteUnit.enqueue``.)"""
+        check_envelope(envelope)  # before any file is written
         blob = self._store.blobs.write(raw)
-        with self._store.writing() as conn:
+        with self._store.transaction() as tx:
             try:
-                blob_id = conn.execute(insert(Blob).returning(Blob.id), {
-                    "key": blob.key, "size": blob.size, "sha256": blob.sha256, "created_at": now,
-                }).scalar_one()  # fmt: skip
-                queue_id = self.add(conn, blob_id, blob.size, envelope, now=now, expires_at=expires_at)
+                queue_id = tx.enqueue(tx.insert_blob(blob, at=now), blob.size, envelope, now=now,
+                                      expires_at=expires_at, queue_id=new_queue_id())
             except BaseException:
                 self._store.blobs.remove(blob.key)  # nothing committed: the file is certainly unreferenced
                 raise
@@ -451,7 +396,7 @@ class OutboundQueue:
             count = conn.execute(delete(R).where(R.outbound_message_id == message.id)).rowcount
             conn.execute(delete(M).where(M.id == message.id))
             keys = drop_unreferenced_blobs(conn, [message.blob_id])
-        self._remove_files(keys)
+        self._store.remove_files(keys)
         return count
 
     def purge_finished(self, older_than: datetime) -> int:
@@ -469,32 +414,13 @@ class OutboundQueue:
                     conn.execute(delete(R).where(R.outbound_message_id.in_(ids)))
                     purged += conn.execute(delete(M).where(M.id.in_(ids))).rowcount
                 keys = drop_unreferenced_blobs(conn, {row.blob_id for row in rows})
-            self._remove_files(keys)
+            self._store.remove_files(keys)
             if len(rows) < _BATCH:
                 return purged
 
-    def _remove_files(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._store.blobs.remove(key)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _check_envelope(envelope: OutboundEnvelope) -> None:
-    if not envelope.recipients:
-        raise ValueError("a queued message needs at least one recipient")
-    if envelope.ret is not None and envelope.ret not in RET_VALUES:
-        raise ValueError(f"RET must be FULL or HDRS, not {envelope.ret!r}")
-    for recipient in envelope.recipients:
-        _domain(recipient.address)
-
-
-def _domain(address: str) -> str:
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
-        raise ValueError(f"not a mailbox address: {address!r}")
-    return domain.lower()
 
 
 def _check_outcome(outcome: Outcome) -> None:

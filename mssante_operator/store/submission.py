@@ -10,18 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, select
 
 from ..patients.conversations import ConversationEvent
 from .blobs import BlobFile
-from .facade import DeliveryOutcome, NewMessage, normalize_address
-from .models import Account, Blob, Mailbox
-from .queue import OutboundEnvelope
-
-if TYPE_CHECKING:
-    from .facade import Store
+from .facade import Store
+from .models import Account, Mailbox
+from .queue import new_queue_id
+from .write_unit import DeliveryOutcome, NewMessage, OutboundEnvelope, WriteUnit, normalize_address
 
 SENT = "\\Sent"
 
@@ -62,55 +59,22 @@ class Submissions:
         for item in items:
             if item.outbound is not None and item.outbound.recipients and item.expires_at is None:
                 raise ValueError("an outbound submission needs expires_at")
-        inboxes = store._ensure_inboxes(a for item in items for a in item.local_recipients)
+        inboxes = store.ensure_inboxes(normalize_address(a) for item in items for a in item.local_recipients)
         self._ensure_folders(item.sent_copy_for for item in items if item.sent_copy_for)
-        blobs = store._write_blobs([item.message.raw for item in items])
-        changed: set[int] = set()
-        with store.writing() as conn:
+        blobs = store.write_blobs([item.message.raw for item in items])
+        with store.transaction() as tx:
             try:
-                sent = self._sent_folders(conn, {i.sent_copy_for for i in items if i.sent_copy_for})
+                sent = self._sent_folders(tx.conn, {i.sent_copy_for for i in items if i.sent_copy_for})
                 # Every folder written below is locked here, in id order, so concurrent commits cannot deadlock.
-                store._lock_mailboxes(conn, sorted({*inboxes.values(), *(f for f in sent.values() if f)}))
-                results = [self._one(conn, item, blob, inboxes, sent, changed)
-                           for item, blob in zip(items, blobs, strict=True)]
-                # Once for the batch: rows are then locked in one order (see store/conversations.py).
-                store.conversations.apply(conn, [event for item in items for event in item.conversations])
+                tx.lock_folders({*inboxes.values(), *(f for f in sent.values() if f)})
+                results = [_one(tx, item, blob, inboxes, sent) for item, blob in zip(items, blobs, strict=True)]
+                # Once for the batch: rows are then locked in one order (see WriteUnit.record_conversation_events).
+                tx.record_conversation_events([event for item in items for event in item.conversations])
             except BaseException:
-                store._remove_blobs(blobs)
+                store.remove_blobs(blobs)
                 raise
-            store.changed(conn, changed)
-        store._remove_blobs(b for b, r in zip(blobs, results, strict=True) if not _references(r))
+        store.remove_blobs(b for b, r in zip(blobs, results, strict=True) if not _references(r))
         return results
-
-    def _one(self, conn: Connection, item: Submission, blob: BlobFile | None, inboxes: dict[str, int],
-             sent_folders: dict[str, int | None], changed: set[int]) -> SubmissionResult:
-        store = self._store
-        assert blob is not None
-        blob_id = store._insert_blob(conn, blob)
-        local: dict[str, DeliveryOutcome] = {}
-        for address in sorted({normalize_address(a) for a in item.local_recipients}):
-            if store._is_duplicate(conn, inboxes[address], item.message):
-                local[address] = DeliveryOutcome.DUPLICATE
-                continue
-            local[address] = store._insert_message(conn, inboxes[address], item.message, blob_id)
-            changed.add(inboxes[address])
-        sent = False
-        if item.sent_copy_for:
-            folder_id = sent_folders[item.sent_copy_for]
-            if folder_id is not None:  # the user deleted their Sent folder: no copy, no error
-                store._insert_message(conn, folder_id, item.message, blob_id, flags="\\Seen", dedup=False)
-                changed.add(folder_id)
-                sent = True
-        queue_id = None
-        if item.outbound is not None and item.outbound.recipients:
-            assert item.expires_at is not None
-            queue_id = store.queue.add(conn, blob_id, len(item.message.raw), item.outbound,
-                                       now=item.message.received_at, expires_at=item.expires_at,
-                                       queue_id=item.queue_id)
-        result = SubmissionResult({a: local[normalize_address(a)] for a in item.local_recipients}, queue_id, sent)
-        if not _references(result):
-            conn.execute(delete(Blob).where(Blob.id == blob_id))
-        return result
 
     def _sent_folders(self, conn: Connection, addresses: set[str]) -> dict[str, int | None]:
         """The Sent folder of each address (None: the user deleted it), by the address as given."""
@@ -125,6 +89,33 @@ class Submissions:
         for address in {normalize_address(a) for a in addresses} - self._with_folders:
             self._store.folders.ensure_account(address)
             self._with_folders.add(address)
+
+
+def _one(tx: WriteUnit, item: Submission, blob: BlobFile | None, inboxes: dict[str, int],
+         sent_folders: dict[str, int | None]) -> SubmissionResult:
+    assert blob is not None
+    blob_id = tx.insert_blob(blob)
+    local: dict[str, DeliveryOutcome] = {}
+    for address in sorted({normalize_address(a) for a in item.local_recipients}):
+        if tx.is_duplicate(inboxes[address], item.message):
+            local[address] = DeliveryOutcome.DUPLICATE
+            continue
+        local[address] = tx.deliver(inboxes[address], item.message, blob_id)
+    sent = False
+    if item.sent_copy_for:
+        folder_id = sent_folders[item.sent_copy_for]
+        if folder_id is not None:  # the user deleted their Sent folder: no copy, no error
+            tx.deliver(folder_id, item.message, blob_id, flags="\\Seen", dedup=False)
+            sent = True
+    queue_id = None
+    if item.outbound is not None and item.outbound.recipients:
+        assert item.expires_at is not None
+        queue_id = tx.enqueue(blob_id, len(item.message.raw), item.outbound, now=item.message.received_at,
+                              expires_at=item.expires_at, queue_id=item.queue_id or new_queue_id())
+    result = SubmissionResult({a: local[normalize_address(a)] for a in item.local_recipients}, queue_id, sent)
+    if not _references(result):
+        tx.drop_blob(blob_id)
+    return result
 
 
 def _references(result: SubmissionResult) -> bool:
