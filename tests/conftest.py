@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import RunningOperator, make_kit, running_operator
+from hypothesis import settings
 from postgres import PostgresCluster, fresh_database, postgres_cluster
+
+# Property tests (tests/test_properties_*.py) are reproducible in the suite: the same examples on every run,
+# no example database written, no per-example deadline on a busy machine; each test bounds max_examples.
+# HYPOTHESIS_PROFILE=explore draws new examples on every run, for a longer hunt by hand.
+settings.register_profile("suite", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 pytest_plugins = ["browser"]  # headless Chromium fixtures (chromium, new_page, browser_page, phone_page, browser_pki)
 
