@@ -1,4 +1,4 @@
-"""Shared fixtures. Keep each fixture small and documented; helpers live in their own modules."""
+"""Shared fixtures. Keep each fixture small and documented; helpers live in the tests/support package."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import RunningOperator, make_kit, running_operator
 from hypothesis import settings
-from postgres import PostgresCluster, fresh_database, postgres_cluster
+from support.harness import RunningOperator, make_kit, running_operator
+from support.postgres import PostgresCluster, fresh_database, postgres_cluster
 
 # Property tests (tests/test_properties_*.py) are reproducible in the suite: the same examples on every run,
 # no example database written, no per-example deadline on a busy machine; each test bounds max_examples.
@@ -18,7 +18,8 @@ settings.register_profile("suite", derandomize=True, database=None, deadline=Non
 settings.register_profile("explore", database=None, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
-pytest_plugins = ["browser"]  # headless Chromium fixtures (chromium, new_page, browser_page, phone_page, browser_pki)
+# Headless Chromium fixtures (chromium, new_page, browser_page, phone_page, browser_pki).
+pytest_plugins = ["support.browser"]
 
 # Tests are marked `integration` when they start a server or a subprocess (operator, bridge, web space,
 # PostgreSQL, slapd, Postfix, Chromium, a CLI child), `unit` otherwise; `pytest -m unit` is the fast subset.

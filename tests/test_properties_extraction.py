@@ -13,9 +13,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from extraction_data import header_line, row_line
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from support.extraction_data import header_line, row_line
 
 from mssante_operator.annuaire import BalKind
 from mssante_operator.annuaire.extraction import RowError, open_extraction, read_extraction
