@@ -27,9 +27,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from extraction_data import generated_rows, write_extraction  # noqa: E402
-from harness import make_kit  # noqa: E402
-from slapd import start_slapd  # noqa: E402
+from support.extraction_data import generated_rows, write_extraction  # noqa: E402
+from support.harness import make_kit  # noqa: E402
+from support.slapd import start_slapd  # noqa: E402
 
 from mssante_operator.annuaire.cache import CachedAnnuaire  # noqa: E402
 from mssante_operator.annuaire.ldap_backend import LdapAnnuaire, LdapDirectory, LdapOptions  # noqa: E402

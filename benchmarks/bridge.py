@@ -33,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bridge_kit import LMTPS, lmtp_transaction  # noqa: E402
-from filing_samples import message as professional_message  # noqa: E402
-from filing_samples import pdf, xdm, xdm_document  # noqa: E402
-from harness import make_kit, wait_for_port  # noqa: E402
 from process_tree import ServerMemory  # noqa: E402
+from support.bridge_kit import LMTPS, lmtp_transaction  # noqa: E402
+from support.filing_samples import message as professional_message  # noqa: E402
+from support.filing_samples import pdf, xdm, xdm_document  # noqa: E402
+from support.harness import make_kit, wait_for_port  # noqa: E402
 
 from mes_bridge.filing.categories import Category  # noqa: E402
 from mes_bridge.service import open_store  # noqa: E402

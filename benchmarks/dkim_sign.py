@@ -24,7 +24,7 @@ import dkim  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
 from dkim.canonicalization import Relaxed  # noqa: E402
-from harness import lab_report  # noqa: E402
+from support.harness import lab_report  # noqa: E402
 
 from mssante_operator.trust_space.dev_pki import make_dkim_key  # noqa: E402
 from mssante_operator.trust_space.dkim import sign_message  # noqa: E402

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import DOCTOR, lab_report, signed, wait_for_port  # noqa: E402
 from process_tree import ServerMemory  # noqa: E402
+from support.harness import DOCTOR, lab_report, signed, wait_for_port  # noqa: E402
 
 from mssante_operator.demo_kit import create_kit, free_ports  # noqa: E402
 

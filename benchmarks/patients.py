@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import configure, make_kit, serve_process, wait_for_port  # noqa: E402
 from process_tree import ServerMemory  # noqa: E402
+from support.harness import configure, make_kit, serve_process, wait_for_port  # noqa: E402
 
 from mes_bridge.outgoing import send_patient_message  # noqa: E402
 from mes_bridge.service import open_store  # noqa: E402

@@ -14,7 +14,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  # Postfix is a test peer (tests/postfix_peer.py runs private instances): no system mail service.
+  # Postfix is a test peer (tests/support/postfix_peer.py runs private instances): no system mail service.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -5,7 +5,7 @@ Run against a served demo kit (``mssante-operator serve --home HOME`` in another
 
     .venv/bin/python scripts/screenshots.py --home HOME [--out docs/screenshots] [--no-seed]
 
-First it seeds the story through the kit's real doors (tests/browser_story.py): Dr Martin sends the
+First it seeds the story through the kit's real doors (tests/support/browser_story.py): Dr Martin sends the
 active patient a lab report and an ultrasound report (PDF + IHE_XDM.ZIP each) through the submission
 listener, Dr Durand ends his exchange with her (``X-MSS-MES: FIN``). Then it signs in as the patient
 (password from demo.json, one-time code from the bridge's notification outbox) and saves one PNG per
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the browser harness and the story are shared with the tests
 
-from browser import CHROMIUM, chromium_browser, open_page  # noqa: E402
-from browser_story import LAB_SUBJECT, LAB_TITLE, Kit, doctor_message, doctor_sends, lab_report, sign_in  # noqa: E402
-from filing_samples import pdf  # noqa: E402
+from support.browser import CHROMIUM, chromium_browser, open_page  # noqa: E402
+from support.browser_story import LAB_SUBJECT, LAB_TITLE, Kit, doctor_message, doctor_sends, lab_report, sign_in  # noqa: E402
+from support.filing_samples import pdf  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from extraction_data import row_line, write_extraction
-from harness import make_kit, read_json
-from slapd import Slapd, start_slapd
+from support.extraction_data import row_line, write_extraction
+from support.harness import make_kit, read_json
+from support.slapd import Slapd, start_slapd
 
 from mssante_operator.annuaire import BalKind
 from mssante_operator.annuaire.factory import open_annuaire

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from extraction_data import row_line, write_extraction
-from harness import connect, make_kit, peer, running_operator
-from slapd import Slapd
-from slapd import slapd_server as _slapd_fixture  # noqa: F401 - the fixture, registered as slapd_server
+from support.extraction_data import row_line, write_extraction
+from support.harness import connect, make_kit, peer, running_operator
+from support.slapd import Slapd
+from support.slapd import slapd_server as _slapd_fixture  # noqa: F401 - the fixture, registered as slapd_server
 from test_annuaire_backends import ldap_settings
 
 from mssante_operator.annuaire import AnnuaireUnavailable

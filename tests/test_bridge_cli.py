@@ -11,8 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_kit import INS, LMTPS, address, fake_submission, lmtp_transaction, make_bridge_home, message, tls_for
 from click.testing import CliRunner
+from support.bridge_kit import (
+    INS,
+    LMTPS,
+    address,
+    fake_submission,
+    lmtp_transaction,
+    make_bridge_home,
+    message,
+    tls_for,
+)
 
 from mes_bridge.cli import main
 from mes_bridge.settings import load_bridge_settings

@@ -6,8 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from bridge_kit import INS, make_bridge_home
 from click.testing import CliRunner
+from support.bridge_kit import INS, make_bridge_home
 
 from mes_bridge.cli import main
 from mes_bridge.filing.categories import Category

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from bridge_kit import INS
+from support.bridge_kit import INS
 
 from mes_bridge.filing.categories import Category
 from mes_bridge.store import (

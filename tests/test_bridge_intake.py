@@ -9,9 +9,18 @@ from email import message_from_bytes
 from typing import Any
 
 import pytest
-from bridge_kit import INS, LMTPS, RunningBridge, address, fake_submission, fresh_bridge, lmtp_transaction, tls_for
-from filing_samples import AUTHOR, EXE, HTML, SENDER, pdf, xdm, xdm_document
-from filing_samples import message as professional_message
+from support.bridge_kit import (
+    INS,
+    LMTPS,
+    RunningBridge,
+    address,
+    fake_submission,
+    fresh_bridge,
+    lmtp_transaction,
+    tls_for,
+)
+from support.filing_samples import AUTHOR, EXE, HTML, SENDER, pdf, xdm, xdm_document
+from support.filing_samples import message as professional_message
 
 from mes_bridge.filing.categories import Category
 from mes_bridge.outbox import OutboxSender

@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
-from bridge_kit import (
+from support.bridge_kit import (
     INS,
     LMTPS,
     RunningBridge,

@@ -8,7 +8,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from bridge_kit import INS, fake_submission, make_bridge_home
+from support.bridge_kit import INS, fake_submission, make_bridge_home
 
 from mes_bridge.outgoing import BridgeSendError, PatientCannotSend, build_patient_message, send_patient_message
 from mes_bridge.service import open_store, seed_patients

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_kit import INS, RunningBridge, fresh_bridge, https_get, tls_for
+from support.bridge_kit import INS, RunningBridge, fresh_bridge, https_get, tls_for
 
 
 @pytest.fixture(scope="module")

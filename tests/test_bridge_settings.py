@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bridge_kit import write_config
+from support.bridge_kit import write_config
 
 from mes_bridge.service import read_patients_file
 from mes_bridge.settings import load_bridge_settings

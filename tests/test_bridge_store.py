@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge_kit import INS
+from support.bridge_kit import INS
 
 from mes_bridge.store import BridgeStore, MessageMeta, NewPatient, PatientNotFound
 from mssante_operator.patients.ins import validate_ins

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from browser import BrowserPki, horizontal_overflow, make_browser_pki, page_problems, serving
+from support.browser import BrowserPki, horizontal_overflow, make_browser_pki, page_problems, serving
 
 STYLE = """
 body { font-family: sans-serif; margin: 0 auto; max-width: 40rem; padding: 1rem; }

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import horizontal_overflow, open_page, page_problems
-from browser_story import (
+from cryptography import x509
+from playwright.sync_api import Browser, Page
+from support.browser import horizontal_overflow, open_page, page_problems
+from support.browser_story import (
     LAB_SUBJECT,
     LAB_TITLE,
     Kit,
@@ -32,10 +34,8 @@ from browser_story import (
     sign_in,
     wait_until,
 )
-from cryptography import x509
-from filing_samples import pdf, png
-from harness import make_kit, serve_process, wait_for_port
-from playwright.sync_api import Browser, Page
+from support.filing_samples import pdf, png
+from support.harness import make_kit, serve_process, wait_for_port
 
 PRESCRIPTION_SUBJECT = "Votre ordonnance"
 PHOTO = "ordonnance-photo.png"

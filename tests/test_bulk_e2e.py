@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from harness import RunningOperator
+from support.harness import RunningOperator
 
 from mssante_operator.bulk.compose import message_id
 from mssante_operator.bulk.journal import JOURNAL_FILE

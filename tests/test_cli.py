@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import tomli_w
-from harness import (
+from support.harness import (
     DOCTOR,
     configure,
     connect_process,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from harness import kit_store
 from stdnum.fr import nir
+from support.harness import kit_store
 
 from mssante_operator.cli import main
 from mssante_operator.demo_kit import create_kit

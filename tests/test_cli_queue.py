@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from harness import kit_store
+from support.harness import kit_store
 
 from mssante_operator.cli import main
 from mssante_operator.demo_kit import create_kit

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import make_kit, serve_process, wait_for_port
+from support.harness import make_kit, serve_process, wait_for_port
 
 
 def test_demo_patient_story_against_a_served_kit(tmp_path: Path) -> None:

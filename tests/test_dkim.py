@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import lab_report
+from support.harness import lab_report
 
 from mssante_operator.smtp.policy import check_dkim
 from mssante_operator.trust_space import dev_pki

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.canonicalization import Relaxed
-from harness import lab_report
+from support.harness import lab_report
 
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import StaticKeys, sign_message, verify_message

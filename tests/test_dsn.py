@@ -10,7 +10,7 @@ from email.message import EmailMessage, Message
 from email.utils import parseaddr, parsedate_to_datetime
 
 import pytest
-from harness import lab_report
+from support.harness import lab_report
 
 from mssante_operator.smtp.dsn import (
     DsnSyntaxError,

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import (
+from support.harness import (
     DOCTOR,
     connect_process,
     lab_report,

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from extraction_data import (
+from support.extraction_data import (
     DEFAULT_ADDRESS,
     DEFAULT_MEMBER,
     DEFAULT_RPPS,

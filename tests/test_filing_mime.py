@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-from filing_samples import HTML, PATIENT_ADDRESS, SENDER, SENDER_NAME, TEXT, message, pdf, png
+from support.filing_samples import HTML, PATIENT_ADDRESS, SENDER, SENDER_NAME, TEXT, message, pdf, png
 
 from mes_bridge.filing.mime import attachment, html_to_text, read_message
 

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from filing_samples import (
+from support.filing_samples import (
     AUTHOR,
     CDA,
     EXE,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from filing_samples import CDA, EXE, HTML, OTHER_XML, RTF, SVG, TEXT, jpeg, pdf, png, tiff
+from support.filing_samples import CDA, EXE, HTML, OTHER_XML, RTF, SVG, TEXT, jpeg, pdf, png, tiff
 
 from mes_bridge.filing.filetypes import SAFE_INLINE, detect_type, is_cda, xml_root
 

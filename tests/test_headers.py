@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import authres
 import pytest
-from harness import unquoted
+from support.harness import unquoted
 
 from mssante_operator.smtp import headers
 from mssante_operator.trust_space.dn import parse_dn

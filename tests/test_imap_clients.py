@@ -15,9 +15,9 @@ from typing import Any
 
 import aioimaplib
 import pytest
-from harness import RunningOperator
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
+from support.harness import RunningOperator
 
 DOMAIN = "hopital-demo.mssante.fr"
 DOCTOR = f"dr.martin@{DOMAIN}"

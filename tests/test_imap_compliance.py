@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from harness import RunningOperator
+from support.harness import RunningOperator
 from test_imap_message import IMAPTEST_MIME
 
 DOMAIN = "hopital-demo.mssante.fr"

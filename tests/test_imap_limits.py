@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import make_kit, running_operator
+from support.harness import make_kit, running_operator
 
 from mssante_operator.connection_limits import ConnectionLimiter, KeyedCounter, LimitReached
 

@@ -21,7 +21,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from harness import RunningOperator
+from support.harness import RunningOperator
 
 DOMAIN = "hopital-demo.mssante.fr"
 ORG = f"cardiologie@{DOMAIN}"

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from harness import RunningOperator
+from support.harness import RunningOperator
 
 DOMAIN = "hopital-demo.mssante.fr"
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from harness import make_kit, running_operator
+from support.harness import make_kit, running_operator
 
 BYE = b"* BYE server shutting down\r\n"
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness import (
+from support.harness import (
     DOCTOR,
     configure,
     connect_process,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import DOCTOR, connect, lab_report, make_kit, peer, running_operator, signed
+from support.harness import DOCTOR, connect, lab_report, make_kit, peer, running_operator, signed
 
 
 def test_peer_delivers_signed_report_over_mutual_tls(tmp_path: Path, store_url: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from harness import make_kit
+from support.harness import make_kit
 
 from mssante_operator.config import load_settings
 from mssante_operator.listening import (

@@ -25,7 +25,7 @@ import authres
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from harness import (
+from support.harness import (
     DOCTOR,
     RunningOperator,
     client_tls,

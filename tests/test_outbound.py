@@ -1,4 +1,4 @@
-"""Outbound delivery against a real peer operator (tests/peer.py): mutual TLS, refusals, pooling, DSN."""
+"""Outbound delivery against a real peer operator (tests/support/peer.py): mutual TLS, refusals, pooling, DSN."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import dns.exception
 import dns.resolver
 import pytest
 from cryptography import x509
-from harness import lab_report, make_kit
-from peer import PeerOperator
+from support.harness import lab_report, make_kit
+from support.peer import PeerOperator
 
 from mssante_operator.demo_kit import TRUST_CA_CERT, TRUST_CA_CRL, free_ports
 from mssante_operator.smtp.next_hop import NextHop, NextHopError, NextHops, parse_route

@@ -13,8 +13,8 @@ import smtplib
 import time
 from pathlib import Path
 
-from harness import configure, make_kit, serve_process
-from peer import PeerOperator
+from support.harness import configure, make_kit, serve_process
+from support.peer import PeerOperator
 from test_submission import DOCTOR, letter
 
 from mssante_operator.config import load_settings

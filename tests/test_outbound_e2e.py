@@ -14,8 +14,8 @@ from email.message import Message
 from typing import Any
 
 import pytest
-from harness import OPERATOR_DOMAIN, RunningOperator, configure, make_kit, running_operator
-from peer import PeerOperator
+from support.harness import OPERATOR_DOMAIN, RunningOperator, configure, make_kit, running_operator
+from support.peer import PeerOperator
 from test_submission import DOCTOR, letter, submit_client, wait_until
 
 LAB = "labo-biolab.mssante.fr"

@@ -16,9 +16,18 @@ from email.utils import make_msgid
 from typing import Any
 
 import pytest
-from bridge_kit import running_bridge
-from harness import OPERATOR_DOMAIN, RunningOperator, configure, connect, lab_report, make_kit, peer, running_operator
-from harness import signed as peer_signed
+from support.bridge_kit import running_bridge
+from support.harness import (
+    OPERATOR_DOMAIN,
+    RunningOperator,
+    configure,
+    connect,
+    lab_report,
+    make_kit,
+    peer,
+    running_operator,
+)
+from support.harness import signed as peer_signed
 
 from mes_bridge.outgoing import SendOutcome, send_patient_message
 from mssante_operator.patients import mss_headers

@@ -1,4 +1,4 @@
-"""The operator against a stock Debian Postfix + OpenDKIM peer operator (tests/postfix_peer.py), both ways.
+"""The operator against a stock Debian Postfix + OpenDKIM peer operator (tests/support/postfix_peer.py), both ways.
 
 Our doctor writes to the peer's users through our submission listener and queue (mutual TLS to
 Postfix, our DKIM signature checked by OpenDKIM); the peer's users write to ours (OpenDKIM signs,
@@ -18,8 +18,8 @@ from email.utils import formatdate, make_msgid
 
 import pytest
 from click.testing import CliRunner
-from harness import OPERATOR_DOMAIN, RunningOperator, configure, make_kit, running_operator
-from postfix_peer import PostfixPeer, require_postfix
+from support.harness import OPERATOR_DOMAIN, RunningOperator, configure, make_kit, running_operator
+from support.postfix_peer import PostfixPeer, require_postfix
 from test_submission import DOCTOR, letter, submit_client, wait_until
 
 from mssante_operator.cli import main

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import make_kit
+from support.harness import make_kit
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
 

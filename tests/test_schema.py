@@ -1,4 +1,4 @@
-"""The mailbox LDAP schema (schema/mssante.schema and .ldif) against a real slapd (tests/slapd.py)."""
+"""The mailbox LDAP schema (schema/mssante.schema and .ldif) against a real slapd (tests/support/slapd.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from ldap3.core.exceptions import (
     LDAPObjectClassViolationResult,
     LDAPSocketOpenError,
 )
-from slapd import SYSTEM_SCHEMA_DIR, Slapd, require_slapd
-from slapd import slapd_server as slapd_server_fixture  # noqa: F401  (an alias: no ruff F811 on parameters)
+from support.slapd import SYSTEM_SCHEMA_DIR, Slapd, require_slapd
+from support.slapd import slapd_server as slapd_server_fixture  # noqa: F401  (an alias: no ruff F811 on parameters)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 ARC = "1.3.6.1.4.1.32473.1"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from harness import (
+from support.harness import (
     DOCTOR,
     RunningOperator,
     client_tls,

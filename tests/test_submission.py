@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from harness import OPERATOR_DOMAIN, RunningOperator, configure, lab_report, make_kit, running_operator
-from peer import PeerOperator
+from support.harness import OPERATOR_DOMAIN, RunningOperator, configure, lab_report, make_kit, running_operator
+from support.peer import PeerOperator
 
 from mssante_operator.trust_space.dkim import StaticKeys, verify_message
 

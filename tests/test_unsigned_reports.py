@@ -17,9 +17,18 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from harness import OPERATOR_DOMAIN, RunningOperator, configure, connect, lab_report, make_kit, peer, running_operator
-from harness import signed as dkim_signed
-from peer import PeerOperator
+from support.harness import (
+    OPERATOR_DOMAIN,
+    RunningOperator,
+    configure,
+    connect,
+    lab_report,
+    make_kit,
+    peer,
+    running_operator,
+)
+from support.harness import signed as dkim_signed
+from support.peer import PeerOperator
 from test_submission import DOCTOR, letter, submit_client, wait_until
 
 from mssante_operator.demo_kit import EXTRA_LISTED, TRUST_CA_KEY

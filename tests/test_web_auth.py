@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bridge_kit import INS, PASSWORD
-from web_kit import WebSpace, last_login_code, module_space
+from support.bridge_kit import INS, PASSWORD
+from support.web_kit import WebSpace, last_login_code, module_space
 
 from mssante_operator.patients.ins import Ins
 from mssante_operator.patients.states import PatientState

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from bridge_kit import INS
-from web_kit import HTML, LAB, PDF, PNG, Browser, WebSpace, deliver, mail, module_space, pdf_document
+from support.bridge_kit import INS
+from support.web_kit import HTML, LAB, PDF, PNG, Browser, WebSpace, deliver, mail, module_space, pdf_document
 
 from mes_bridge.filing.categories import Category
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from bridge_kit import INS
-from web_kit import LAB, WebSpace, deliver, mail, module_space, pdf_document
+from support.bridge_kit import INS
+from support.web_kit import LAB, WebSpace, deliver, mail, module_space, pdf_document
 
 from mes_bridge.store import AuditEntry
 from mes_bridge.web.pages import date_fr, size_fr

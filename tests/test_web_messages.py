@@ -6,8 +6,8 @@ from __future__ import annotations
 from email import message_from_bytes
 
 import pytest
-from bridge_kit import INS
-from web_kit import (
+from support.bridge_kit import INS
+from support.web_kit import (
     DOCTOR,
     LAB,
     PDF,

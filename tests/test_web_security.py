@@ -6,8 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from bridge_kit import INS, PASSWORD, make_ins
-from web_kit import HTML, LAB, PDF, SVG, Browser, WebSpace, deliver, mail, module_space, pdf_document, running_web
+from support.bridge_kit import INS, PASSWORD, make_ins
+from support.web_kit import (
+    HTML,
+    LAB,
+    PDF,
+    SVG,
+    Browser,
+    WebSpace,
+    deliver,
+    mail,
+    module_space,
+    pdf_document,
+    running_web,
+)
 
 from mes_bridge.filing.categories import Category
 from mssante_operator.patients.ins import Ins

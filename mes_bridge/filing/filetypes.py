@@ -16,7 +16,6 @@ from mssante_operator.patients.xdm import XdmError, safe_parser
 
 CDA_ROOT = "urn:hl7-org:v3}ClinicalDocument"  # expat's name with namespace_separator="}"
 CDA_MIME = "text/xml"  # what XDM metadata declares for CDA R2 documents
-FILEABLE_KINDS = frozenset({"pdf", "text", "rtf", "jpeg", "tiff", "png", "cda"})
 SAFE_INLINE = frozenset({"application/pdf", "image/png", "image/jpeg", "text/plain"})
 
 _KINDS = {

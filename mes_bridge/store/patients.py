@@ -130,14 +130,3 @@ class PatientStore(StoreCore):
             row = conn.execute(select(_TABLE).where(_TABLE.c.ins == ins.value)).one()
         return rows.patient(row)
 
-    def set_password_hash(self, ins: str, password_hash: str, *, actor: str) -> None:
-        """A new hash (a password change, or a rehash with today's parameters at login)."""
-        with self._writing() as conn:
-            conn.execute(update(_TABLE).where(_TABLE.c.ins == ins).values(password_hash=password_hash,
-                                                                            updated_at=now()))
-            self._audit(conn, actor=actor, action="password", ins=ins, detail={})
-
-    def set_email(self, ins: str, email: str | None, *, actor: str) -> None:
-        with self._writing() as conn:
-            conn.execute(update(_TABLE).where(_TABLE.c.ins == ins).values(email=email, updated_at=now()))
-            self._audit(conn, actor=actor, action="email", ins=ins, detail={})

@@ -55,7 +55,6 @@ class CachedAnnuaire(Annuaire):
         self._stamp_checked = clock()
         self._clock = clock
         self._flights = SingleFlight()
-        self.hits = self.misses = 0
 
     def _stamp_value(self) -> int | None:
         if self._stamp is None:
@@ -82,12 +81,9 @@ class CachedAnnuaire(Annuaire):
     async def _cached(self, key: tuple[str, str], fetch: Callable[[], Awaitable[T]], empty: T) -> T:
         self._check_stamp()
         if key in self._found:
-            self.hits += 1
             return self._found[key]  # type: ignore[no-any-return]
         if key in self._missing:
-            self.hits += 1
             return empty
-        self.misses += 1
         value, fetched = await self._flights.run(key, fetch)
         if not fetched:
             return value

@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TextIO
+from typing import IO, TextIO
 
 from .base import ORIGIN_EXTRACTION, BalKind, MailboxEntry
 
@@ -100,13 +101,24 @@ def open_extraction(path: Path) -> Iterator[TextIO]:
         with path.open(encoding="utf-8-sig", errors="replace", newline="\n") as text:
             yield text
         return
-    with zipfile.ZipFile(path) as archive:
-        member = _pick_member(archive.namelist(), path)
-        with (
-            archive.open(member) as raw,
-            io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="\n") as text,
-        ):
-            yield text
+    try:  # a damaged ZIP fails when opened or, its member being read lazily, in the middle of the import
+        with zipfile.ZipFile(path) as archive:
+            member = _pick_member(archive.namelist(), path)
+            with (
+                _open_member(archive, member) as raw,
+                io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="\n") as text,
+            ):
+                yield text
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ValueError(f"{path}: the ZIP is damaged or uses an unsupported format ({exc})") from exc
+
+
+def _open_member(archive: zipfile.ZipFile, member: str) -> IO[bytes]:
+    """The member's bytes; ValueError when it is encrypted (zipfile raises RuntimeError then)."""
+    try:
+        return archive.open(member)
+    except RuntimeError as exc:
+        raise ValueError(f"the ZIP member {member} is encrypted") from exc
 
 
 def _pick_member(names: Iterable[str], path: Path) -> str:

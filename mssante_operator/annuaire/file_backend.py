@@ -113,8 +113,3 @@ class FileAnnuaire(Annuaire):
         self._refresh()
         wanted = address.strip().lower()
         return sorted((e for e in self._entries.values() if wanted in e.delegates), key=lambda e: e.address)
-
-    def all_entries(self) -> list[MailboxEntry]:
-        """Every entry, liste rouge included (for exports, not for searches)."""
-        self._refresh()
-        return list(self._entries.values())

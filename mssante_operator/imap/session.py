@@ -20,7 +20,7 @@ from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
 from ..connection_limits import KeyedCounter
 from ..store import Store
-from ..store.folders import DELIMITER, INBOX, Folder, MessageMeta, NoSuchFolder, canonical_name
+from ..store.folders import DELIMITER, Folder, MessageMeta, NoSuchFolder, canonical_name
 from . import wire
 from .commands import Command, Create, List, Lsub, Rename
 from .selected import SelectedFolder, Updates
@@ -331,6 +331,3 @@ def flag_list(flags: frozenset[str] | set[str], recent: set[int], uid: int) -> l
         atoms.append(wire.Atom("\\Recent"))
     return atoms
 
-
-def is_inbox(name: str) -> bool:
-    return canonical_name(name) == INBOX

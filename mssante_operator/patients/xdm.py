@@ -17,6 +17,7 @@ import hashlib
 import html
 import io
 import posixpath
+import re
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
@@ -518,9 +519,12 @@ def _int(text: str | None, where: str) -> int | None:
         raise XdmError(f"{where} has a size that is not a number") from exc
 
 
+_URI_SEGMENT = re.compile(r"[0-9]{1,9}\|")  # ASCII digits only: int() refuses "²", which isdigit() accepts
+
+
 def _uri(values: list[str], files: list[str], where: str) -> str:
     """The URI slot (long ones split as ``1|…``, ``2|…``), or the subset's only file when there is none."""
-    if len(values) > 1 and all(value.partition("|")[0].isdigit() for value in values):
+    if len(values) > 1 and all(_URI_SEGMENT.match(value) for value in values):
         values = ["".join(v.partition("|")[2] for v in sorted(values, key=lambda v: int(v.partition("|")[0])))]
     if values and values[0]:
         return values[0]
@@ -612,7 +616,9 @@ def build_xdm(patient: PatientId, documents: list[NewDocument], *, subset: str =
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and _safe_path(name) and "/" not in name and name.lower() != "metadata.xml"
+    """A file name the reader finds again: no folder, not "." and no surrounding space (slot values are trimmed)."""
+    return (bool(name) and _safe_path(name) and "/" not in name and name.lower() != "metadata.xml"
+            and name != "." and name == name.strip())
 
 
 _README = ("This medium holds health documents in the IHE XDM format (IHE ITI TF-1 §16).\r\n"

@@ -122,7 +122,9 @@ class StrictLineReader(asyncio.StreamReader):
                         del buffer[: end + 5]
                         return None if too_big else payload
                     scanned = len(buffer)
-                    if scanned > max_size:
+                    # Without a terminator in it, the buffer holds the payload and at most "." CR of the
+                    # terminator: only past max_size + 2 octets is the payload surely too big.
+                    if scanned > max_size + 2:
                         discarded += scanned - 4
                         del buffer[:-4]
                         scanned = 4

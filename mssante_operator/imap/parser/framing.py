@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import LineTooLong, LiteralTooBig, ParseError
-from .lexer import TAG
+from .lexer import TAG, bounded_number
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ class CommandFramer:
         self._parts.append(line)
         match = _LITERAL_AT_END.search(line)
         if match is not None and _QUOTES_CLOSED.fullmatch(line, 0, match.start()):
-            size, synchronising = int(match.group(1)), not match.group(2)
+            # Sizes past 2**64 are all reported as 2**64 + 1: they only ever mean "too big".
+            size, synchronising = bounded_number(match.group(1), 2**64), not match.group(2)
             if size > self.max_literal - self._literal_bytes:
                 raise LiteralTooBig(self._tag, size, synchronising, self._command)
             self._literal_bytes += size

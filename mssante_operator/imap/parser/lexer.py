@@ -53,6 +53,18 @@ _SYSTEM_FLAGS = {f.upper(): f for f in SYSTEM_FLAGS}
 SPECIAL_USES = {u.upper(): u for u in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")}
 
 
+def bounded_number(digits: bytes, maximum: int) -> int:
+    """The number a run of ASCII digits spells, or ``maximum + 1`` for anything larger.
+
+    A client may send thousands of digits: int() refuses more than 4300 with a ValueError (not a BAD),
+    and past ``maximum`` the value only ever means "too big".
+    """
+    significant = digits.lstrip(b"0")
+    if len(significant) > len(str(maximum)):
+        return maximum + 1
+    return min(int(significant or b"0"), maximum + 1)
+
+
 def snippet(data: bytes) -> str:
     """A short printable excerpt of the offending input for the BAD text (no CR/LF, no 8-bit)."""
     data = re.split(rb"[\r\n]", data, maxsplit=1)[0]
@@ -175,7 +187,7 @@ class Reader:
         token = self.take(_NUMBER)
         if token is None:
             raise self.expected(what)
-        value = int(token)
+        value = bounded_number(token, maximum)
         if value > maximum or (nonzero and token[:1] == b"0"):
             raise self.fail(f"Invalid {what} {token.decode()}")
         return value
@@ -209,7 +221,7 @@ class Reader:
         match = _LITERAL.match(self.data, self.pos)
         if match is None:
             raise self.expected("literal")
-        size = int(match.group(1))
+        size = bounded_number(match.group(1), MAX_NUMBER)
         start = match.end()
         if size > MAX_NUMBER or start + size > len(self.data):
             raise self.fail("Literal shorter than announced")
@@ -272,9 +284,9 @@ class Reader:
             return UnreadableName(text)
 
     def mailbox(self) -> str:
-        """``mailbox``: an astring in modified UTF-7; INBOX in any case is "INBOX"."""
+        """``mailbox``: an astring in modified UTF-7; INBOX in any ASCII case is "INBOX" ("ınbox" is another name)."""
         name = self.mailbox_text(self.astring("mailbox name"))
-        return "INBOX" if name.upper() == "INBOX" else name
+        return "INBOX" if name.isascii() and name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
         """``list-mailbox``: like an astring but wildcards allowed unquoted."""

@@ -8,8 +8,8 @@ adds the suffix entry, a read-only service account and ``ou=mailboxes``.
 
 Tests that need it are skipped when slapd is not installed, except in CI (env CI=true), where that
 is an error. Use the function-scoped fixture ``slapd_server`` with
-``from slapd import slapd_server  # noqa: F401``; ruff then reports F811 on every test parameter
-named ``slapd_server``, which ``from slapd import slapd_server as slapd_server_fixture  # noqa: F401``
+``from support.slapd import slapd_server  # noqa: F401``; ruff then reports F811 on every test parameter
+named ``slapd_server``, which ``from support.slapd import slapd_server as slapd_server_fixture  # noqa: F401``
 avoids (the fixture keeps its name whatever the module calls it).
 """
 
@@ -39,7 +39,7 @@ SLAPD = Path(os.environ.get("SLAPD", "/usr/sbin/slapd"))
 SLAPADD = Path(os.environ.get("SLAPADD", "/usr/sbin/slapadd"))
 SYSTEM_SCHEMA_DIR = Path(os.environ.get("LDAP_SCHEMA_DIR", "/etc/ldap/schema"))
 MODULE_DIRS = ("/usr/lib/ldap", "/usr/lib64/openldap", "/usr/lib/openldap", "/usr/libexec/openldap")
-PROJECT_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+PROJECT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
 # Ubuntu confines /usr/sbin/slapd with AppArmor (no access to /tmp); a copy elsewhere is unconfined.
 APPARMOR_PROFILE = Path("/etc/apparmor.d/usr.sbin.slapd")
 

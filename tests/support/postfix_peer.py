@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import in_ci
-from slapd import pdeathsig
 
 from mssante_operator.demo_kit import LOCALHOST, free_ports
+
+from .postgres import in_ci
+from .slapd import pdeathsig
 
 POSTFIX = Path(os.environ.get("POSTFIX", "/usr/sbin/postfix"))
 POSTFIX_MASTER = Path(os.environ.get("POSTFIX_MASTER", "/usr/lib/postfix/sbin/master"))

@@ -3,7 +3,7 @@
 Everything goes through the kit's real doors, as people would use them: the doctor writes through the
 operator's submission listener (SMTPS, password of demo.json), the patient's one-time code is read from
 the bridge's notification outbox (``mes-bridge notifications``, what the patient gets by e-mail), the
-doctor's INBOX is read with ``mssante-operator mailbox ls``. The samples are tests/filing_samples.py's.
+doctor's INBOX is read with ``mssante-operator mailbox ls``. The samples are tests/support/filing_samples.py's.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from filing_samples import NIR_OID, pdf, xdm_document
 
 from mes_bridge.service import open_store
 from mes_bridge.settings import load_bridge_settings
 from mssante_operator.demo_kit import read_manifest
 from mssante_operator.patients.ins import validate_ins
 from mssante_operator.patients.xdm import PatientId, build_xdm
+
+from .filing_samples import NIR_OID, pdf, xdm_document
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -2,7 +2,7 @@
 
 Never ``playwright install``: the machine's network is closed, the browser is the distribution's.
 conftest.py registers the fixtures below (``pytest_plugins``); test modules import the helpers, e.g.
-``from browser import serving, page_problems`` (tests/ is on sys.path, as for ``harness``).
+``from support.browser import serving, page_problems`` (tests/ is on sys.path).
 
 Fixtures:
 - ``browser_pki`` (session): a test CA and a 127.0.0.1/localhost server certificate on disk, for HTTPS
@@ -32,10 +32,11 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from postgres import in_ci
 
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.tls import server_context
+
+from .postgres import in_ci
 
 if TYPE_CHECKING:
     import ssl

@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from bridge_kit import INS, PASSWORD, make_bridge_home
 
 from mes_bridge.filing.filetypes import detect_type
 from mes_bridge.filing.mime import read_message
@@ -42,6 +41,8 @@ from mes_bridge.web import WebOptions, make_web_app, start_web, web_tls
 from mssante_operator.annuaire.file_backend import FileAnnuaire
 from mssante_operator.listening import bind_listener
 from mssante_operator.patients.ins import Ins
+
+from .bridge_kit import INS, PASSWORD, make_bridge_home
 
 DOCTOR = "dr.martin@hopital.operator.test"
 LAB = "resultats@labo.operator.test"
