@@ -8,7 +8,8 @@ for a local recipient, say) returns at once. The decisions themselves are the pu
 ``policy``, ``sender_rules``, ``router`` and ``patients/``; checks only gather their inputs.
 
 Signatures: MAIL and DATA checks take ``(context, transaction)``, RCPT checks ``(context, transaction,
-recipient)``; the context is the listener's (``MtaContext``, ``SubmissionContext``).
+recipient)``; the context is the listener's (``MtaContext``, ``SubmissionContext``; a check both use reads
+only the :class:`ListenerContext` part).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import Refusal
 from ..patients.ins import parse_patient_address
@@ -32,11 +34,23 @@ from .router import Route, Target, route_recipient
 from .transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
+    from ..annuaire import Annuaire
     from .mta import MtaContext
+    from .patient_path import PatientPath
     from .submission import SubmissionContext
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())  # peers' DNs in log lines
+
+
+class ListenerContext(Protocol):
+    """What the checks shared by the MTA and submission listeners read from either's context."""
+
+    local_domains: list[str]
+    max_recipients: int
+    annuaire: Annuaire
+    patients: PatientPath | None  # None: the patient path is closed
+    cpu_executor: Executor | None
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ async def envelope_sender(ctx: SubmissionContext, tx: Transaction) -> None:
 # --- RCPT -------------------------------------------------------------------------------------
 
 @check("recipient_count")
-async def recipient_count(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
+async def recipient_count(ctx: ListenerContext, tx: Transaction, rcpt: Recipient) -> None:
     _refuse(policy.check_recipient_count(len(tx.recipients), ctx.max_recipients))
 
 
@@ -133,14 +147,14 @@ async def route_submitted(ctx: SubmissionContext, tx: Transaction, rcpt: Recipie
 
 
 @check("patient_to_patient")
-async def patient_to_patient(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
+async def patient_to_patient(ctx: ListenerContext, tx: Transaction, rcpt: Recipient) -> None:
     """A patient (mes_bridge writing for one) never writes to a patient."""
     if _routed(rcpt, Target.PATIENT) and tx.principal is not None and tx.principal.patient_gateway:
         raise PATIENT_TO_PATIENT
 
 
 @check("patient_recipient")
-async def patient_recipient(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
+async def patient_recipient(ctx: ListenerContext, tx: Transaction, rcpt: Recipient) -> None:
     """A patient recipient has a valid INS and a space that takes messages."""
     if _routed(rcpt, Target.PATIENT):
         assert ctx.patients is not None  # the router opens the patient path only then
@@ -148,14 +162,15 @@ async def patient_recipient(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
 
 
 @check("patient_writer")
-async def patient_writer(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
+async def patient_writer(ctx: ListenerContext, tx: Transaction, rcpt: Recipient) -> None:
     """Who writes to a patient is a PER, ORG or APP mailbox (a delivery report to a patient carries no writer)."""
     if _routed(rcpt, Target.PATIENT) and tx.mail_from != "<>":
+        assert ctx.patients is not None
         await ctx.patients.writer(tx.mail_from)
 
 
 @check("local_mailbox")
-async def local_mailbox(ctx: Any, tx: Transaction, rcpt: Recipient) -> None:
+async def local_mailbox(ctx: ListenerContext, tx: Transaction, rcpt: Recipient) -> None:
     """A local recipient is a mailbox of the annuaire that takes mail."""
     if _routed(rcpt, Target.LOCAL):
         entry = await lookup_mailbox(ctx.annuaire, rcpt.address)
@@ -173,14 +188,14 @@ async def patient_reply(ctx: SubmissionContext, tx: Transaction, rcpt: Recipient
 # --- DATA -------------------------------------------------------------------------------------
 
 @check("tls_required")
-async def tls_required(ctx: Any, tx: Transaction) -> None:
+async def tls_required(ctx: ListenerContext, tx: Transaction) -> None:
     """MAIL already refused sessions without TLS; defence in depth."""
     if tx.peer is None:
         raise policy.TLS_REQUIRED
 
 
 @check("line_endings")
-async def line_endings(ctx: Any, tx: Transaction) -> None:
+async def line_endings(ctx: ListenerContext, tx: Transaction) -> None:
     _refuse(policy.check_line_endings(tx.data))
 
 
@@ -225,7 +240,7 @@ async def _unsigned_report(ctx: MtaContext, tx: Transaction, refusal: Refusal) -
     return found
 
 
-async def _content(ctx: Any, tx: Transaction, *, only_to_patients: bool) -> None:
+async def _content(ctx: ListenerContext, tx: Transaction, *, only_to_patients: bool) -> None:
     patients = list(tx.patients.values())
     if patients or not only_to_patients:
         _refuse(await check_content(tx.data, patients, ctx.cpu_executor))
