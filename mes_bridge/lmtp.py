@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import getaddresses
 from typing import Any
 
@@ -34,21 +34,25 @@ from mssante_operator.smtp.headers import summarise
 from mssante_operator.smtp.policy import check_line_endings
 from mssante_operator.smtp.server import GuardedSMTP
 from mssante_operator.smtp.submission import _split_address
+from mssante_operator.smtp.transaction import peer_of
 from mssante_operator.trust_space.tls import peer_tls
 
 from .analysis_pool import AnalysisPool
 from .filing.mdn import build_mdn
 from .filing.mime import MessageView, read_message
 from .filing.plan import FilingLimits, plan_filing
-from .store import BridgeStore, MessageMeta, NewAttachment, NewDocument
+from .store import BridgeStore, MessageMeta, NewAttachment, NewDocument, PatientRecord
 from .trust import OperatorGate
 
 log = logging.getLogger(__name__)
 
-NOT_A_PATIENT = "550 5.1.2 {address}: only patient addresses (<INS>@patient.mssante.fr) are delivered here"
 STORE_FAILED = Refusal(451, "4.3.0", "The patient's space cannot store the message now; please try again later")
 REGISTRY_FAILED = Refusal(451, "4.3.0", "The patient registry cannot answer now; please try again later")
-TOO_MANY = "452 4.5.3 Too many recipients in this transaction; send the others in another one"
+TOO_MANY = Refusal(452, "4.5.3", "Too many recipients in this transaction; send the others in another one")
+
+
+def not_a_patient(address: str) -> Refusal:
+    return Refusal(550, "5.1.2", f"{address}: only patient addresses (<INS>@patient.mssante.fr) are delivered here")
 
 
 def delivered_reply(address: str) -> str:
@@ -199,9 +203,34 @@ def from_address(content: bytes) -> str | None:
     return addresses[0].lower() if addresses else None
 
 
+@dataclass
+class IntakeRecipient:
+    """A patient recipient as the RCPT checks learn it: the address, its INS, its registry record."""
+
+    address: str
+    ins: Ins | None = None
+    record: PatientRecord | None = None
+
+
+@dataclass
+class IntakeTransaction:
+    """The current LMTP transaction: the patients accepted so far (the names the dossier shows), kept on the
+    envelope under one attribute, so it is reset with it."""
+
+    names: dict[str, str] = field(default_factory=dict)  # INS -> the patient's name in the registry
+
+
+def intake_transaction(envelope: Envelope) -> IntakeTransaction:
+    found = getattr(envelope, "mes_bridge_intake", None)
+    if found is None:
+        found = IntakeTransaction()
+        envelope.mes_bridge_intake = found  # type: ignore[attr-defined]
+    return found
+
+
 class IntakeHandler:
-    """aiosmtpd hooks: patients checked at RCPT; at DATA the message, its attachments and the documents
-    filed from it are stored for each of them in one transaction."""
+    """aiosmtpd hooks: patients checked at RCPT (``rcpt_checks``, in that order); at DATA the message, its
+    attachments and the documents filed from it are stored for each of them in one transaction."""
 
     def __init__(self, store: BridgeStore, *, max_recipients: int = 100, annuaire: Annuaire | None = None,
                  limits: FilingLimits | None = None, pool: AnalysisPool | None = None) -> None:
@@ -210,30 +239,53 @@ class IntakeHandler:
         self.max_recipients = max_recipients
         self.annuaire = annuaire
         self.limits = limits or FilingLimits()
+        # The RCPT checks (name, check), in the order they run: each raises the Refusal that answers the RCPT.
+        self.rcpt_checks: list[tuple[str, Callable[[Envelope, IntakeRecipient], Awaitable[None]]]] = [
+            ("patient_address", self._patient_address), ("recipient_count", self._recipient_count),
+            ("patient_ins", self._patient_ins), ("patient_registry", self._patient_registry),
+            ("patient_state", self._patient_state),
+        ]
 
     async def handle_RCPT(
         self, server: BridgeLMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if not is_patient_address(address):
-            return NOT_A_PATIENT.format(address=address)
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return TOO_MANY
-        try:
-            ins = parse_patient_address(address)
-        except Refusal as refusal:
-            return refusal.reply
-        try:
-            record = await asyncio.to_thread(self.store.patient, ins)
-        except Exception:
-            log.exception("registry lookup failed ins=%s", ins)
-            return REGISTRY_FAILED.reply
-        refusal = check_patient_state(ins, record.state if record is not None else PatientState.UNKNOWN)
-        if refusal is not None:
-            return refusal.reply
+        rcpt = IntakeRecipient(address)
+        for name, check in self.rcpt_checks:
+            try:
+                await check(envelope, rcpt)
+            except Refusal as refusal:
+                log.info("rcpt refused check=%s code=%d", name, refusal.code)  # no client text in the log
+                return refusal.reply
+        assert rcpt.ins is not None
         envelope.rcpt_tos.append(address)
-        if record is not None:
-            session.patient_names = {**getattr(session, "patient_names", {}), ins.value: record.display_name}
+        if rcpt.record is not None:
+            intake_transaction(envelope).names[rcpt.ins.value] = rcpt.record.display_name
         return "250 2.1.5 Patient space found"
+
+    async def _patient_address(self, envelope: Envelope, rcpt: IntakeRecipient) -> None:
+        if not is_patient_address(rcpt.address):
+            raise not_a_patient(rcpt.address)
+
+    async def _recipient_count(self, envelope: Envelope, rcpt: IntakeRecipient) -> None:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            raise TOO_MANY
+
+    async def _patient_ins(self, envelope: Envelope, rcpt: IntakeRecipient) -> None:
+        rcpt.ins = parse_patient_address(rcpt.address)
+
+    async def _patient_registry(self, envelope: Envelope, rcpt: IntakeRecipient) -> None:
+        assert rcpt.ins is not None
+        try:
+            rcpt.record = await asyncio.to_thread(self.store.patient, rcpt.ins)
+        except Exception:
+            log.exception("registry lookup failed ins=%s", rcpt.ins)
+            raise REGISTRY_FAILED from None
+
+    async def _patient_state(self, envelope: Envelope, rcpt: IntakeRecipient) -> None:
+        assert rcpt.ins is not None
+        state = rcpt.record.state if rcpt.record is not None else PatientState.UNKNOWN
+        if (refusal := check_patient_state(rcpt.ins, state)) is not None:
+            raise refusal
 
     async def _author_name(self, address: str) -> str | None:
         """The sender's name in the annuaire (the dossier shows who deposited); None when unknown or down."""
@@ -257,8 +309,8 @@ class IntakeHandler:
         author_name = await self._author_name(from_address(content) or sender)
         intake = await self.pool.run(
             len(content), analyse, content, patients, sender=sender, recipients=tuple(addresses),
-            author_name=author_name, limits=self.limits, names=getattr(session, "patient_names", {}))
-        peer = getattr(session, "peer_tls", None)
+            author_name=author_name, limits=self.limits, names=intake_transaction(envelope).names)
+        peer = peer_of(session)
         actor = peer.dn_text if peer is not None else "?"
         try:
             stored = await asyncio.to_thread(

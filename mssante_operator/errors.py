@@ -42,6 +42,10 @@ class Refusal(Exception):
         """The name of the check that refused ("" when not said)."""
         return self._check
 
+    def with_check(self, check: str) -> Refusal:
+        """The same refusal, said to be made by the check named ``check``."""
+        return Refusal(self._code, self._enhanced, self._text, check)
+
     @property
     def temporary(self) -> bool:
         """True for 4xx replies: the sender should retry later."""

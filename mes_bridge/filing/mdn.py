@@ -15,7 +15,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Literal
 
-PATIENT_DOMAIN = "patient.mssante.fr"
+from mssante_operator.patients.ins import PATIENT_DOMAIN
+
 DISPOSITIONS = {
     "displayed": "manual-action/MDN-sent-automatically; displayed",
     "error": "automatic-action/MDN-sent-automatically; processed/error",

@@ -31,6 +31,7 @@ class HeaderSummary:
     message_id: str | None
     sender_values: list[str] = field(default_factory=list)
     has_date: bool = True
+    mss_mes: list[str] = field(default_factory=list)  # X-MSS-MES values (FIN ends a patient conversation)
 
 
 def split_header(message: bytes) -> tuple[bytes, bytes]:
@@ -64,6 +65,7 @@ def summarise(message: bytes) -> HeaderSummary:
         message_id=message_id or None,
         sender_values=[str(v) for v in parsed.get_all("Sender", [])],
         has_date=parsed.get("Date") is not None,
+        mss_mes=[str(v) for v in parsed.get_all("X-MSS-MES", [])],
     )
 
 

@@ -13,15 +13,12 @@ functions of ``patients/``; this module only gathers their inputs.
 from __future__ import annotations
 
 import asyncio
-import email.policy
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.parser import BytesParser
 
-from ..annuaire import Annuaire, AnnuaireUnavailable
+from ..annuaire import Annuaire
 from ..annuaire.base import BalKind, MailboxEntry
 from ..errors import Refusal
 from ..patients.conversations import (
@@ -36,12 +33,11 @@ from ..patients.ins import Ins, parse_patient_address
 from ..patients.mss_headers import announces_xdm, check_raw_mss_headers
 from ..patients.registry_client import REGISTRY_DOWN, PatientRegistry, RegistryUnavailable
 from ..patients.states import check_patient_state
-from . import policy
-from .headers import split_header
+from .directory import lookup_mailbox
+from .headers import HeaderSummary
 
 PATIENT_TO_PATIENT = Refusal(550, "5.7.1", "Un patient ne peut pas écrire à un autre patient / "
                                            "patients cannot write to other patients")
-_HEADERS_ONLY = BytesParser(policy=email.policy.default)
 
 
 @dataclass
@@ -65,7 +61,7 @@ class PatientPath:
 
     async def writer(self, sender: str) -> MailboxEntry:
         """The annuaire entry of a professional writing to a patient; raises the Refusal otherwise."""
-        entry = await self._lookup(sender)
+        entry = await lookup_mailbox(self.annuaire, sender)
         if (refusal := check_writer(sender, entry)) is not None:
             raise refusal
         assert entry is not None
@@ -73,16 +69,10 @@ class PatientPath:
 
     async def reply(self, patient: Ins, recipient: str) -> None:
         """Whether the patient may write to ``recipient`` (the conversation rule); raises the Refusal."""
-        entry = await self._lookup(recipient)
+        entry = await lookup_mailbox(self.annuaire, recipient)
         status = await asyncio.to_thread(self.conversation_status, patient.value, recipient.lower())
         if (refusal := check_patient_reply(patient, recipient, entry, status)) is not None:
             raise refusal
-
-    async def _lookup(self, address: str) -> MailboxEntry | None:
-        try:
-            return await self.annuaire.lookup(address)
-        except AnnuaireUnavailable:
-            raise policy.ANNUAIRE_DOWN from None
 
 
 async def check_content(raw: bytes, patients: Sequence[Ins], executor: Executor | None) -> Refusal | None:
@@ -93,22 +83,15 @@ async def check_content(raw: bytes, patients: Sequence[Ins], executor: Executor 
     return await asyncio.get_running_loop().run_in_executor(executor, check_raw_mss_headers, raw, patients)
 
 
-def conversation_events(raw: bytes, *, mailbox: str, kind: BalKind, patients: Sequence[Ins], message_id: str | None,
-                        actor: str, at: datetime) -> list[ConversationEvent]:
-    """The events a professional's message to ``patients`` causes: (re)opening, or ending with FIN.
+def conversation_events(summary: HeaderSummary, *, mailbox: str, kind: BalKind, patients: Sequence[Ins],
+                        message_id: str | None, actor: str, at: datetime) -> list[ConversationEvent]:
+    """The events a professional's message to ``patients`` causes: (re)opening, or ending with FIN
+    (X-MSS-MES or the Subject, read from the message's one header summary).
 
     Only PER and ORG mailboxes hold conversations: an APP mailbox writes to patients but can never be
     answered, so its messages open nothing.
     """
     if not patients or kind not in (BalKind.PER, BalKind.ORG):
         return []
-    header, _ = split_header(raw)
-    parsed = _HEADERS_ONLY.parsebytes(header + b"\r\n", headersonly=True)
-    assert isinstance(parsed, EmailMessage)
-    ends = ends_exchange([str(v) for v in parsed.get_all("X-MSS-MES", [])], _subject(parsed))
+    ends = ends_exchange(summary.mss_mes, summary.subject)
     return events_for_message(mailbox, patients, ends=ends, message_id=message_id, actor=actor, at=at)
-
-
-def _subject(parsed: EmailMessage) -> str | None:
-    value = parsed.get("Subject")
-    return None if value is None else str(value)

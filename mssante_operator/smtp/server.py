@@ -28,6 +28,7 @@ from ..trust_space.tls import peer_tls
 from . import policy
 from .aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
 from .replies import PrintableLog, printable, with_enhanced_code
+from .transaction import peer_of, set_peer
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())
@@ -139,10 +140,10 @@ class GuardedSMTP(AdaptedSMTP):
             self.use_strict_reader()
         assert self.session is not None
         ssl_object = transport.get_extra_info("ssl_object")
-        self.session.peer_tls = peer_tls(ssl_object) if ssl_object is not None else None  # type: ignore[attr-defined]
-        if ssl_object is not None:
-            log.info("tls peer=%s version=%s dn=%r", self._client_ip, self.session.peer_tls.version,
-                     self.session.peer_tls.dn_text)
+        identity = peer_tls(ssl_object) if ssl_object is not None else None
+        set_peer(self.session, identity)
+        if identity is not None:
+            log.info("tls peer=%s version=%s dn=%r", self._client_ip, identity.version, identity.dn_text)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._release()
@@ -285,7 +286,7 @@ class GuardedSMTP(AdaptedSMTP):
 
     def _certificate_key(self) -> str | None:
         """The client certificate's fingerprint: refused recipients are counted per certificate."""
-        peer = getattr(self.session, "peer_tls", None)
+        peer = peer_of(self.session) if self.session is not None else None
         if self._failures is None or peer is None or peer.certificate is None:
             return None
         return peer.certificate.fingerprint(hashes.SHA256()).hex()

@@ -16,9 +16,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, Envelope, Session
@@ -28,19 +27,19 @@ from ..annuaire.base import BalKind
 from ..auth import sasl
 from ..auth.authenticator import AuthenticationFailed, Authenticator, Principal
 from ..errors import Refusal, TemporaryFailure
-from ..patients.ins import Ins, parse_patient_address
 from ..store.facade import NewMessage
 from ..store.queue import OutboundEnvelope, QueuedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim_signing import DkimSigner
 from ..trust_space.liste_blanche import ListeBlanche
-from ..trust_space.tls import PeerTls
-from . import dsn, headers, policy, sender_rules
+from . import checks, dsn, headers, policy
 from .aiosmtpd_adapter import keeps_syntax
-from .patient_path import PATIENT_TO_PATIENT, PatientPath, check_content, conversation_events
+from .checks import author_address, run_checks
+from .patient_path import PatientPath, conversation_events
 from .replies import PrintableLog
-from .router import Route, Target, route_recipient
+from .router import Target
 from .server import GuardedSMTP
+from .transaction import Recipient, Transaction, begin, current, peer_of, principal_of, set_principal
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("mssante_operator.audit")
@@ -73,24 +72,6 @@ class SubmissionContext:
     patients: PatientPath | None = None  # None: [patients] not configured, the patient path is closed
 
 
-@dataclass
-class _Transaction:
-    """DSN parameters and routes of the current mail transaction (reset by MAIL)."""
-
-    mail: dsn.MailParameters = field(default_factory=lambda: dsn.MailParameters(None, None))
-    rcpt: dict[str, dsn.RcptParameters] = field(default_factory=dict)
-    routes: dict[str, Route] = field(default_factory=dict)
-    patients: dict[str, Ins] = field(default_factory=dict)  # patient recipients and their INS
-
-
-def _peer(session: Session) -> PeerTls | None:
-    return getattr(session, "peer_tls", None)
-
-
-def _principal(session: Session) -> Principal | None:
-    return getattr(session, "principal", None)
-
-
 def _split_address(arg: str, keyword: str) -> tuple[str, str] | None:
     """("FROM:<a@b>", " PARAMS") from "FROM:<a@b> PARAMS"; None when the shape is not that."""
     if arg[: len(keyword)].upper() != keyword:
@@ -111,11 +92,10 @@ class SubmissionSMTP(GuardedSMTP):
     def __init__(self, handler: SubmissionHandler, **kwargs: Any) -> None:
         super().__init__(handler, auth_required=True, auth_require_tls=True, **kwargs)
         self.submission = handler
-        self.transaction = _Transaction()
         self._pending: _DsnParameters | None = None  # of the MAIL or RCPT being handled
 
     def _offered(self) -> list[str]:
-        peer = _peer(self.session) if self.session is not None else None
+        peer = peer_of(self.session) if self.session is not None else None
         certificate = peer is not None and peer.certificate is not None
         return sasl.mechanisms(tls=peer is not None, client_certificate=certificate,
                                tokens=self.submission.ctx.authenticator.tokens_enabled)
@@ -132,7 +112,7 @@ class SubmissionSMTP(GuardedSMTP):
         if not self.session.extended_smtp:
             await self.push("503 5.5.1 Send EHLO first")
             return
-        if _peer(self.session) is None:
+        if peer_of(self.session) is None:
             await self.push("538 5.7.11 Encryption required: issue STARTTLS first")
             return
         if self.session.authenticated:
@@ -179,7 +159,7 @@ class SubmissionSMTP(GuardedSMTP):
                 attempt = auth.password(user, password, ip, mechanism=mechanism)
             elif mechanism == sasl.EXTERNAL:
                 external = sasl.parse_external(await self._response(initial))
-                peer = _peer(self.session)
+                peer = peer_of(self.session)
                 assert peer is not None
                 attempt = auth.certificate(peer, ip, external.authzid, gateway=True)
             else:
@@ -198,7 +178,7 @@ class SubmissionSMTP(GuardedSMTP):
             log.warning("submission login could not be checked now: %s", exc)
             return AUTH_UNAVAILABLE
         self.session.authenticated = True
-        self.session.principal = principal  # type: ignore[attr-defined]
+        set_principal(self.session, principal)
         audit.info("submission login user=%s mechanism=%s ip=%s", principal.login, mechanism, ip)
         return AUTH_OK
 
@@ -238,8 +218,15 @@ class _AlreadyAnswered(Exception):
     """The client cancelled (or garbled) an AUTH exchange and has been answered already."""
 
 
+# The submission listeners' checks, stage by stage, in the order they run (see checks.py).
+MAIL_CHECKS = (checks.envelope_sender,)
+RCPT_CHECKS = (checks.recipient_count, checks.route_submitted, checks.patient_to_patient, checks.patient_recipient,
+               checks.patient_writer, checks.local_mailbox, checks.patient_reply)
+DATA_CHECKS = (checks.line_endings, checks.header_senders, checks.patient_from, checks.xdm_content)
+
+
 class SubmissionHandler:
-    """aiosmtpd handler hooks for the submission listeners."""
+    """aiosmtpd handler hooks for the submission listeners: their checks and a little glue."""
 
     def __init__(self, context: SubmissionContext) -> None:
         self.ctx = context
@@ -247,143 +234,102 @@ class SubmissionHandler:
     async def handle_MAIL(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        parameters = server.take_mail_parameters()
-        principal = _principal(session)
-        assert principal is not None  # aiosmtpd refused MAIL before AUTH
-        refusal = sender_rules.check_envelope_sender(address, principal)
-        if refusal is not None:
-            log.info("submission sender refused user=%s reply=%r", principal.login, refusal.reply)
+        tx = Transaction(peer=peer_of(session), principal=principal_of(session), mail_from=address,
+                         mail_options=options, dsn=server.take_mail_parameters())
+        try:
+            await run_checks(MAIL_CHECKS, self.ctx, tx)
+        except Refusal as refusal:
+            log.info("submission sender refused user=%s check=%s reply=%r",
+                     tx.principal.login if tx.principal else "", refusal.check, refusal.reply)
             return refusal.reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        server.transaction = _Transaction(mail=parameters)
+        begin(envelope, tx)
         return "250 2.1.0 Sender accepted"
 
     async def handle_RCPT(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        parameters = server.take_rcpt_parameters()
-        address = address.lower()
-        if (refusal := policy.check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients)) is not None:
-            return refusal.reply
-        route = route_recipient(address, local_domains=self.ctx.local_domains, liste=self.ctx.liste_blanche(),
-                                patients_open=self.ctx.patients is not None)
-        if isinstance(route, Refusal):
-            log.info("submission rcpt refused domain=%s reply=%r", policy.address_domain(address), route.reply)
-            return route.reply
-        principal = _principal(session)
-        assert principal is not None
+        tx, rcpt = current(envelope), Recipient(address.lower(), dsn=server.take_rcpt_parameters())
         try:
-            await self._check_recipient(server, principal, envelope.mail_from, address, route)
+            await run_checks(RCPT_CHECKS, self.ctx, tx, rcpt)
         except Refusal as refusal:
-            log.info("submission rcpt refused domain=%s reply=%r", policy.address_domain(address), refusal.reply)
+            log.info("submission rcpt refused domain=%s check=%s reply=%r", policy.address_domain(rcpt.address),
+                     refusal.check, refusal.reply)
             return refusal.reply
-        if address not in envelope.rcpt_tos:
-            envelope.rcpt_tos.append(address)
+        if rcpt.address not in tx.recipients:
+            tx.recipients[rcpt.address] = rcpt
+            envelope.rcpt_tos.append(rcpt.address)
             envelope.rcpt_options.extend(options)
-            server.transaction.rcpt[address] = parameters
-            server.transaction.routes[address] = route
         return "250 2.1.5 Recipient accepted"
 
-    async def _check_recipient(self, server: SubmissionSMTP, principal: Principal, sender: str, address: str,
-                               route: Route) -> None:
-        """The recipient checks beyond routing: the local mailbox, and the patient rules; raise the Refusal."""
-        patients = self.ctx.patients
-        if route.target is Target.PATIENT:
-            assert patients is not None  # the router opens the patient path only then
-            if principal.patient_gateway:
-                raise PATIENT_TO_PATIENT
-            server.transaction.patients[address] = await patients.recipient(address)
-            await patients.writer(sender)
-            return
-        if route.target is Target.LOCAL:
-            try:
-                entry = await self.ctx.annuaire.lookup(address)
-            except AnnuaireUnavailable as exc:
-                log.warning("annuaire unavailable for rcpt: %s", exc)
-                raise policy.ANNUAIRE_DOWN from None
-            if (refusal := policy.check_recipient_entry(address, entry)) is not None:
-                raise refusal
-        if principal.patient_gateway:  # a patient writes: only to who opened the conversation (or a pharmacy)
-            assert patients is not None
-            await patients.reply(parse_patient_address(sender), address)
-
     async def handle_DATA(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
-        principal = _principal(session)
+        tx = current(envelope)
+        principal = tx.principal
         assert principal is not None
-        queue_id = new_queue_id()  # the reply's, the Received field's, the queue's and the logs' one id
+        # the reply's, the Received field's, the queue's and the logs' one id
+        tx.queue_id, tx.data = new_queue_id(), envelope.original_content or b""
         try:
-            submission = await self._submission(server, session, envelope, principal, queue_id)
+            await run_checks(DATA_CHECKS, self.ctx, tx)
         except Refusal as refusal:
-            log.info("submission data refused id=%s user=%s reply=%r", queue_id, principal.login, refusal.reply)
+            log.info("submission data refused id=%s user=%s check=%s reply=%r", tx.queue_id, principal.login,
+                     refusal.check, refusal.reply)
             return refusal.reply
+        submission = await self._submission(server, session, tx, principal)
         try:
             result = await self.ctx.commit(submission)
         except Exception:
-            log.exception("submission commit failed id=%s", queue_id)
+            log.exception("submission commit failed id=%s", tx.queue_id)
             return policy.STORE_FAILED.reply
         outbound = submission.outbound.recipients if submission.outbound else ()
         if result.queue_id is not None:
             self.ctx.on_queued()
         audit.info("submitted id=%s user=%s mechanism=%s from=%s local=%d outbound=%d size=%d",
-                   queue_id, principal.login, principal.mechanism, envelope.mail_from,
+                   tx.queue_id, principal.login, principal.mechanism, tx.mail_from,
                    len(submission.local_recipients), len(outbound), len(submission.message.raw))
-        wanted = [a for a in submission.local_recipients
-                  if dsn.wants_notice(server.transaction.rcpt[a].notify, "success")]
+        wanted = [a for a in submission.local_recipients if dsn.wants_notice(tx.recipients[a].dsn.notify, "success")]
         if wanted:
-            self.ctx.on_local_success(envelope.mail_from, submission.message, wanted, server.transaction.mail.envid)
-        return f"250 2.0.0 Message accepted, id {queue_id}"
+            self.ctx.on_local_success(tx.mail_from, submission.message, wanted, tx.dsn.envid)
+        return f"250 2.0.0 Message accepted, id {tx.queue_id}"
 
-    async def _submission(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
-                          principal: Principal, queue_id: str) -> Submission:
-        """Run the DATA checks and prepare the message; raise the Refusal."""
-        data: bytes = envelope.original_content or b""
-        if (refusal := policy.check_line_endings(data)) is not None:
-            raise refusal
-        summary = headers.summarise(data)
-        refusal = sender_rules.check_header_senders(summary.from_values, summary.sender_values, principal)
-        if refusal is not None:
-            raise refusal
-        from_address = getaddresses(summary.from_values)[0][1].lower()
-        if principal.patient_gateway and from_address != envelope.mail_from.lower():
-            raise Refusal(550, "5.7.1", "A patient's message must come From the patient's own address (MAIL FROM)")
-        transaction = server.transaction
-        patients = [transaction.patients[a] for a in envelope.rcpt_tos if a in transaction.patients]
-        if (refusal := await check_content(data, patients, self.ctx.cpu_executor)) is not None:
-            raise refusal
+    async def _submission(self, server: SubmissionSMTP, session: Session, tx: Transaction,
+                          principal: Principal) -> Submission:
+        """The checked message with our headers and DKIM signature, and where it goes."""
+        summary, from_address = tx.summary, author_address(tx)
         now = datetime.now(UTC)
-        prepared, message_id = headers.prepare_submission(data, summary, id_domain=self.ctx.hostname, when=now)
-        peer = _peer(session)
+        prepared, message_id = headers.prepare_submission(tx.data, summary, id_domain=self.ctx.hostname, when=now)
+        peer = tx.peer
         assert peer is not None
+        recipients = list(tx.recipients)
         trace = headers.received_header(
             helo=session.host_name or "unknown", client_ip=server.client_ip or "unknown", hostname=self.ctx.hostname,
-            protocol="ESMTPSA", tls=f"{peer.version} {peer.cipher}", queue_id=queue_id,
-            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None, when=now,
+            protocol="ESMTPSA", tls=f"{peer.version} {peer.cipher}", queue_id=tx.queue_id,
+            recipient=recipients[0] if len(recipients) == 1 else None, when=now,
         )
         unsigned = trace + prepared
         loop = asyncio.get_running_loop()
         signature = await loop.run_in_executor(self.ctx.cpu_executor, self.ctx.signer.sign, unsigned)
         raw = signature + unsigned
-        routes = server.transaction.routes
-        local = tuple(a for a in envelope.rcpt_tos if routes[a].target is Target.LOCAL)
+        local = tx.addresses(Target.LOCAL)
         remote = tuple(  # peer operators and patients: both through the queue
-            QueuedRecipient(a, server.transaction.rcpt[a].orcpt, server.transaction.rcpt[a].notify)
-            for a in envelope.rcpt_tos if routes[a].target in (Target.OUTBOUND, Target.PATIENT)
+            QueuedRecipient(a, tx.recipients[a].dsn.orcpt, tx.recipients[a].dsn.notify)
+            for a in tx.addresses(Target.OUTBOUND, Target.PATIENT)
         )
-        mail = server.transaction.mail
         message = NewMessage(raw=raw, message_id=message_id, from_addr=summary.from_text, subject=summary.subject,
                              authentication_results="", received_at=now)
-        events = conversation_events(raw, mailbox=from_address, kind=_kind_of(principal, from_address),
-                                     patients=patients, message_id=message_id, actor=principal.login, at=now)
+        events = conversation_events(summary, mailbox=from_address, kind=_kind_of(principal, from_address),
+                                     patients=list(tx.patients.values()), message_id=message_id,
+                                     actor=principal.login, at=now)
         return Submission(
             message=message,
             local_recipients=local,
-            sent_copy_for=envelope.mail_from if self.ctx.sent_copy and not principal.patient_gateway else None,
+            sent_copy_for=tx.mail_from if self.ctx.sent_copy and not principal.patient_gateway else None,
             conversations=tuple(events),
-            outbound=OutboundEnvelope(sender=envelope.mail_from, recipients=remote, message_id=message_id,
-                                      submitted_by=principal.login, envid=mail.envid, ret=mail.ret) if remote else None,
+            outbound=OutboundEnvelope(sender=tx.mail_from, recipients=remote, message_id=message_id,
+                                      submitted_by=principal.login, envid=tx.dsn.envid, ret=tx.dsn.ret)
+            if remote else None,
             expires_at=now + timedelta(seconds=self.ctx.max_lifetime),
-            queue_id=queue_id,
+            queue_id=tx.queue_id,
         )
 
 
