@@ -43,8 +43,8 @@ from mes_bridge.filing.categories import Category  # noqa: E402
 from mes_bridge.service import open_store  # noqa: E402
 from mes_bridge.settings import load_bridge_settings  # noqa: E402
 from mes_bridge.store import MessageMeta, NewAttachment, NewDocument  # noqa: E402
-from mssante_operator.patients.ins import validate_ins  # noqa: E402
-from mssante_operator.trust_space.tls import client_context  # noqa: E402
+from mssante_base.patients.ins import validate_ins  # noqa: E402
+from mssante_base.trust.tls import client_context  # noqa: E402
 
 SENDER = "dr.martin@hopital-demo.mssante.fr"
 

@@ -72,11 +72,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imap_client import ImapClient, ImapError, Response  # noqa: E402
 from process_tree import ServerMemory  # noqa: E402
 
-from mssante_operator.annuaire.base import BalKind, MailboxEntry  # noqa: E402
+from mssante_base.annuaire import BalKind, MailboxEntry  # noqa: E402
+from mssante_base.message.headers import summarise  # noqa: E402
 from mssante_operator.auth.passwords import password_hasher  # noqa: E402
 from mssante_operator.config import load_settings  # noqa: E402
 from mssante_operator.demo_kit import ANNUAIRE_FILE, CREDENTIALS_FILE, create_kit  # noqa: E402
-from mssante_operator.smtp.headers import summarise  # noqa: E402
 from mssante_operator.store import NewMessage, Store  # noqa: E402
 
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from support.harness import configure, make_kit, serve_process, wait_for_port  #
 from mes_bridge.outgoing import send_patient_message  # noqa: E402
 from mes_bridge.service import open_store  # noqa: E402
 from mes_bridge.settings import load_bridge_settings  # noqa: E402
-from mssante_operator.patients.ins import validate_ins  # noqa: E402
+from mssante_base.patients.ins import validate_ins  # noqa: E402
 
 
 def _letter(sender: str, patient: str, size: int) -> bytes:

@@ -22,20 +22,20 @@ from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
 
-from mssante_operator.annuaire.base import Annuaire
+from mssante_base.annuaire import Annuaire
+from mssante_base.errors import Refusal
+from mssante_base.message import dsn
+from mssante_base.message.headers import summarise
+from mssante_base.patients.ins import Ins, is_patient_address, parse_patient_address
+from mssante_base.patients.states import PatientState, check_patient_state
+from mssante_base.smtp.aiosmtpd_adapter import keeps_syntax, syntax
+from mssante_base.trust.tls import peer_tls
 from mssante_operator.config import LimitsSettings
 from mssante_operator.connection_limits import ConnectionLimiter
-from mssante_operator.errors import Refusal
-from mssante_operator.patients.ins import Ins, is_patient_address, parse_patient_address
-from mssante_operator.patients.states import PatientState, check_patient_state
-from mssante_operator.smtp import dsn
-from mssante_operator.smtp.aiosmtpd_adapter import keeps_syntax, syntax
-from mssante_operator.smtp.headers import summarise
 from mssante_operator.smtp.policy import check_line_endings
 from mssante_operator.smtp.server import GuardedSMTP
 from mssante_operator.smtp.submission import _split_address
 from mssante_operator.smtp.transaction import peer_of
-from mssante_operator.trust_space.tls import peer_tls
 
 from .analysis_pool import AnalysisPool
 from .filing.mdn import build_mdn

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
-from mssante_operator.patients.ins import Ins
+from mssante_base.patients.ins import Ins
 
 from .outgoing import BridgeSendError, submit
 from .settings import BridgeSettings

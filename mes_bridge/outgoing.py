@@ -22,8 +22,8 @@ from email.utils import format_datetime, make_msgid
 
 import aiosmtplib
 
-from mssante_operator.patients.ins import PATIENT_DOMAIN, Ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import PATIENT_DOMAIN, Ins
+from mssante_base.patients.states import PatientState
 
 from .settings import BridgeSettings
 from .store import BridgeStore, MessageMeta, PatientRecord

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mssante_operator.patients.ins import InvalidIns, validate_ins
-from mssante_operator.patients.states import PatientState
-from mssante_operator.trust_space.tls import peer_tls
+from mssante_base.patients.ins import InvalidIns, validate_ins
+from mssante_base.patients.states import PatientState
+from mssante_base.trust.tls import peer_tls
 
 from .store import BridgeStore
 from .trust import OperatorGate

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mssante_base.errors import ConfigError
+from mssante_base.trust.dn import NormalDn, parse_dn
 from mssante_operator.config import CONFIG_FILE, _format_errors
-from mssante_operator.errors import ConfigError
-from mssante_operator.trust_space.dn import NormalDn, parse_dn
 
 SQLITE_PREFIX = "sqlite:///"
 MIB = 1024 * 1024

@@ -12,9 +12,9 @@ import ssl
 
 from cryptography import x509
 
-from mssante_operator.trust_space.dn import NormalDn, name_to_dn
-from mssante_operator.trust_space.revocation import RevocationLists, load_certificates
-from mssante_operator.trust_space.tls import client_context, server_context
+from mssante_base.trust.dn import NormalDn, name_to_dn
+from mssante_base.trust.revocation import RevocationLists, load_certificates
+from mssante_base.trust.tls import client_context, server_context
 
 from .settings import BridgeSettings
 

@@ -14,6 +14,9 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from mssante_base.trust.dn import parse_dn
+from mssante_base.trust.tls import client_context, server_context
+
 from .annuaire.factory import open_annuaire
 from .auth.authenticator import Authenticator
 from .auth.passwords import CredentialStore
@@ -43,9 +46,7 @@ from .store.queue import OutboundEnvelope, QueuedRecipient
 from .store.submission import Submission, SubmissionResult, Submissions
 from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
 from .trust_space.dkim_signing import DkimSigner
-from .trust_space.dn import parse_dn
 from .trust_space.space import TrustSpace
-from .trust_space.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 

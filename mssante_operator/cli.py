@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
+from mssante_base.errors import ConfigError
+
 from .cli_common import HOME_OPTION, migrated_store, settings_of, with_store
 from .cli_conversation import conversation
 from .config import Settings
-from .errors import ConfigError
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from .annuaire import Annuaire
+    from mssante_base.annuaire import Annuaire
+
     from .outcomes import Reply
     from .store.facade import Store
     from .store.queue import QueueEntry
@@ -150,7 +152,8 @@ def annuaire() -> None:
 
 def _annuaire_call(settings: Settings, question: Callable[[Annuaire], Awaitable[T]]) -> T:
     """Ask the configured annuaire one question, outside any server."""
-    from .annuaire import AnnuaireUnavailable
+    from mssante_base.annuaire import AnnuaireUnavailable
+
     from .annuaire.factory import open_annuaire
 
     async def ask() -> T:
@@ -184,7 +187,8 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
     """
     from tqdm import tqdm
 
-    from .annuaire import AnnuaireUnavailable
+    from mssante_base.annuaire import AnnuaireUnavailable
+
     from .annuaire.cache import touch_stamp
     from .annuaire.extraction import open_extraction, read_extraction
     from .annuaire.factory import open_writer, stamp_path
@@ -429,12 +433,13 @@ def send_bulk(folder: Path, server: str, tls_mode: str, cert: Path, key: Path,
 
     from tqdm import tqdm
 
+    from mssante_base.trust.tls import client_context
+
     from .bulk.journal import JournalBusy
     from .bulk.report import REPORT_FILE, write_report
     from .bulk.runner import BulkRun, run_bulk
     from .bulk.sender import Server, SubmissionError
     from .bulk.sources import SourceError, is_address
-    from .trust_space.tls import client_context
 
     host, _, port = server.rpartition(":")
     if not host or not port.isdigit():

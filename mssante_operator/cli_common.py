@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from mssante_base.errors import ConfigError
+
 from .config import Settings, load_settings
-from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .store.facade import Store

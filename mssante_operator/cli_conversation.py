@@ -77,7 +77,7 @@ def conversation_end(patient: str, mailbox: str, name: str | None, home: Path) -
 
 def _ins(text: str) -> str:
     """The canonical INS, or a usage error saying what is wrong with it."""
-    from .patients.ins import InvalidIns, validate_ins
+    from mssante_base.patients.ins import InvalidIns, validate_ins
 
     try:
         return validate_ins(text).value

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
+from mssante_base.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
 

@@ -23,10 +23,11 @@ from typing import Any
 import tomli_w
 from stdnum.fr import nir
 
-from .annuaire.base import BalKind, MailboxEntry
+from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.patients.ins import PATIENT_DOMAIN
+
 from .auth.passwords import password_hasher
 from .config import CONFIG_FILE, LimitsSettings
-from .patients.ins import PATIENT_DOMAIN
 from .trust_space import dev_pki
 from .trust_space.dev_pki import Authority, Issued
 from .trust_space.liste_blanche import ListedDomain, render_liste_blanche

@@ -22,10 +22,10 @@ from typing import Any
 from mes_bridge.outgoing import send_patient_message
 from mes_bridge.service import open_store
 from mes_bridge.settings import load_bridge_settings
+from mssante_base.patients.ins import validate_ins
 
 from .config import load_settings
 from .demo_kit import read_manifest
-from .patients.ins import validate_ins
 from .store.facade import Store
 
 DOCTOR = "dr.martin"

@@ -20,7 +20,7 @@ from support.extraction_data import row_line, write_extraction
 from support.harness import make_kit, read_json
 from support.slapd import Slapd, start_slapd
 
-from mssante_operator.annuaire import BalKind
+from mssante_base.annuaire import BalKind
 from mssante_operator.annuaire.factory import open_annuaire
 from mssante_operator.cli import main
 from mssante_operator.config import load_settings

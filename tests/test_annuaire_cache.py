@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mssante_operator.annuaire.base import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
 from mssante_operator.annuaire.cache import STAMP_CHECK_INTERVAL, CachedAnnuaire, touch_stamp
 
 DOCTOR = MailboxEntry("dr.martin@hopital.mssante.fr", BalKind.PER, rpps="810001234567")

@@ -18,11 +18,11 @@ from support.slapd import Slapd
 from support.slapd import slapd_server as _slapd_fixture  # noqa: F401 - the fixture, registered as slapd_server
 from test_annuaire_backends import ldap_settings
 
-from mssante_operator.annuaire import AnnuaireUnavailable
+from mssante_base.annuaire import AnnuaireUnavailable
+from mssante_base.errors import ConfigError
 from mssante_operator.annuaire.factory import open_annuaire
 from mssante_operator.cli import main
 from mssante_operator.config import load_settings
-from mssante_operator.errors import ConfigError
 from mssante_operator.trust_space import dev_pki
 
 DOMAIN = "hopital-demo.mssante.fr"

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import RSAAlgorithm
 
-from mssante_operator.annuaire.base import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
+from mssante_base.trust.tls import PeerTls
 from mssante_operator.auth import (
     CLIENT_MESSAGE,
     AuthenticationFailed,
@@ -33,7 +34,6 @@ from mssante_operator.auth import (
     TokenValidator,
 )
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.tls import PeerTls
 
 D = "hopital-demo.mssante.fr"
 MARTIN = f"dr.martin@{D}"

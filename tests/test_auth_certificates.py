@@ -7,6 +7,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mssante_base.trust.tls import PeerTls
 from mssante_operator.auth.certificates import (
     allows_client_auth,
     as_certificate,
@@ -15,7 +16,6 @@ from mssante_operator.auth.certificates import (
 )
 from mssante_operator.demo_kit import MAILBOXES, OPERATOR, _issue_mailbox
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.tls import PeerTls
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_patients_set_state_is_audited(served: dict) -> None:
     assert code == 0
     assert json.loads(output)["state"] == "active"
     from mes_bridge.service import open_store
-    from mssante_operator.patients.ins import validate_ins
+    from mssante_base.patients.ins import validate_ins
 
     store = open_store(load_bridge_settings(served["home"]))
     try:

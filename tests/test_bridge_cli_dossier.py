@@ -14,7 +14,7 @@ from mes_bridge.filing.categories import Category
 from mes_bridge.service import open_store
 from mes_bridge.settings import load_bridge_settings
 from mes_bridge.store import MessageMeta, NewDocument
-from mssante_operator.patients.ins import validate_ins
+from mssante_base.patients.ins import validate_ins
 
 NEW = INS["unknown"]
 

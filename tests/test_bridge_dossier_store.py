@@ -23,8 +23,8 @@ from mes_bridge.store import (
     NewDocument,
     NewPatient,
 )
-from mssante_operator.patients.ins import validate_ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import validate_ins
+from mssante_base.patients.states import PatientState
 
 ACTIVE, OTHER, NEWCOMER = (validate_ins(INS[name]) for name in ("active", "corsica", "unknown"))
 DOCTOR = "dr.house@hopital.mssante.fr"

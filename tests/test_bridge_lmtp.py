@@ -18,7 +18,7 @@ from support.bridge_kit import (
     tls_for,
 )
 
-from mssante_operator.patients.ins import validate_ins
+from mssante_base.patients.ins import validate_ins
 
 SENDER = "dr.martin@hopital.operator.test"
 

@@ -13,8 +13,8 @@ from support.bridge_kit import INS, fake_submission, make_bridge_home
 from mes_bridge.outgoing import BridgeSendError, PatientCannotSend, build_patient_message, send_patient_message
 from mes_bridge.service import open_store, seed_patients
 from mes_bridge.settings import BridgeSettings, load_bridge_settings
+from mssante_base.patients.ins import validate_ins
 from mssante_operator.demo_kit import free_ports
-from mssante_operator.patients.ins import validate_ins
 
 DOCTOR = "dr.martin@hopital.operator.test"
 OTHER = "dr.durand@clinique.operator.test"

@@ -66,8 +66,8 @@ def test_no_certificate_or_another_ca_fails_the_handshake(bridge: RunningBridge,
 
 
 def test_state_change_is_seen_at_once(bridge: RunningBridge, tmp_path: Path) -> None:
-    from mssante_operator.patients.ins import validate_ins
-    from mssante_operator.patients.states import PatientState
+    from mssante_base.patients.ins import validate_ins
+    from mssante_base.patients.states import PatientState
 
     ins = validate_ins(INS["not_activated"])
     bridge.service.store.set_state(ins, PatientState.ACTIVE, actor="test")

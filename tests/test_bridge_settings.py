@@ -9,7 +9,7 @@ from support.bridge_kit import write_config
 
 from mes_bridge.service import read_patients_file
 from mes_bridge.settings import load_bridge_settings
-from mssante_operator.errors import ConfigError
+from mssante_base.errors import ConfigError
 
 MINIMAL = {"cert": "certs/bridge.pem", "key": "certs/bridge.key", "ca_bundle": "certs/trust-ca.pem"}
 

@@ -10,8 +10,8 @@ import pytest
 from support.bridge_kit import INS
 
 from mes_bridge.store import BridgeStore, MessageMeta, NewPatient, PatientNotFound
-from mssante_operator.patients.ins import validate_ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import validate_ins
+from mssante_base.patients.states import PatientState
 
 ACTIVE, OTHER, UNKNOWN = (validate_ins(INS[name]) for name in ("active", "not_activated", "unknown"))
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from mssante_base.smtp.aiosmtpd_adapter import AdaptedSMTP
+from mssante_base.trust.tls import client_context, server_context
 from mssante_operator.bulk.journal import Outcome
 from mssante_operator.bulk.sender import Job, Server, SubmissionError, send_all
 from mssante_operator.demo_kit import create_kit
-from mssante_operator.smtp.aiosmtpd_adapter import AdaptedSMTP
-from mssante_operator.trust_space.tls import client_context, server_context
 
 APP = "labo-auto@hopital-demo.mssante.fr"
 DOCTOR = "dr.martin@hopital-demo.mssante.fr"

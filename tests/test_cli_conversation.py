@@ -13,9 +13,9 @@ from click.testing import CliRunner, Result
 from stdnum.fr import nir
 from support.harness import kit_store
 
+from mssante_base.patients.conversations import ConversationAction, ConversationEvent
 from mssante_operator.cli import main
 from mssante_operator.demo_kit import create_kit
-from mssante_operator.patients.conversations import ConversationAction, ConversationEvent
 from mssante_operator.store import Store
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

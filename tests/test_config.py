@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import tomli_w
 
+from mssante_base.errors import ConfigError
 from mssante_operator.config import load_settings, parse_duration
-from mssante_operator.errors import ConfigError
 
 
 def _minimal() -> dict[str, Any]:

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mssante_operator.annuaire.base import BalKind, MailboxEntry
+from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.trust.dn import name_to_dn
 from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import KitExistsError, create_kit, read_manifest
-from mssante_operator.trust_space.dn import name_to_dn
 from mssante_operator.trust_space.liste_blanche import parse_liste_blanche
 
 
@@ -315,7 +315,7 @@ def test_init_refuses_a_home_with_only_a_config(tmp_path):
 
 def test_patients_and_bridge_are_configured(home, manifest):
     from mes_bridge.settings import load_bridge_settings
-    from mssante_operator.patients.ins import validate_ins
+    from mssante_base.patients.ins import validate_ins
 
     patients = manifest["patients"]
     assert {p["state"] for p in patients} == {"active", "not_activated", "opposed", "closed"}

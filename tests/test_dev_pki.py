@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mssante_base.trust.dn import name_to_dn, parse_dn
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.dn import name_to_dn, parse_dn
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mssante_operator.trust_space.dn import name_to_dn, name_to_text, parse_dn
+from mssante_base.trust.dn import name_to_dn, name_to_text, parse_dn
 
 LISTED = "CN=smtp.labo-biolab.mssante.fr,OU=38012345600017,O=LABORATOIRE BIOLAB,ST=Rhône (69),C=FR"
 

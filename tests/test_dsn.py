@@ -12,7 +12,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 import pytest
 from support.harness import lab_report
 
-from mssante_operator.smtp.dsn import (
+from mssante_base.message.dsn import (
     DsnSyntaxError,
     MailParameters,
     RcptParameters,

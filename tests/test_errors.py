@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from mssante_operator.errors import Refusal
+from mssante_base.errors import Refusal
 
 REFUSAL = Refusal(550, "5.7.1", "Relaying denied", check="recipient_domain")
 

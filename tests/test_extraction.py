@@ -20,7 +20,7 @@ from support.extraction_data import (
     write_extraction,
 )
 
-from mssante_operator.annuaire.base import ORIGIN_EXTRACTION, BalKind, MailboxEntry
+from mssante_base.annuaire import ORIGIN_EXTRACTION, BalKind, MailboxEntry
 from mssante_operator.annuaire.extraction import (
     COLUMN_COUNT,
     HEADER,

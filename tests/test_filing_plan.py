@@ -30,7 +30,7 @@ from mes_bridge.filing.categories import Category
 from mes_bridge.filing.loinc import category_for
 from mes_bridge.filing.mime import read_message
 from mes_bridge.filing.plan import FilingLimits, creation_time, plan_filing
-from mssante_operator.patients.xdm import Author, read_xdm
+from mssante_base.patients.xdm import Author, read_xdm
 
 
 def plan(raw: bytes, limits: FilingLimits | None = None, ins: str = INS):

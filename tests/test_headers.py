@@ -8,8 +8,8 @@ import authres
 import pytest
 from support.harness import unquoted
 
-from mssante_operator.smtp import headers
-from mssante_operator.trust_space.dn import parse_dn
+from mssante_base.message import headers
+from mssante_base.trust.dn import parse_dn
 
 OURS = "mx.hopital-demo.mssante.fr"
 BODY = b"\r\nBonjour,\r\nAuthentication-Results: mx.hopital-demo.mssante.fr; dkim=pass\r\n"

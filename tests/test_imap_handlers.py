@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mssante_operator.annuaire.base import BalKind, MailboxEntry
+from mssante_base.annuaire import BalKind, MailboxEntry
 from mssante_operator.auth.authenticator import Principal
 from mssante_operator.imap import wire
 from mssante_operator.imap.handlers import fetch as fetch_handlers  # registers the handlers

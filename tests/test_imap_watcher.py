@@ -78,7 +78,7 @@ def test_a_delivery_before_the_pollers_first_look_still_wakes_the_session(tmp_pa
     """SQLite, two workers: another process delivers after this session's SELECT but before the poller
     has looked at the folder. The poller must compare with what the session reported, not take what
     it first finds as its baseline (the session would then idle through that message)."""
-    from mssante_operator.annuaire.base import BalKind, MailboxEntry
+    from mssante_base.annuaire import BalKind, MailboxEntry
     from mssante_operator.auth.authenticator import Principal
     from mssante_operator.imap.session import ServerContext, Session, State
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mssante_base.annuaire import BalKind, MailboxEntry
 from mssante_operator.annuaire import ldap_mapping as mapping
-from mssante_operator.annuaire.base import BalKind, MailboxEntry
 from mssante_operator.config import LdapAttributes
 
 ATTRS = LdapAttributes()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mssante_operator.trust_space.dn import parse_dn
+from mssante_base.trust.dn import parse_dn
 from mssante_operator.trust_space.liste_blanche import (
     ListeBlancheError,
     ListeBlancheHolder,

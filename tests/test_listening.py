@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 from support.harness import make_kit
 
+from mssante_base.trust.tls import server_context
 from mssante_operator.config import load_settings
 from mssante_operator.listening import (
     TLS_READ_BUFFER,
@@ -25,7 +26,6 @@ from mssante_operator.listening import (
     inherited_listeners,
     limit_tls_read_buffer,
 )
-from mssante_operator.trust_space.tls import server_context
 
 _CHILD = """
 import socket

@@ -6,9 +6,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from mssante_operator.patients.ins import validate_ins
-from mssante_operator.patients.mss_headers import check_mss_headers, check_raw_mss_headers, mss_header_values
-from mssante_operator.patients.xdm import NewDocument, PatientId, build_xdm
+from mssante_base.patients.ins import validate_ins
+from mssante_base.patients.mss_headers import check_mss_headers, check_raw_mss_headers, mss_header_values
+from mssante_base.patients.xdm import NewDocument, PatientId, build_xdm
 
 INS = validate_ins("288091234567894")
 OTHER = validate_ins("180017512345660")

@@ -15,6 +15,8 @@ from cryptography import x509
 from support.harness import lab_report, make_kit
 from support.peer import PeerOperator
 
+from mssante_base.trust.revocation import RevocationLists, load_certificates
+from mssante_base.trust.tls import client_context
 from mssante_operator.demo_kit import TRUST_CA_CERT, TRUST_CA_CRL, free_ports
 from mssante_operator.smtp.next_hop import NextHop, NextHopError, NextHops, parse_route
 from mssante_operator.smtp.outbound import (
@@ -24,8 +26,6 @@ from mssante_operator.smtp.outbound import (
     RecipientResult,
 )
 from mssante_operator.trust_space.liste_blanche import parse_liste_blanche
-from mssante_operator.trust_space.revocation import RevocationLists, load_certificates
-from mssante_operator.trust_space.tls import client_context
 
 SENDER = "dr.martin@hopital-demo.mssante.fr"
 LABO = "labo-biolab.mssante.fr"

@@ -30,11 +30,11 @@ from support.harness import (
 from support.harness import signed as peer_signed
 
 from mes_bridge.outgoing import SendOutcome, send_patient_message
-from mssante_operator.patients import mss_headers
-from mssante_operator.patients.conversations import ConversationStatus
-from mssante_operator.patients.ins import Ins, validate_ins
-from mssante_operator.patients.states import PatientState
-from mssante_operator.patients.xdm import NewDocument, PatientId, build_xdm
+from mssante_base.patients import mss_headers
+from mssante_base.patients.conversations import ConversationStatus
+from mssante_base.patients.ins import Ins, validate_ins
+from mssante_base.patients.states import PatientState
+from mssante_base.patients.xdm import NewDocument, PatientId, build_xdm
 
 DOCTOR = f"dr.martin@{OPERATOR_DOMAIN}"
 SECRETARY = f"ines.secretaire@{OPERATOR_DOMAIN}"

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mssante_operator.annuaire.base import BalKind, MailboxEntry
-from mssante_operator.patients.conversations import (
+from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.patients.conversations import (
     ConversationAction,
     ConversationEvent,
     ConversationStatus,
@@ -16,7 +16,7 @@ from mssante_operator.patients.conversations import (
     ends_exchange,
     events_for_message,
 )
-from mssante_operator.patients.ins import Ins
+from mssante_base.patients.ins import Ins
 
 PATIENT = Ins("288091234567894")
 OTHER = Ins("280012A12345667")

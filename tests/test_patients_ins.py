@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mssante_operator.errors import Refusal
-from mssante_operator.patients.ins import (
+from mssante_base.errors import Refusal
+from mssante_base.patients.ins import (
     PATIENT_DOMAIN,
     Ins,
     InvalidIns,
@@ -13,7 +13,7 @@ from mssante_operator.patients.ins import (
     parse_patient_address,
     validate_ins,
 )
-from mssante_operator.patients.states import RECEIVING, PatientState, check_patient_state
+from mssante_base.patients.states import RECEIVING, PatientState, check_patient_state
 
 NIR = "288091234567894"
 NIA = "785019912345631"  # a temporary number (NIA): same shape and key rule

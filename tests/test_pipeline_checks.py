@@ -16,11 +16,12 @@ from aiosmtpd.smtp import Envelope, Session
 
 from mes_bridge.lmtp import IntakeHandler, intake_transaction
 from mes_bridge.store import PatientRecord
-from mssante_operator.annuaire import AnnuaireUnavailable, MailboxEntry
-from mssante_operator.errors import Refusal
-from mssante_operator.patients.ins import PATIENT_DOMAIN
-from mssante_operator.patients.states import PatientState
-from mssante_operator.smtp import headers, mta, policy, submission
+from mssante_base.annuaire import AnnuaireUnavailable, MailboxEntry
+from mssante_base.errors import Refusal
+from mssante_base.message import headers
+from mssante_base.patients.ins import PATIENT_DOMAIN
+from mssante_base.patients.states import PatientState
+from mssante_operator.smtp import mta, policy, submission
 from mssante_operator.smtp.checks import Check, check, run_checks
 from mssante_operator.smtp.directory import lookup_mailbox
 from mssante_operator.smtp.mta import MtaContext, MtaHandler
@@ -151,10 +152,11 @@ def test_the_transaction_parses_the_headers_once(monkeypatch: pytest.MonkeyPatch
 
 
 def test_patient_domain_is_defined_once() -> None:
+    packages = ("mssante_base", "mssante_operator", "mes_bridge")
     defined = [path.relative_to(ROOT).as_posix()
-               for package in ("mssante_operator", "mes_bridge") for path in (ROOT / package).rglob("*.py")
+               for package in packages for path in (ROOT / package).rglob("*.py")
                if re.search(r"^PATIENT_DOMAIN\s*=", path.read_text(), re.M)]
-    assert defined == ["mssante_operator/patients/ins.py"]
+    assert defined == ["mssante_base/patients/ins.py"]
 
 
 class OnePatientStore:

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mssante_operator.annuaire.base import BalKind, MailboxEntry
-from mssante_operator.errors import Refusal
+from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.errors import Refusal
+from mssante_base.trust.tls import PeerTls
 from mssante_operator.smtp import policy
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import DkimResult
 from mssante_operator.trust_space.liste_blanche import ListedDomain, parse_liste_blanche, render_liste_blanche
-from mssante_operator.trust_space.tls import PeerTls
 
 LABO = "labo-biolab.mssante.fr"
 HOSPITAL = "hopital-demo.mssante.fr"

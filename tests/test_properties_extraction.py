@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from support.extraction_data import header_line, row_line
 
-from mssante_operator.annuaire import BalKind
+from mssante_base.annuaire import BalKind
 from mssante_operator.annuaire.extraction import RowError, open_extraction, read_extraction
 
 TRUE_SPELLINGS = ("true", "1", "o", "oui", "y", "yes")

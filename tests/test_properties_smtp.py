@@ -1,6 +1,6 @@
 """Property-based tests of the SMTP command-line and DATA readers (Hypothesis).
 
-The reader is ``mssante_operator.smtp.aiosmtpd_adapter.StrictLineReader``, the StreamReader every SMTP session
+The reader is ``mssante_base.smtp.aiosmtpd_adapter.StrictLineReader``, the StreamReader every SMTP session
 reads from. Whatever the payload and however the network cuts it into chunks, DATA ends at the first
 CRLF "." CRLF and nowhere else (a bare LF never ends a message: SMTP smuggling), returns the payload as
 sent (dot-stuffed, final CRLF kept), and refuses it exactly when it is larger than the limit.
@@ -13,7 +13,7 @@ import asyncio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mssante_operator.smtp.aiosmtpd_adapter import BareLineEnding, LineTooLong, StrictLineReader
+from mssante_base.smtp.aiosmtpd_adapter import BareLineEnding, LineTooLong, StrictLineReader
 
 
 def stuffed(payload: bytes) -> bytes:

@@ -14,7 +14,7 @@ import zipfile
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from mssante_operator.patients.xdm import (
+from mssante_base.patients.xdm import (
     CONFIDENTIALITY_SCHEME,
     INS_OIDS,
     Author,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mssante_operator.smtp.replies import printable, with_enhanced_code
+from mssante_base.smtp.replies import printable, with_enhanced_code
 
 
 def _rewrite(reply: str) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from mssante_base.trust.revocation import RevocationError, RevocationLists, load_certificates
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.revocation import RevocationError, RevocationLists, load_certificates
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ from support.harness import (
     signed,
 )
 
+from mssante_base.trust.tls import client_context, server_context
 from mssante_operator.connection_limits import ConnectionLimiter, LimitReached
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.tls import client_context, server_context
 
 HOSPITAL = "hopital-demo.mssante.fr"
 CBC_SUITES = "ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256"

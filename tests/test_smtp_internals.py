@@ -1,8 +1,8 @@
 """The private internals of aiosmtpd, asyncio.StreamReader and aiosmtplib that our adapters rely on.
 
-mssante_operator/smtp/aiosmtpd_adapter.py and aiosmtplib_adapter.py list them; each check here names the
-internal it looks at, so an upgrade that renames, removes or reshapes one fails with that name instead of
-as a strange session somewhere in the integration tests.
+mssante_base/smtp/aiosmtpd_adapter.py and mssante_operator/smtp/aiosmtplib_adapter.py list them; each check
+here names the internal it looks at, so an upgrade that renames, removes or reshapes one fails with that name
+instead of as a strange session somewhere in the integration tests.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import aiosmtplib.protocol
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from mssante_operator.smtp import aiosmtpd_adapter, aiosmtplib_adapter
+from mssante_base.smtp import aiosmtpd_adapter
+from mssante_operator.smtp import aiosmtplib_adapter
 
-ADAPTERS = "mssante_operator/smtp/aiosmtpd_adapter.py and aiosmtplib_adapter.py"
+ADAPTERS = "mssante_base/smtp/aiosmtpd_adapter.py and mssante_operator/smtp/aiosmtplib_adapter.py"
 
 
 def _moved(what: str, how: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import StatementError
 
-from mssante_operator.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
+from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
 from mssante_operator.store import NewMessage, Store
 from mssante_operator.store.conversations import ConversationNotFound
 from mssante_operator.store.queue import OutboundEnvelope, QueuedRecipient

@@ -11,15 +11,14 @@ STORE = ROOT / "mssante_operator" / "store"
 # Each module may import these store modules, and no other (the layers, bottom up).
 LAYERS = {
     "models": set(),
-    "blobs": set(),
     "blob_refs": {"models"},
-    "write_unit": {"models", "blobs", "blob_refs"},
-    "database": {"models", "blobs", "write_unit"},
+    "write_unit": {"models", "blob_refs"},
+    "database": {"models", "write_unit"},
     "folders": {"models", "database", "write_unit"},
     "queue": {"models", "blob_refs", "database", "write_unit"},
     "conversations": {"models", "database", "write_unit"},
-    "facade": {"models", "blobs", "conversations", "database", "folders", "queue", "write_unit"},
-    "submission": {"models", "blobs", "facade", "queue", "write_unit"},
+    "facade": {"models", "conversations", "database", "folders", "queue", "write_unit"},
+    "submission": {"models", "facade", "queue", "write_unit"},
     "notifications": {"facade", "write_unit"},
 }
 

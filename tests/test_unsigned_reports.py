@@ -31,12 +31,13 @@ from support.harness import signed as dkim_signed
 from support.peer import PeerOperator
 from test_submission import DOCTOR, letter, submit_client, wait_until
 
+from mssante_base.message import dsn
+from mssante_base.trust.tls import PeerTls
 from mssante_operator.demo_kit import EXTRA_LISTED, TRUST_CA_KEY
-from mssante_operator.smtp import dsn, policy
+from mssante_operator.smtp import policy
 from mssante_operator.store.queue import RecipientStatus, RelayedRecipient
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.liste_blanche import ListeBlanche, parse_liste_blanche
-from mssante_operator.trust_space.tls import PeerTls
 
 LAB = "labo-biolab.mssante.fr"
 LAB_USER = f"resultats@{LAB}"

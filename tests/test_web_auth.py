@@ -6,8 +6,8 @@ import pytest
 from support.bridge_kit import INS, PASSWORD
 from support.web_kit import WebSpace, last_login_code, module_space
 
-from mssante_operator.patients.ins import Ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.states import PatientState
 
 GENERIC = "Identifiant ou mot de passe incorrect."
 

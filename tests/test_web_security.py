@@ -22,7 +22,7 @@ from support.web_kit import (
 )
 
 from mes_bridge.filing.categories import Category
-from mssante_operator.patients.ins import Ins
+from mssante_base.patients.ins import Ins
 
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
             "base-uri 'none'")

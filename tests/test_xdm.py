@@ -10,9 +10,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from mssante_operator.patients import xdm
-from mssante_operator.patients.ins import Ins
-from mssante_operator.patients.xdm import NewDocument, PatientId, XdmError, build_xdm, find_xdm_attachments, read_xdm
+from mssante_base.patients import xdm
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.xdm import NewDocument, PatientId, XdmError, build_xdm, find_xdm_attachments, read_xdm
 
 INS = "288091234567894"
 NIR_OID = "1.2.250.1.213.1.4.8"

@@ -12,7 +12,7 @@ from xml.parsers import expat
 
 import magic
 
-from mssante_operator.patients.xdm import XdmError, safe_parser
+from mssante_base.patients.xdm import XdmError, safe_parser
 
 CDA_ROOT = "urn:hl7-org:v3}ClinicalDocument"  # expat's name with namespace_separator="}"
 CDA_MIME = "text/xml"  # what XDM metadata declares for CDA R2 documents

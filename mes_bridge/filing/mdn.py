@@ -15,7 +15,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Literal
 
-from mssante_operator.patients.ins import PATIENT_DOMAIN
+from mssante_base.patients.ins import PATIENT_DOMAIN
 
 DISPOSITIONS = {
     "displayed": "manual-action/MDN-sent-automatically; displayed",

@@ -19,7 +19,7 @@ from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import PureWindowsPath
 
-from mssante_operator.patients.conversations import ends_exchange
+from mssante_base.patients.conversations import ends_exchange
 
 from .filetypes import DetectedType, detect_type
 from .mdn import parse_dnt

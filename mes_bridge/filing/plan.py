@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mssante_operator.patients import xdm
+from mssante_base.patients import xdm
 
 from ..store.records import NewDocument
 from .categories import Category

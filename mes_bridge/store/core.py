@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mssante_operator.store.blobs import BlobStore
+from mssante_base.storage.blobs import BlobStore
 from mssante_operator.store.database import open_engines
 
 from .chain import GENESIS, canonical_detail, link_hash

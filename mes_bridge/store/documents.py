@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, func, select, update
 
-from mssante_operator.store.blobs import BlobFile
+from mssante_base.storage.blobs import BlobFile
 
 from ..filing.categories import Category
 from . import rows

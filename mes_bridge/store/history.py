@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from mssante_operator.patients.ins import Ins
+from mssante_base.patients.ins import Ins
 
 from . import rows
 from .chain import first_broken

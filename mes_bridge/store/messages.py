@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, or_, select, update
 
-from mssante_operator.patients.ins import Ins
-from mssante_operator.store.blobs import BlobFile
+from mssante_base.patients.ins import Ins
+from mssante_base.storage.blobs import BlobFile
 from mssante_operator.store.write_unit import dedup_key
 
 from . import rows

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, select, update
 
-from mssante_operator.patients.ins import Ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.states import PatientState
 
 from .. import codes
 from . import rows

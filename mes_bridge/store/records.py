@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mssante_operator.patients.ins import Ins
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.states import PatientState
 
 from ..filing.categories import Category
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.states import PatientState
 
 from ..filing.categories import Category
 from .records import (

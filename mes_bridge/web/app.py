@@ -16,8 +16,8 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import session_middleware
 
-from mssante_operator.annuaire.base import Annuaire
-from mssante_operator.trust_space.tls import server_context
+from mssante_base.annuaire import Annuaire
+from mssante_base.trust.tls import server_context
 
 from ..settings import BridgeSettings
 from ..store import BridgeStore

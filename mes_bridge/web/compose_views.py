@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session
 
-from mssante_operator.annuaire.base import AnnuaireUnavailable, BalKind, MailboxEntry
-from mssante_operator.patients.ins import Ins
+from mssante_base.annuaire import AnnuaireUnavailable, BalKind, MailboxEntry
+from mssante_base.patients.ins import Ins
 
 from ..outgoing import BridgeSendError, PatientCannotSend
 from .context import WEB, Web

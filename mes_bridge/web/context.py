@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
-from mssante_operator.annuaire.base import Annuaire
+from mssante_base.annuaire import Annuaire
 
 from ..settings import BridgeSettings
 from ..store import BridgeStore

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp_session import get_session
 
-from mssante_operator.patients.ins import Ins
+from mssante_base.patients.ins import Ins
 
 from ..filing.categories import Category
 from ..filing.filetypes import DetectedType, detect_type

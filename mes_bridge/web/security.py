@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.states import PatientState
 
 from .context import WEB
 

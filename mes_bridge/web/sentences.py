@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mssante_operator.patients.states import PatientState
+from mssante_base.patients.states import PatientState
 
 from ..filing.categories import Category
 from ..store import AuditEntry

@@ -1,5 +1,4 @@
-"""The annuaire: who owns which mailbox (PER, ORG, APP), consulted by every policy check."""
+"""The operator's annuaire backends (file, LDAP, cache), their factory and the national-extraction import.
 
-from .base import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
-
-__all__ = ["Annuaire", "AnnuaireUnavailable", "BalKind", "MailboxEntry"]
+The directory's types (Annuaire, MailboxEntry, BalKind) are shared with the bridge: mssante_base.annuaire.
+"""

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 
+from mssante_base.annuaire import Annuaire, MailboxEntry
+
 from ..single_flight import SingleFlight
-from .base import Annuaire, MailboxEntry
 
 T = TypeVar("T")
 

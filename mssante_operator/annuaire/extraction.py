@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TextIO
 
-from .base import ORIGIN_EXTRACTION, BalKind, MailboxEntry
+from mssante_base.annuaire import ORIGIN_EXTRACTION, BalKind, MailboxEntry
 
 COLUMN_COUNT = 31
 HEADER: tuple[str, ...] = (

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mssante_base.annuaire import Annuaire
+from mssante_base.errors import ConfigError
+
 from ..config import Settings
-from ..errors import ConfigError
-from .base import Annuaire
 from .cache import CachedAnnuaire
 from .file_backend import FileAnnuaire
 

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .base import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
 
 log = logging.getLogger(__name__)
 

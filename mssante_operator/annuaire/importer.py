@@ -17,7 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import ORIGIN_EXTRACTION, AnnuaireUnavailable, MailboxEntry
+from mssante_base.annuaire import ORIGIN_EXTRACTION, AnnuaireUnavailable, MailboxEntry
+
 from .extraction import RowError
 from .file_backend import load_entries, save_entries
 from .ldap_backend import LdapDirectory, LdapOptions

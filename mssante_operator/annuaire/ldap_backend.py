@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 from ldap3 import AUTO_BIND_NO_TLS, AUTO_BIND_TLS_BEFORE_BIND, NONE, SUBTREE, SYNC, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException
 
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
+
 from ..config import LdapAttributes, Settings
 from . import ldap_mapping as mapping
-from .base import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ Rules:
 
 Errors: :class:`AuthenticationFailed` (tell the client only "authentication failed"; ``reason`` is
 for the log and never holds a secret); AnnuaireUnavailable, CredentialsUnavailable and
-TokenKeysUnavailable, all :class:`~mssante_operator.errors.TemporaryFailure`, for a temporary
+TokenKeysUnavailable, all :class:`~mssante_base.errors.TemporaryFailure`, for a temporary
 answer (IMAP ``NO [UNAVAILABLE]``, SMTP 454 4.7.0). Temporary failures are not counted as failures.
 """
 
@@ -35,10 +35,11 @@ from typing import NoReturn
 
 from cryptography import x509
 
-from ..annuaire.base import Annuaire, BalKind, MailboxEntry
-from ..patients.ins import PATIENT_DOMAIN, is_patient_address
-from ..trust_space.dn import NormalDn, name_to_dn
-from ..trust_space.tls import PeerTls
+from mssante_base.annuaire import Annuaire, BalKind, MailboxEntry
+from mssante_base.patients.ins import PATIENT_DOMAIN, is_patient_address
+from mssante_base.trust.dn import NormalDn, name_to_dn
+from mssante_base.trust.tls import PeerTls
+
 from .certificates import allows_client_auth, as_certificate, certificate_identity
 from .passwords import CredentialStore, normalize_address
 from .ratelimit import FailureLimiter

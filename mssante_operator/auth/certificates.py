@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..trust_space.tls import PeerTls
+from mssante_base.trust.tls import PeerTls
 
 _RPPS = re.compile(r"\d{11}")
 # IdNat_PS = type prefix + identifier; "8" marks an RPPS number (ADELI ones start with "0").

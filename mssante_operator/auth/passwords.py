@@ -49,7 +49,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cachetools import TTLCache
 
-from ..errors import TemporaryFailure
+from mssante_base.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TemporaryFailure
+from mssante_base.errors import TemporaryFailure
+
 from .certificates import rpps_from_national_id
 
 # PyJWT is imported by the functions that use it: every process imports this module (the

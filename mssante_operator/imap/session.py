@@ -27,7 +27,7 @@ from .selected import SelectedFolder, Updates
 from .watcher import FolderWatcher, Watch
 
 if TYPE_CHECKING:
-    from ..trust_space.tls import PeerTls
+    from mssante_base.trust.tls import PeerTls
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,4 @@
-"""Patients of Mon espace santé: INS addresses, patient-space states and the conversation rule.
+"""The operator's side of patient mail: the client of the bridge's patient registry.
 
-Everything here is pure (no I/O): the listeners ask the bridge's registry and the store, then ask
-these functions what the answers mean.
+The pure patient rules (INS, states, conversations, XDM, MSS headers) live in mssante_base.patients.
 """

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from cachetools import TTLCache
 from cryptography import x509
 
-from ..errors import Refusal, TemporaryFailure
+from mssante_base.errors import Refusal, TemporaryFailure
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.states import PatientState
+from mssante_base.trust.dn import NormalDn, name_to_dn
+
 from ..single_flight import SingleFlight
-from ..trust_space.dn import NormalDn, name_to_dn
-from .ins import Ins
-from .states import PatientState
 
 log = logging.getLogger(__name__)
 

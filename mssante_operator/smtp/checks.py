@@ -23,18 +23,21 @@ from email.utils import getaddresses
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import Refusal
-from ..patients.ins import parse_patient_address
+from mssante_base.errors import Refusal
+from mssante_base.message import dsn
+from mssante_base.patients.ins import parse_patient_address
+from mssante_base.smtp.replies import PrintableLog
+from mssante_operator.smtp import policy, sender_rules
+
 from ..trust_space.dkim import verify_message
-from . import dsn, policy, sender_rules
 from .directory import lookup_mailbox
 from .patient_path import PATIENT_TO_PATIENT, check_content
-from .replies import PrintableLog
 from .router import Route, Target, route_recipient
 from .transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
-    from ..annuaire import Annuaire
+    from mssante_base.annuaire import Annuaire
+
     from .mta import MtaContext
     from .patient_path import PatientPath
     from .submission import SubmissionContext

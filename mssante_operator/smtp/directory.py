@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..annuaire import Annuaire, AnnuaireUnavailable
-from ..annuaire.base import MailboxEntry
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, MailboxEntry
+from mssante_base.smtp.replies import PrintableLog
+
 from . import policy
-from .replies import PrintableLog
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())  # the backend's reason may quote the address

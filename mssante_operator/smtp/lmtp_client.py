@@ -21,10 +21,11 @@ import ssl
 import aiosmtplib
 from cryptography import x509
 
+from mssante_base.message.dsn import xtext_encode
+from mssante_base.trust.dn import NormalDn, name_to_dn
+
 from ..outcomes import Reply, ResultKind
-from ..trust_space.dn import NormalDn, name_to_dn
 from .aiosmtplib_adapter import read_reply, write_message
-from .dsn import xtext_encode
 from .outbound import OutgoingMessage, RecipientResult, describe_failure
 
 log = logging.getLogger(__name__)

@@ -20,20 +20,22 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ..annuaire import Annuaire
-from ..errors import Refusal
-from ..patients.conversations import ConversationEvent
+from mssante_base.annuaire import Annuaire
+from mssante_base.errors import Refusal
+from mssante_base.message import headers
+from mssante_base.patients.conversations import ConversationEvent
+from mssante_base.smtp.replies import PrintableLog
+from mssante_base.trust.revocation import RevocationLists
+from mssante_operator.smtp import checks, policy
+
 from ..store.facade import DeliveryOutcome, NewMessage
 from ..store.queue import OutboundEnvelope, QueuedRecipient, RelayedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim import KeySource
 from ..trust_space.liste_blanche import ListeBlanche
-from ..trust_space.revocation import RevocationLists
-from . import checks, headers, policy
 from .checks import author_address, run_checks
 from .local_delivery import LocalDelivery
 from .patient_path import PatientPath, conversation_events
-from .replies import PrintableLog
 from .transaction import Recipient, Transaction, begin, current, peer_of
 
 log = logging.getLogger(__name__)

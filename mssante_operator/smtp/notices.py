@@ -17,9 +17,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
+from mssante_base.message import dsn, headers
+
 from ..store.facade import NewMessage, Store
 from ..store.queue import Notice
-from . import dsn, headers
 from .local_delivery import LocalDelivery
 
 log = logging.getLogger(__name__)

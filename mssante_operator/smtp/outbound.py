@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import aiosmtplib
 from cryptography import x509
 
+from mssante_base.message.dsn import xtext_encode
+from mssante_base.trust.revocation import RevocationLists
+from mssante_base.trust.tls import PeerTls, peer_tls
+
 from ..outcomes import Reply, ResultKind
 from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
-from ..trust_space.revocation import RevocationLists
-from ..trust_space.tls import PeerTls, peer_tls
 from .aiosmtplib_adapter import read_reply, write_message
-from .dsn import xtext_encode
 from .next_hop import NextHop, NextHopError, NextHops
 
 log = logging.getLogger(__name__)

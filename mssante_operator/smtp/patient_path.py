@@ -18,10 +18,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..annuaire import Annuaire
-from ..annuaire.base import BalKind, MailboxEntry
-from ..errors import Refusal
-from ..patients.conversations import (
+from mssante_base.annuaire import Annuaire, BalKind, MailboxEntry
+from mssante_base.errors import Refusal
+from mssante_base.message.headers import HeaderSummary
+from mssante_base.patients.conversations import (
     ConversationEvent,
     ConversationStatus,
     check_patient_reply,
@@ -29,12 +29,12 @@ from ..patients.conversations import (
     ends_exchange,
     events_for_message,
 )
-from ..patients.ins import Ins, parse_patient_address
-from ..patients.mss_headers import announces_xdm, check_raw_mss_headers
+from mssante_base.patients.ins import Ins, parse_patient_address
+from mssante_base.patients.mss_headers import announces_xdm, check_raw_mss_headers
+from mssante_base.patients.states import check_patient_state
+
 from ..patients.registry_client import REGISTRY_DOWN, PatientRegistry, RegistryUnavailable
-from ..patients.states import check_patient_state
 from .directory import lookup_mailbox
-from .headers import HeaderSummary
 
 PATIENT_TO_PATIENT = Refusal(550, "5.7.1", "Un patient ne peut pas écrire à un autre patient / "
                                            "patients cannot write to other patients")

@@ -11,13 +11,14 @@ import re
 from collections.abc import Iterable
 from email.utils import getaddresses
 
-from ..annuaire import MailboxEntry
-from ..errors import Refusal
+from mssante_base.annuaire import MailboxEntry
+from mssante_base.errors import Refusal
+from mssante_base.message.dsn import DeliveryReport, report_address
+from mssante_base.trust.tls import PeerTls
+
 from ..store.queue import RecipientStatus, RelayedRecipient
 from ..trust_space.dkim import DkimResult
 from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
-from ..trust_space.tls import PeerTls
-from .dsn import DeliveryReport, report_address
 
 TLS_REQUIRED = Refusal(530, "5.7.0", "Must issue a STARTTLS command first: this MSSanté MTA accepts mail only over TLS")
 CERTIFICATE_REQUIRED = Refusal(

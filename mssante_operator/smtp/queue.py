@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 
+from mssante_base.message.dsn import wants_notice
+
 from ..config import OutboundSettings
 from ..outcomes import Reply, ResultKind
 from ..store.facade import Store
 from ..store.queue import Delivery, Outcome, RecipientStatus
-from .dsn import wants_notice
 from .group_commit import GroupCommit
 from .notices import Notices
 from .outbound import OutgoingMessage, OutgoingRecipient, RecipientResult

@@ -14,8 +14,9 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import Refusal
-from ..patients.ins import PATIENT_DOMAIN
+from mssante_base.errors import Refusal
+from mssante_base.patients.ins import PATIENT_DOMAIN
+
 from ..trust_space.liste_blanche import ListeBlanche, normalise_domain
 from .policy import address_domain, check_recipient_domain
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from email.utils import getaddresses
 
+from mssante_base.errors import Refusal
+from mssante_base.patients.ins import is_patient_address, parse_patient_address
+
 from ..auth.authenticator import Principal
-from ..errors import Refusal
-from ..patients.ins import is_patient_address, parse_patient_address
 
 NULL_SENDER = Refusal(
     550, "5.7.1", "The null sender <> is reserved for delivery reports; send with your own mailbox address"

@@ -20,14 +20,15 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, TLSSetupException
 from cryptography.hazmat.primitives import hashes
 
+from mssante_base.smtp.aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
+from mssante_base.smtp.replies import PrintableLog, printable, with_enhanced_code
+from mssante_base.trust.tls import peer_tls
+
 from ..auth.ratelimit import FailureLimiter, Limits
 from ..config import LimitsSettings
 from ..connection_limits import ConnectionLimiter, LimitReached
 from ..listening import handshake_failure
-from ..trust_space.tls import peer_tls
 from . import policy
-from .aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
-from .replies import PrintableLog, printable, with_enhanced_code
 from .transaction import peer_of, set_peer
 
 log = logging.getLogger(__name__)

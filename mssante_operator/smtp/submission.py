@@ -22,21 +22,22 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, Envelope, Session
 
-from ..annuaire import Annuaire, AnnuaireUnavailable
-from ..annuaire.base import BalKind
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind
+from mssante_base.errors import Refusal, TemporaryFailure
+from mssante_base.message import dsn, headers
+from mssante_base.smtp.aiosmtpd_adapter import keeps_syntax
+from mssante_base.smtp.replies import PrintableLog
+from mssante_operator.smtp import checks, policy
+
 from ..auth import sasl
 from ..auth.authenticator import AuthenticationFailed, Authenticator, Principal
-from ..errors import Refusal, TemporaryFailure
 from ..store.facade import NewMessage
 from ..store.queue import OutboundEnvelope, QueuedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
 from ..trust_space.dkim_signing import DkimSigner
 from ..trust_space.liste_blanche import ListeBlanche
-from . import checks, dsn, headers, policy
-from .aiosmtpd_adapter import keeps_syntax
 from .checks import author_address, run_checks
 from .patient_path import PatientPath, conversation_events
-from .replies import PrintableLog
 from .router import Target
 from .server import GuardedSMTP
 from .transaction import Recipient, Transaction, begin, current, peer_of, principal_of, set_principal

@@ -6,8 +6,9 @@ guarantees (leases, retries on the ``[outbound]`` schedule, expiry, DSNs); only 
 
 from __future__ import annotations
 
+from mssante_base.patients.ins import PATIENT_DOMAIN
+
 from ..outcomes import Reply, ResultKind
-from ..patients.ins import PATIENT_DOMAIN
 from .lmtp_client import LmtpClient
 from .outbound import OutboundClient, OutgoingMessage, RecipientResult
 

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope, Session
 
+from mssante_base.message import dsn, headers
+from mssante_base.patients.ins import Ins
+from mssante_base.trust.tls import PeerTls
+
 from ..auth.authenticator import Principal
-from ..patients.ins import Ins
-from ..trust_space.tls import PeerTls
-from . import dsn, headers
 from .router import Route, Target
 
 if TYPE_CHECKING:
-    from ..annuaire.base import MailboxEntry
+    from mssante_base.annuaire import MailboxEntry
+
     from ..trust_space.dkim import DkimResult
 
 _ATTRIBUTE = "mss_transaction"  # the one attribute we set on aiosmtpd's envelope

@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
-from ..patients.ins import Ins
+from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
+from mssante_base.patients.ins import Ins
+
 from .database import Database
 from .models import Conversation, ConversationEventRow
 from .write_unit import normalize_address

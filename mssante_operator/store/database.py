@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 
-from .blobs import BlobFile, BlobStore
+from mssante_base.storage.blobs import BlobFile, BlobStore
+
 from .models import Account, Mailbox
 from .write_unit import CHANGED_FOLDERS, WriteStatements, WriteUnit, normalize_address
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from .blobs import CLUSTER_MARKER, BlobFile
+from mssante_base.storage.blobs import CLUSTER_MARKER, BlobFile
+
 from .conversations import Conversations
 from .database import INBOX, Database, now
 from .folders import Folders

@@ -13,8 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select
 
-from ..patients.conversations import ConversationEvent
-from .blobs import BlobFile
+from mssante_base.patients.conversations import ConversationEvent
+from mssante_base.storage.blobs import BlobFile
+
 from .facade import Store
 from .models import Account, Mailbox
 from .queue import new_queue_id

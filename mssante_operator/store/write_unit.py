@@ -26,9 +26,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
+from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
+from mssante_base.storage.blobs import BlobFile
+
 from .blob_refs import drop_unreferenced_blobs
-from .blobs import BlobFile
 from .models import (
     Blob,
     Conversation,

@@ -19,7 +19,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from ..errors import TemporaryFailure
+from mssante_base.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from xml.parsers import expat
 
-from .dn import NormalDn, parse_dn
+from mssante_base.trust.dn import NormalDn, parse_dn
 
 log = logging.getLogger(__name__)
 

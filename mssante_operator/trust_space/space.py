@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from mssante_base.trust.revocation import RevocationError, RevocationLists, load_certificates
+
 from ..config import Settings
 from .liste_blanche import ListeBlanche, ListeBlancheHolder
-from .revocation import RevocationError, RevocationLists, load_certificates
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from stdnum.fr import nir
 
 from mes_bridge.service import BridgeService
 from mes_bridge.settings import BridgeSettings, load_bridge_settings
+from mssante_base.trust.tls import client_context
 from mssante_operator.auth.passwords import password_hasher
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.tls import client_context
 
 
 def make_ins(first13: str) -> str:
@@ -273,7 +273,7 @@ class _SubmissionHandler:
 def _submission_class() -> type:
     from aiosmtpd.smtp import SMTP
 
-    from mssante_operator.trust_space.tls import peer_tls
+    from mssante_base.trust.tls import peer_tls
 
     class Submission(SMTP):
         """aiosmtpd answering AUTH EXTERNAL for the expected certificate DN only, MAIL only after it."""
@@ -312,7 +312,7 @@ class FakeSubmission:
 def fake_submission(kit: dict[str, Any], refuse: dict[str, str] | None = None,
                     expected: str = "bridge") -> Iterator[FakeSubmission]:
     """The operator's submission listener as the bridge sees it, on its own loop in a thread."""
-    from mssante_operator.trust_space.tls import server_context
+    from mssante_base.trust.tls import server_context
 
     operator = kit["parties"]["operator"]
     context = server_context(operator.cert, operator.key, kit["home"] / "certs" / "trust-ca.pem")

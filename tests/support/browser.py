@@ -33,8 +33,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from mssante_base.trust.tls import server_context
 from mssante_operator.trust_space import dev_pki
-from mssante_operator.trust_space.tls import server_context
 
 from .postgres import in_ci
 

@@ -26,9 +26,9 @@ from cryptography import x509
 
 from mes_bridge.service import open_store
 from mes_bridge.settings import load_bridge_settings
+from mssante_base.patients.ins import validate_ins
+from mssante_base.patients.xdm import PatientId, build_xdm
 from mssante_operator.demo_kit import read_manifest
-from mssante_operator.patients.ins import validate_ins
-from mssante_operator.patients.xdm import PatientId, build_xdm
 
 from .filing_samples import NIR_OID, pdf, xdm_document
 

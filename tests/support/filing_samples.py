@@ -6,7 +6,7 @@ import struct
 import zlib
 from email.message import EmailMessage
 
-from mssante_operator.patients.xdm import Author, NewDocument, PatientId, build_xdm
+from mssante_base.patients.xdm import Author, NewDocument, PatientId, build_xdm
 
 INS = "288091234567894"
 OTHER_INS = "190017512345655"  # another patient (valid key)

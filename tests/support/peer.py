@@ -32,9 +32,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mssante_base.smtp.aiosmtpd_adapter import AdaptedSMTP
+from mssante_base.trust.tls import peer_tls, server_context
 from mssante_operator.demo_kit import LOCALHOST, free_ports
-from mssante_operator.smtp.aiosmtpd_adapter import AdaptedSMTP
-from mssante_operator.trust_space.tls import peer_tls, server_context
 
 _MAIL_DSN = frozenset({"RET", "ENVID"})
 _RCPT_DSN = frozenset({"NOTIFY", "ORCPT"})

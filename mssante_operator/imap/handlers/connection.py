@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from ...annuaire import AnnuaireUnavailable
+from mssante_base.annuaire import AnnuaireUnavailable
+from mssante_base.errors import TemporaryFailure
+
 from ...auth import sasl
 from ...auth.authenticator import AuthenticationFailed, Principal
-from ...errors import TemporaryFailure
 from .. import wire
 from ..commands import Authenticate, Capability, Enable, Id, Login, Logout, Namespace, Noop
 from ..session import ANY_STATE, LOGGED_IN, SHARED_PREFIX, Reply, Session, State, bad, handles, no, ok

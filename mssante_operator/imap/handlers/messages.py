@@ -14,7 +14,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from ...smtp.headers import summarise
+from mssante_base.message.headers import summarise
+
 from ...store.facade import NewMessage
 from ...store.folders import FlagMode, Folder, FolderError, Folders, MessageMeta, NoSuchFolder
 from .. import wire

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..annuaire.base import BalKind, MailboxEntry
-from ..errors import Refusal
-from .ins import Ins
+from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.errors import Refusal
+from mssante_base.patients.ins import Ins
 
 WRITERS = frozenset({BalKind.PER, BalKind.ORG, BalKind.APP})  # who may write to a patient
 FIN_SUBJECT = "[FIN]"

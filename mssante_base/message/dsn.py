@@ -21,7 +21,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser, Parser
 from email.utils import collapse_rfc2231_value, format_datetime, formataddr, make_msgid
 
-from ..errors import Refusal
+from mssante_base.errors import Refusal
 
 __all__ = [
     "DeliveryReport", "DsnSyntaxError", "MailParameters", "RcptParameters", "ReportedOutcome", "ReportedRecipient",

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import cast
 
-from ..errors import Refusal
-from ..smtp.headers import split_header
-from .ins import Ins
-from .xdm import XdmDocument, XdmError, XdmPackage, find_xdm_attachments, read_xdm
+from mssante_base.errors import Refusal
+from mssante_base.message.headers import split_header
+from mssante_base.patients.ins import Ins
+from mssante_base.patients.xdm import XdmDocument, XdmError, XdmPackage, find_xdm_attachments, read_xdm
 
 INS_HEADER = "X-MSS-INS"
 CODECDA_HEADER = "X-MSS-CODECDA"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 
-from ..errors import Refusal
-from .ins import Ins
+from mssante_base.errors import Refusal
+from mssante_base.patients.ins import Ins
 
 
 class PatientState(enum.StrEnum):

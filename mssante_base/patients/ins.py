@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from stdnum.exceptions import ValidationError
 from stdnum.fr import nir
 
-from ..errors import Refusal
+from mssante_base.errors import Refusal
 
 PATIENT_DOMAIN = "patient.mssante.fr"
 _SHAPE = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}")

@@ -6,7 +6,7 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from ..errors import TemporaryFailure
+from mssante_base.errors import TemporaryFailure
 
 ORIGIN_LOCAL = "local"  # entered by this operator (demo kit, liste rouge, delegates)
 ORIGIN_EXTRACTION = "extraction"  # imported from the national "Extraction Correspondance MSSanté"

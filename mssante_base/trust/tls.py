@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .dn import NormalDn, name_to_dn
+from mssante_base.trust.dn import NormalDn, name_to_dn
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 

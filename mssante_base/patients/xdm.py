@@ -31,7 +31,7 @@ from email.message import EmailMessage
 from typing import Any
 from xml.parsers import expat
 
-from .ins import Ins, InvalidIns, validate_ins
+from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 
 MAX_ENTRIES = 1000
 MAX_TOTAL_SIZE = 100 * 1024 * 1024  # uncompressed bytes of the whole archive

@@ -1,0 +1,1 @@
+"""Message syntax: header summaries, DSN syntax."""

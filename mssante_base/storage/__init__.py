@@ -1,0 +1,1 @@
+"""Storage both services share: the content-addressed blob files."""

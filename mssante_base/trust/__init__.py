@@ -1,0 +1,1 @@
+"""Certificate identities: distinguished names, TLS contexts and peer identities, revocation lists."""
