@@ -16,10 +16,10 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 
+from mssante_base.connection_limits import ConnectionLimiter
+from mssante_base.settings import LimitsSettings
+from mssante_base.smtp.server import GuardedSMTP
 from mssante_base.trust.tls import server_context
-from mssante_operator.config import LimitsSettings
-from mssante_operator.connection_limits import ConnectionLimiter
-from mssante_operator.smtp.server import GuardedSMTP
 
 
 class FsyncSink:

@@ -23,19 +23,19 @@ from typing import Any
 from aiosmtpd.smtp import Envelope, Session
 
 from mssante_base.annuaire import Annuaire
+from mssante_base.connection_limits import ConnectionLimiter
 from mssante_base.errors import Refusal
 from mssante_base.message import dsn
 from mssante_base.message.headers import summarise
 from mssante_base.patients.ins import Ins, is_patient_address, parse_patient_address
 from mssante_base.patients.states import PatientState, check_patient_state
+from mssante_base.settings import LimitsSettings
 from mssante_base.smtp.aiosmtpd_adapter import keeps_syntax, syntax
+from mssante_base.smtp.arguments import split_address
+from mssante_base.smtp.guards import check_line_endings
+from mssante_base.smtp.peer import peer_of
+from mssante_base.smtp.server import GuardedSMTP
 from mssante_base.trust.tls import peer_tls
-from mssante_operator.config import LimitsSettings
-from mssante_operator.connection_limits import ConnectionLimiter
-from mssante_operator.smtp.policy import check_line_endings
-from mssante_operator.smtp.server import GuardedSMTP
-from mssante_operator.smtp.submission import _split_address
-from mssante_operator.smtp.transaction import peer_of
 
 from .analysis_pool import AnalysisPool
 from .filing.mdn import build_mdn
@@ -95,7 +95,7 @@ class BridgeLMTP(GuardedSMTP):
                            command: Callable[[str], Awaitable[None]]) -> None:
         """Run aiosmtpd's ``command`` without the DSN parameters (RFC 3461), which it would refuse. The bridge
         is the final delivery: the operator turns our replies into the DSNs its senders asked for."""
-        parts = _split_address(arg or "", keyword)
+        parts = split_address(arg or "", keyword)
         try:
             await command(arg if parts is None else parts[0] + split(parts[1])[1])
         except dsn.DsnSyntaxError as exc:
@@ -329,7 +329,7 @@ def lmtp_factory(
     store: BridgeStore, gate: OperatorGate, *, hostname: str, max_message_size: int, limiter: ConnectionLimiter,
     annuaire: Annuaire | None = None, filing: FilingLimits | None = None, pool: AnalysisPool | None = None,
 ) -> Any:
-    """A protocol factory for :class:`~mssante_operator.listening.Acceptor`."""
+    """A protocol factory for :class:`~mssante_base.listening.Acceptor`."""
     limits = LimitsSettings(max_message_size=max_message_size)
     handler = IntakeHandler(store, max_recipients=limits.max_recipients, annuaire=annuaire, limits=filing, pool=pool)
 

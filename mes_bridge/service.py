@@ -21,13 +21,14 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mssante_base.annuaire import Annuaire
+from mssante_base.connection_limits import ConnectionLimiter
 from mssante_base.errors import ConfigError
+from mssante_base.listening import Acceptor, bind_listener
 from mssante_base.patients.ins import InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
+from mssante_base.settings import LimitsSettings
 from mssante_operator.annuaire.factory import open_annuaire
-from mssante_operator.config import LimitsSettings, load_settings
-from mssante_operator.connection_limits import ConnectionLimiter
-from mssante_operator.listening import Acceptor, bind_listener
+from mssante_operator.config import load_settings
 
 from .analysis_pool import AnalysisPool
 from .filing.plan import FilingLimits

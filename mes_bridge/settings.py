@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mssante_base.errors import ConfigError
+from mssante_base.settings import CONFIG_FILE, format_errors
 from mssante_base.trust.dn import NormalDn, parse_dn
-from mssante_operator.config import CONFIG_FILE, _format_errors
 
 SQLITE_PREFIX = "sqlite:///"
 MIB = 1024 * 1024
@@ -139,4 +139,4 @@ def load_bridge_settings(home: Path, data: dict[str, Any] | None = None) -> Brid
     try:
         return _ConfigFile.model_validate({"bridge": {**table, "home": home}}).bridge
     except ValidationError as exc:
-        raise ConfigError(_format_errors(file, exc)) from exc
+        raise ConfigError(format_errors(file, exc)) from exc

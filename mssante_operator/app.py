@@ -14,20 +14,22 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter
+from mssante_base.listening import Acceptor, WorkerLoad, bind_listener
+from mssante_base.ratelimit import FailureLimiter
+from mssante_base.smtp.server import GuardedSMTP, recipient_failures
 from mssante_base.trust.dn import parse_dn
 from mssante_base.trust.tls import client_context, server_context
 
 from .annuaire.factory import open_annuaire
 from .auth.authenticator import Authenticator
 from .auth.passwords import CredentialStore
-from .auth.ratelimit import FailureLimiter
 from .auth.tokens import TokenValidator
 from .config import ListenerSettings, Settings
-from .connection_limits import ConnectionLimiter, KeyedCounter
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
-from .listening import MTA_LISTENERS, SUBMISSION_LISTENERS, Acceptor, WorkerLoad, bind_listener, configured_listeners
+from .listening import MTA_LISTENERS, SUBMISSION_LISTENERS, configured_listeners
 from .patients.registry_client import PatientRegistry
 from .smtp.group_commit import GroupCommit
 from .smtp.lmtp_client import LmtpClient
@@ -38,7 +40,6 @@ from .smtp.notices import Notices
 from .smtp.outbound import OutboundClient
 from .smtp.patient_path import PatientPath
 from .smtp.queue import QueueRunner
-from .smtp.server import GuardedSMTP, recipient_failures
 from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
 from .smtp.targets import DeliveryTargets
 from .store.facade import NewMessage, Store

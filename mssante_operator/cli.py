@@ -79,8 +79,10 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
     if (count > 1 or settings.bridge is not None) and not worker and not prepare:
         _supervise(settings, home, count, ctx.obj["log_level"])
     # Only now the application: the supervisor above never imports it (see workers.py).
+    from mssante_base.listening import WorkerLoad
+
     from .app import Operator, check_start_up, prepare_store
-    from .listening import WorkerLoad, inherited_listeners
+    from .listening import inherited_listeners
 
     try:
         if prepare:

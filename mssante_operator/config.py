@@ -11,37 +11,15 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from mssante_base.errors import ConfigError
-
-CONFIG_FILE = "config.toml"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+from mssante_base.settings import CONFIG_FILE, Duration, LimitsSettings, Section, format_errors
 
 
-def parse_duration(value: object) -> float:
-    """Turn "90s", "5m", "4h", "5d" or a number of seconds into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration such as '30s', '5m', '4h' or '5d'")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"{value!r} is not a duration such as '30s', '5m', '4h' or '5d'")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OperatorSettings(_Section):
+class OperatorSettings(Section):
     """Who this operator is on the trust space."""
 
     domain: str
@@ -55,7 +33,7 @@ class OperatorSettings(_Section):
         return self
 
 
-class ServerSettings(_Section):
+class ServerSettings(Section):
     """Process layout: several worker processes share the listening ports (SO_REUSEPORT)."""
 
     workers: int = Field(default=0, ge=0, le=64)  # 0: one per CPU
@@ -65,12 +43,12 @@ class ServerSettings(_Section):
         return self.workers or os.cpu_count() or 1
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     url: str = "sqlite:///store.db"
     blob_dir: Path = Path("blobs")
 
 
-class ListenerSettings(_Section):
+class ListenerSettings(Section):
     """One listening socket. ``tls`` says whether TLS starts at once or after STARTTLS."""
 
     host: str = "127.0.0.1"
@@ -78,7 +56,7 @@ class ListenerSettings(_Section):
     tls: Literal["starttls", "implicit"] = "starttls"
 
 
-class ListenersSettings(_Section):
+class ListenersSettings(Section):
     mta: ListenerSettings | None = None
     mtas: ListenerSettings | None = None
     imap: ListenerSettings | None = None
@@ -87,7 +65,7 @@ class ListenersSettings(_Section):
     submissions: ListenerSettings | None = None  # 465-style: implicit TLS (RFC 8314)
 
 
-class ImapSettings(_Section):
+class ImapSettings(Section):
     """Limits of the IMAP server (RFC 3501 5.4: autologout at least 30 minutes once logged in)."""
 
     max_line: int = Field(default=64 * 1024, ge=1024)
@@ -102,7 +80,7 @@ class ImapSettings(_Section):
     max_connections_per_user: int = Field(default=20, ge=1)
 
 
-class AuthSettings(_Section):
+class AuthSettings(Section):
     """Who may log in: hashed passwords, and (optional) OAuth2 bearer tokens of an identity provider."""
 
     credentials: Path = Path("credentials.json")
@@ -113,21 +91,21 @@ class AuthSettings(_Section):
     cache_ttl: Duration = Field(default=300.0, ge=0.0)  # verified logins remembered this long; "0": no cache
 
 
-class TlsSettings(_Section):
+class TlsSettings(Section):
     """This operator's certificate (full chain, leaf first) and key, used as server and as client."""
 
     cert: Path
     key: Path
 
 
-class TrustSpaceSettings(_Section):
+class TrustSpaceSettings(Section):
     ca_bundle: Path
     crl_files: list[Path] = Field(default_factory=list)
     liste_blanche: Path
     refresh_interval: Duration = 86400.0
 
 
-class DkimSettings(_Section):
+class DkimSettings(Section):
     """Our own signing key, and where peers' public keys come from (DNS, or a static table)."""
 
     selector: str
@@ -143,7 +121,7 @@ class DkimSettings(_Section):
         return self
 
 
-class LdapAttributes(_Section):
+class LdapAttributes(Section):
     """Which LDAP attribute holds each field of a mailbox (defaults: schema/mssante.schema)."""
 
     address: str = "mssanteAddress"  # UTF-8; cosine's `mail` (ASCII only) is also written when it fits
@@ -161,7 +139,7 @@ class LdapAttributes(_Section):
     origin: str = "mssanteOrigin"
 
 
-class AnnuaireSettings(_Section):
+class AnnuaireSettings(Section):
     """Where mailboxes are resolved: the embedded JSON file, or an LDAP directory (with a cache)."""
 
     backend: Literal["file", "ldap"] = "file"
@@ -200,40 +178,14 @@ class AnnuaireSettings(_Section):
         return self
 
 
-class LimitsSettings(_Section):
-    """Limits of the SMTP listeners (MTA and submission), each counted per worker process."""
-
-    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
-    max_recipients: int = Field(default=100, ge=1)
-    max_line_length: int = Field(default=998, ge=78)
-    max_connections: int = Field(default=200, ge=1)
-    max_connections_per_ip: int = Field(default=20, ge=1)
-    idle_timeout: Duration = 300.0
-    session_timeout: Duration = 1800.0
-    # Directory harvesting (Postfix's smtpd_soft/hard_error_limit, smtpd_error_sleep_time): after
-    # soft_error_limit refused recipients in a session each further refusal waits error_sleep; at
-    # hard_error_limit the session ends with 421 4.7.0. Across sessions, a peer certificate (MTA) may
-    # collect failed_recipients_per_certificate refused recipients within failed_recipients_window.
-    soft_error_limit: int = Field(default=5, ge=0)
-    hard_error_limit: int = Field(default=20, ge=1)
-    error_sleep: Duration = Field(default=1.0, ge=0.0)
-    failed_recipients_per_certificate: int = Field(default=100, ge=1)
-    failed_recipients_window: Duration = Field(default=3600.0, gt=0.0)
-    # Postfix's stress mode: once stress_threshold of max_connections are open, a session that has not
-    # yet had a MAIL accepted is closed after stress_idle_timeout of silence, and when every slot is
-    # taken the oldest such session gives its slot to the new connection.
-    stress_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
-    stress_idle_timeout: Duration = Field(default=10.0, gt=0.0)
-
-
-class SubmissionSettings(_Section):
+class SubmissionSettings(Section):
     """What the submission listeners do with an accepted message besides routing it."""
 
     sent_copy: bool = True  # a copy in the sender's Sent folder (clients then need not APPEND one)
     max_recipients: int = Field(default=1000, ge=1)  # a hospital's circular; peers still get <= 100 per session
 
 
-class OutboundSettings(_Section):
+class OutboundSettings(Section):
     """The outbound queue: next hops, retries, lifetime (contract keys: routes, retry_schedule, max_lifetime)."""
 
     routes: dict[str, str] = Field(default_factory=dict)  # domain -> "host:port", before DNS MX
@@ -258,7 +210,7 @@ class OutboundSettings(_Section):
         return self
 
 
-class PatientsSettings(_Section):
+class PatientsSettings(Section):
     """Patient messaging (``[matricule INS]@patient.mssante.fr``): where mes_bridge answers, and who it is.
 
     Without this section the patient path is closed (451 4.3.0): mail to patients waits at the sender.
@@ -280,7 +232,7 @@ class PatientsSettings(_Section):
         return self
 
 
-class Settings(_Section):
+class Settings(Section):
     """Everything the operator reads from config.toml, with paths resolved against HOME."""
 
     home: Path
@@ -315,17 +267,6 @@ class Settings(_Section):
         return url
 
 
-def _format_errors(file: Path, error: ValidationError) -> str:
-    lines = [f"{file}: invalid configuration"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
-
-
 def load_settings(home: Path) -> Settings:
     """Read and validate HOME/config.toml, raising ConfigError that names the file and keys."""
     home = home.resolve()
@@ -343,4 +284,4 @@ def load_settings(home: Path) -> Settings:
     try:
         return Settings.model_validate({**data, "home": home})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(file, exc)) from exc
+        raise ConfigError(format_errors(file, exc)) from exc

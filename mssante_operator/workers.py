@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from .listening import WorkerLoad, export_listeners
+from mssante_base.listening import WorkerLoad
+
+from .listening import export_listeners
 
 log = logging.getLogger(__name__)
 

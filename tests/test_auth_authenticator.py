@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
+from mssante_base.ratelimit import FailureLimiter, Limits
 from mssante_base.trust.tls import PeerTls
 from mssante_operator.auth import (
     CLIENT_MESSAGE,
@@ -27,8 +28,6 @@ from mssante_operator.auth import (
     Authenticator,
     CredentialStore,
     CredentialsUnavailable,
-    FailureLimiter,
-    Limits,
     Principal,
     TokenKeysUnavailable,
     TokenValidator,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mssante_operator.auth.ratelimit import FailureLimiter, Limits
+from mssante_base.ratelimit import FailureLimiter, Limits
 
 
 class Clock:

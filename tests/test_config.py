@@ -10,7 +10,8 @@ import pytest
 import tomli_w
 
 from mssante_base.errors import ConfigError
-from mssante_operator.config import load_settings, parse_duration
+from mssante_base.settings import parse_duration
+from mssante_operator.config import load_settings
 
 
 def _minimal() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.harness import make_kit, running_operator
 
-from mssante_operator.connection_limits import ConnectionLimiter, KeyedCounter, LimitReached
+from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter, LimitReached
 
 DOMAIN = "hopital-demo.mssante.fr"
 

@@ -15,17 +15,10 @@ from typing import ClassVar
 import pytest
 from support.harness import make_kit
 
+from mssante_base.listening import TLS_READ_BUFFER, Acceptor, WorkerLoad, bind_listener, limit_tls_read_buffer
 from mssante_base.trust.tls import server_context
 from mssante_operator.config import load_settings
-from mssante_operator.listening import (
-    TLS_READ_BUFFER,
-    Acceptor,
-    WorkerLoad,
-    bind_listener,
-    export_listeners,
-    inherited_listeners,
-    limit_tls_read_buffer,
-)
+from mssante_operator.listening import export_listeners, inherited_listeners
 
 _CHILD = """
 import socket

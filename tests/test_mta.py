@@ -38,9 +38,9 @@ from support.harness import (
     unquoted,
 )
 
+from mssante_base.smtp import server
 from mssante_base.trust.dn import parse_dn
 from mssante_operator.demo_kit import TRUST_CA_KEY
-from mssante_operator.smtp import server
 from mssante_operator.trust_space import dev_pki
 from mssante_operator.trust_space.dkim import KeyLookupError
 from mssante_operator.trust_space.liste_blanche import parse_liste_blanche, render_liste_blanche

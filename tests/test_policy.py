@@ -8,6 +8,7 @@ import pytest
 
 from mssante_base.annuaire import BalKind, MailboxEntry
 from mssante_base.errors import Refusal
+from mssante_base.smtp import guards
 from mssante_base.trust.tls import PeerTls
 from mssante_operator.smtp import policy
 from mssante_operator.trust_space import dev_pki
@@ -162,7 +163,7 @@ def test_recipient_over_the_limit_is_refused_452_4_5_3():
 
 
 def test_crlf_only_data_is_accepted():
-    assert policy.check_line_endings(b"Subject: x\r\n\r\nline\r\n\r\n") is None
+    assert guards.check_line_endings(b"Subject: x\r\n\r\nline\r\n\r\n") is None
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_crlf_only_data_is_accepted():
     ids=["bare-lf", "bare-cr", "lf-dot-lf", "cr-dot-cr", "cr-before-crlf", "trailing-lf"],
 )
 def test_bare_cr_or_lf_is_refused_550_5_6_0(data):
-    assert _codes(policy.check_line_endings(data)) == (550, "5.6.0")
+    assert _codes(guards.check_line_endings(data)) == (550, "5.6.0")
 
 
 # --- DATA: From header --------------------------------------------------------------------------------
@@ -271,23 +272,23 @@ def test_refusal_with_mismatched_classes_is_a_programming_error():
 
 @pytest.mark.parametrize("text", ["<a\x00b@labo.fr>", "<a@labo\x7f.fr>", "<a\x85@labo.fr>", "<a@labo.fr> SIZE=1\x1b"])
 def test_control_characters_are_refused_by_command(text):
-    assert policy.check_envelope_text(text, recipient=False).reply.startswith("501 5.1.7 Bad sender address syntax")
-    assert policy.check_envelope_text(text, recipient=True).reply.startswith("553 5.1.3 Bad recipient address syntax")
+    assert guards.check_envelope_text(text, recipient=False).reply.startswith("501 5.1.7 Bad sender address syntax")
+    assert guards.check_envelope_text(text, recipient=True).reply.startswith("553 5.1.3 Bad recipient address syntax")
 
 
 def test_invalid_utf8_is_refused_and_never_quoted():
     text = b"<h\xe9l\xe8ne@labo.fr>".decode("utf-8", "surrogateescape")  # as aiosmtpd decodes it
-    refusal = policy.check_envelope_text(text, recipient=True)
+    refusal = guards.check_envelope_text(text, recipient=True)
     assert refusal == Refusal(553, "5.1.3", "Bad recipient address syntax: the address is not valid UTF-8")
 
 
 @pytest.mark.parametrize("text", ["<a@labo.fr>", "<hélène@labo.fr> SMTPUTF8", "<>", ""])
 def test_printable_envelope_text_passes(text):
-    assert policy.check_envelope_text(text, recipient=False) is None
+    assert guards.check_envelope_text(text, recipient=False) is None
 
 
 def test_non_ascii_address_needs_smtputf8():
-    assert policy.check_smtputf8("hélène@labo.fr", recipient=False, smtputf8=True) is None
-    assert policy.check_smtputf8("helene@labo.fr", recipient=True, smtputf8=False) is None
-    refusal = policy.check_smtputf8("hélène@labo.fr", recipient=True, smtputf8=False)
+    assert guards.check_smtputf8("hélène@labo.fr", recipient=False, smtputf8=True) is None
+    assert guards.check_smtputf8("helene@labo.fr", recipient=True, smtputf8=False) is None
+    refusal = guards.check_smtputf8("hélène@labo.fr", recipient=True, smtputf8=False)
     assert refusal is not None and refusal.reply.startswith("553 5.6.7 Non-ASCII recipient address")

@@ -30,8 +30,8 @@ from support.harness import (
     signed,
 )
 
+from mssante_base.connection_limits import ConnectionLimiter, LimitReached
 from mssante_base.trust.tls import client_context, server_context
-from mssante_operator.connection_limits import ConnectionLimiter, LimitReached
 from mssante_operator.demo_kit import TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from mssante_operator.smtp.server import unstuffed
+from mssante_base.smtp.server import unstuffed
 
 MAX_LINE = 3  # small, so every arrangement of short payloads around the limit is tried
 

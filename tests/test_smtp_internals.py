@@ -102,7 +102,7 @@ def test_an_adapted_session_starts_with_the_state_we_read() -> None:
 
 def test_overrides_keep_the_help_syntax() -> None:
     from mes_bridge.lmtp import BridgeLMTP
-    from mssante_operator.smtp.server import GuardedSMTP
+    from mssante_base.smtp.server import GuardedSMTP
     from mssante_operator.smtp.submission import SubmissionSMTP
 
     for cls, commands in [(GuardedSMTP, ["EHLO", "MAIL", "RCPT", "DATA"]), (SubmissionSMTP, ["MAIL", "RCPT", "AUTH"]),

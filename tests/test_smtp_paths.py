@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from mssante_operator.smtp.server import GuardedSMTP
+from mssante_base.smtp.server import GuardedSMTP
 
 PATHS = [
     "<dr.martin@hopital-demo.mssante.fr>", "<a.b@c.fr> SIZE=5", " <a@b>", "<>", "a@b.fr", '<"a b"@c>',

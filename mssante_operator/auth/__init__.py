@@ -1,7 +1,7 @@
 """Client authentication shared by the IMAP server and SMTP submission.
 
 ``sasl`` parses the mechanisms' payloads, ``passwords`` / ``tokens`` / ``certificates`` check each kind
-of credential, ``ratelimit`` slows down guessing, and ``authenticator`` decides who the client is and
+of credential (mssante_base.ratelimit slows down guessing), and ``authenticator`` decides who the client is and
 which mailboxes it may open and send as (a :class:`Principal`). No sockets here: the servers do I/O.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 from .authenticator import CLIENT_MESSAGE, AuthenticationFailed, Authenticator, Principal
 from .certificates import CertificateIdentity, certificate_identity
 from .passwords import CredentialStore, CredentialsUnavailable
-from .ratelimit import FailureLimiter, Limits
 from .sasl import SaslCancelled, SaslError, mechanisms
 from .tokens import TokenError, TokenIdentity, TokenKeysUnavailable, TokenValidator
 
@@ -21,8 +20,6 @@ __all__ = [
     "CertificateIdentity",
     "CredentialStore",
     "CredentialsUnavailable",
-    "FailureLimiter",
-    "Limits",
     "Principal",
     "SaslCancelled",
     "SaslError",

@@ -37,12 +37,12 @@ from cryptography import x509
 
 from mssante_base.annuaire import Annuaire, BalKind, MailboxEntry
 from mssante_base.patients.ins import PATIENT_DOMAIN, is_patient_address
+from mssante_base.ratelimit import FailureLimiter
 from mssante_base.trust.dn import NormalDn, name_to_dn
 from mssante_base.trust.tls import PeerTls
 
 from .certificates import allows_client_auth, as_certificate, certificate_identity
 from .passwords import CredentialStore, normalize_address
-from .ratelimit import FailureLimiter
 from .sasl import EXTERNAL, OAUTHBEARER, PLAIN
 from .tokens import TokenError, TokenValidator
 

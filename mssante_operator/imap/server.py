@@ -17,10 +17,10 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+from mssante_base.connection_limits import ConnectionLimiter, LimitReached
+from mssante_base.listening import handshake_failure
 from mssante_base.trust.tls import PeerTls, peer_tls
 
-from ..connection_limits import ConnectionLimiter, LimitReached
-from ..listening import handshake_failure
 from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
 from .commands import Command, Idle, StartTLS
 from .parser import (

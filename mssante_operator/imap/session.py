@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mssante_base.connection_limits import KeyedCounter
+
 from ..auth import sasl
 from ..auth.authenticator import Authenticator, Principal
-from ..connection_limits import KeyedCounter
 from ..store import Store
 from ..store.folders import DELIMITER, Folder, MessageMeta, NoSuchFolder, canonical_name
 from . import wire

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mssante_base.errors import Refusal
 from mssante_base.message import dsn
 from mssante_base.patients.ins import parse_patient_address
+from mssante_base.smtp import guards
 from mssante_base.smtp.replies import PrintableLog
 from mssante_operator.smtp import policy, sender_rules
 
@@ -199,7 +200,7 @@ async def tls_required(ctx: ListenerContext, tx: Transaction) -> None:
 
 @check("line_endings")
 async def line_endings(ctx: ListenerContext, tx: Transaction) -> None:
-    _refuse(policy.check_line_endings(tx.data))
+    _refuse(guards.check_line_endings(tx.data))
 
 
 @check("from_header")

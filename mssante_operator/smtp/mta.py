@@ -24,6 +24,7 @@ from mssante_base.annuaire import Annuaire
 from mssante_base.errors import Refusal
 from mssante_base.message import headers
 from mssante_base.patients.conversations import ConversationEvent
+from mssante_base.smtp.peer import peer_of
 from mssante_base.smtp.replies import PrintableLog
 from mssante_base.trust.revocation import RevocationLists
 from mssante_operator.smtp import checks, policy
@@ -36,7 +37,7 @@ from ..trust_space.liste_blanche import ListeBlanche
 from .checks import author_address, run_checks
 from .local_delivery import LocalDelivery
 from .patient_path import PatientPath, conversation_events
-from .transaction import Recipient, Transaction, begin, current, peer_of
+from .transaction import Recipient, Transaction, begin, current
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())  # client text (domains, replies) in log lines

@@ -7,7 +7,6 @@ free of I/O makes every refusal testable on its own and keeps the listener a thi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from email.utils import getaddresses
 
@@ -28,40 +27,7 @@ CERTIFICATE_REQUIRED = Refusal(
 CERTIFICATE_REVOKED = Refusal(550, "5.7.1", "Your client certificate has been revoked by its certification authority")
 ANNUAIRE_DOWN = Refusal(451, "4.4.3", "The annuaire cannot be reached now; please try again later")
 STORE_FAILED = Refusal(451, "4.3.0", "The message could not be stored now; please try again later")
-BARE_LINE_ENDING = Refusal(
-    550, "5.6.0",
-    "Message refused: it contains a bare CR or LF; lines must end with CRLF (SMTP smuggling protection)",
-)
-TOO_MANY_FAILED_RECIPIENTS = Refusal(421, "4.7.0", "Too many refused recipients in this session; closing")
-CERTIFICATE_OVER_BUDGET = Refusal(
-    421, "4.7.0", "Too many refused recipients for your certificate recently; closing, try again later",
-)
-NO_IDLE_SLOT = Refusal(421, "4.3.2", "Too many connections: this idle session gives its place; try again later")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
-_INVALID_UTF8 = re.compile(r"[\udc80-\udcff]")  # aiosmtpd decodes with surrogateescape
-
-
-def check_envelope_text(text: str, *, recipient: bool) -> Refusal | None:
-    """A MAIL FROM or RCPT TO argument: no control character (RFC 5321 4.1.2) and valid UTF-8. The
-    text is never quoted back: it is exactly what cannot be trusted."""
-    if _CONTROL.search(text):
-        problem = "control characters are not allowed in an address"
-    elif _INVALID_UTF8.search(text):
-        problem = "the address is not valid UTF-8"
-    else:
-        return None
-    if recipient:
-        return Refusal(553, "5.1.3", f"Bad recipient address syntax: {problem}")
-    return Refusal(501, "5.1.7", f"Bad sender address syntax: {problem}")
-
-
-def check_smtputf8(address: str, *, recipient: bool, smtputf8: bool) -> Refusal | None:
-    """A non-ASCII address only in a transaction that declared SMTPUTF8 (RFC 6531 3.5)."""
-    if smtputf8 or address.isascii():
-        return None
-    which = "recipient" if recipient else "sender"
-    return Refusal(553, "5.6.7", f"Non-ASCII {which} address: MAIL FROM needs the SMTPUTF8 parameter (RFC 6531)")
 
 
 def address_domain(address: str) -> str:
@@ -116,17 +82,6 @@ def check_recipient_entry(address: str, entry: MailboxEntry | None) -> Refusal |
 def check_recipient_count(already: int, maximum: int) -> Refusal | None:
     if already >= maximum:
         return Refusal(452, "4.5.3", f"Too many recipients: at most {maximum} per message, send the rest again")
-    return None
-
-
-def check_line_endings(data: bytes) -> Refusal | None:
-    """Refuse bare CR and bare LF anywhere in the data: they enable SMTP smuggling.
-
-    Counting is done in C: every LF and every CR must belong to a CRLF pair.
-    """
-    pairs = data.count(b"\r\n")
-    if data.count(b"\n") != pairs or data.count(b"\r") != pairs:
-        return BARE_LINE_ENDING
     return None
 
 

@@ -26,7 +26,10 @@ from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind
 from mssante_base.errors import Refusal, TemporaryFailure
 from mssante_base.message import dsn, headers
 from mssante_base.smtp.aiosmtpd_adapter import keeps_syntax
+from mssante_base.smtp.arguments import split_address
+from mssante_base.smtp.peer import peer_of
 from mssante_base.smtp.replies import PrintableLog
+from mssante_base.smtp.server import GuardedSMTP
 from mssante_operator.smtp import checks, policy
 
 from ..auth import sasl
@@ -39,8 +42,7 @@ from ..trust_space.liste_blanche import ListeBlanche
 from .checks import author_address, run_checks
 from .patient_path import PatientPath, conversation_events
 from .router import Target
-from .server import GuardedSMTP
-from .transaction import Recipient, Transaction, begin, current, peer_of, principal_of, set_principal
+from .transaction import Recipient, Transaction, begin, current, principal_of, set_principal
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("mssante_operator.audit")
@@ -71,17 +73,6 @@ class SubmissionContext:
     # (sender, message, local addresses that asked NOTIFY=SUCCESS, ENVID): sends the delivery receipt
     on_local_success: Callable[[str, NewMessage, list[str], str | None], None] = lambda *args: None
     patients: PatientPath | None = None  # None: [patients] not configured, the patient path is closed
-
-
-def _split_address(arg: str, keyword: str) -> tuple[str, str] | None:
-    """("FROM:<a@b>", " PARAMS") from "FROM:<a@b> PARAMS"; None when the shape is not that."""
-    if arg[: len(keyword)].upper() != keyword:
-        return None
-    rest = arg[len(keyword):].lstrip()
-    end = rest.find(">") + 1 if rest.startswith("<") else (rest.find(" ") if " " in rest else len(rest))
-    if end <= 0:
-        return None
-    return arg[: len(arg) - len(rest)] + rest[:end], rest[end:]
 
 
 _DsnParameters = dsn.MailParameters | dsn.RcptParameters
@@ -194,7 +185,7 @@ class SubmissionSMTP(GuardedSMTP):
     async def _with_dsn(self, arg: str, keyword: str, split: Callable[[str], tuple[_DsnParameters, str]],
                         command: Callable[[str], Awaitable[None]]) -> None:
         """Take the DSN parameters off ``arg`` (kept for the handler hook), run aiosmtpd's ``command`` on the rest."""
-        parts = _split_address(arg or "", keyword)
+        parts = split_address(arg or "", keyword)
         if parts is None:  # not our shape: aiosmtpd answers the syntax error
             await command(arg)
             return

@@ -85,15 +85,6 @@ def current(envelope: Envelope) -> Transaction:
     return transaction
 
 
-def peer_of(session: Session) -> PeerTls | None:
-    """The TLS identity of the session's client; None before TLS."""
-    return getattr(session, "peer_tls", None)
-
-
-def set_peer(session: Session, peer: PeerTls | None) -> None:
-    session.peer_tls = peer  # type: ignore[attr-defined]
-
-
 def principal_of(session: Session) -> Principal | None:
     """Who the session authenticated as; None before AUTH."""
     return getattr(session, "principal", None)

@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from typing import Protocol
 
-from .listening import WorkerLoad
+from mssante_base.listening import WorkerLoad
 
 
 class LimitReached(enum.Enum):

@@ -20,16 +20,15 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, TLSSetupException
 from cryptography.hazmat.primitives import hashes
 
+from mssante_base.connection_limits import ConnectionLimiter, LimitReached
+from mssante_base.listening import handshake_failure
+from mssante_base.ratelimit import FailureLimiter, Limits
+from mssante_base.settings import LimitsSettings
+from mssante_base.smtp import guards
 from mssante_base.smtp.aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
+from mssante_base.smtp.peer import peer_of, set_peer
 from mssante_base.smtp.replies import PrintableLog, printable, with_enhanced_code
 from mssante_base.trust.tls import peer_tls
-
-from ..auth.ratelimit import FailureLimiter, Limits
-from ..config import LimitsSettings
-from ..connection_limits import ConnectionLimiter, LimitReached
-from ..listening import handshake_failure
-from . import policy
-from .transaction import peer_of, set_peer
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())
@@ -192,8 +191,8 @@ class GuardedSMTP(AdaptedSMTP):
         ip = self._client_ip
         self._release()
         if self.transport is not None and not self.transport.is_closing():
-            log.info("evicted peer=%s reply=%r", ip, policy.NO_IDLE_SLOT.reply)
-            self.transport.write(policy.NO_IDLE_SLOT.reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+            log.info("evicted peer=%s reply=%r", ip, guards.NO_IDLE_SLOT.reply)
+            self.transport.write(guards.NO_IDLE_SLOT.reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
             self.transport.close()
 
     # --- replies -------------------------------------------------------------------------
@@ -256,7 +255,7 @@ class GuardedSMTP(AdaptedSMTP):
 
     async def _refused_text(self, command: str, arg: str | None) -> bool:
         """Refuse a MAIL or RCPT argument holding control characters or invalid UTF-8, before it is parsed."""
-        refusal = policy.check_envelope_text(arg or "", recipient=command == "RCPT")
+        refusal = guards.check_envelope_text(arg or "", recipient=command == "RCPT")
         if refusal is None:
             return False
         log.info("%s refused peer=%s reply=%r", command.lower(), self._client_ip, refusal.reply)
@@ -269,9 +268,9 @@ class GuardedSMTP(AdaptedSMTP):
             return await super().call_handler_hook(command, *args)
         assert self.envelope is not None
         recipient = command == "RCPT"
-        refusal = policy.check_smtputf8(args[0], recipient=recipient, smtputf8=self.envelope.smtp_utf8)
+        refusal = guards.check_smtputf8(args[0], recipient=recipient, smtputf8=self.envelope.smtp_utf8)
         if refusal is None and recipient and self._certificate_over_budget():
-            refusal = policy.CERTIFICATE_OVER_BUDGET
+            refusal = guards.CERTIFICATE_OVER_BUDGET
         if refusal is not None:
             log.info("%s refused peer=%s reply=%r", command.lower(), self._client_ip, refusal.reply)
             status: Any = refusal.reply
@@ -307,8 +306,8 @@ class GuardedSMTP(AdaptedSMTP):
         if key is not None and self._failures is not None:
             self._failures.failed(key, "")
         if self._refused_recipients >= self.limits.hard_error_limit or self._certificate_over_budget():
-            closing = (policy.TOO_MANY_FAILED_RECIPIENTS if self._refused_recipients >= self.limits.hard_error_limit
-                       else policy.CERTIFICATE_OVER_BUDGET)
+            closing = (guards.TOO_MANY_FAILED_RECIPIENTS if self._refused_recipients >= self.limits.hard_error_limit
+                       else guards.CERTIFICATE_OVER_BUDGET)
             log.warning("harvesting stopped peer=%s refused_recipients=%d reply=%r",
                         self._client_ip, self._refused_recipients, closing.reply)
             return closing.reply
