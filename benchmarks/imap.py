@@ -74,7 +74,7 @@ from process_tree import ServerMemory  # noqa: E402
 
 from mssante_base.annuaire import BalKind, MailboxEntry  # noqa: E402
 from mssante_base.message.headers import summarise  # noqa: E402
-from mssante_operator.auth.passwords import password_hasher  # noqa: E402
+from mssante_base.passwords import password_hasher  # noqa: E402
 from mssante_operator.config import load_settings  # noqa: E402
 from mssante_operator.demo_kit import ANNUAIRE_FILE, CREDENTIALS_FILE, create_kit  # noqa: E402
 from mssante_operator.store import NewMessage, Store  # noqa: E402

@@ -241,7 +241,7 @@ def patient_new_code(ins: Ins, home: Path, by: str | None) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
 def patient_activate(ins: Ins, home: Path, code: str, email: str | None, password_stdin: bool) -> None:
     """Activate a space with its provisional code and a password (as the patient does on the web)."""
-    from mssante_operator.auth.passwords import password_hasher
+    from mssante_base.passwords import password_hasher
 
     password = (sys.stdin.readline().rstrip("\n") if password_stdin
                 else click.prompt("New password", hide_input=True, confirmation_prompt=True))

@@ -11,7 +11,7 @@ import secrets
 
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from mssante_operator.auth.passwords import password_hasher
+from mssante_base.passwords import password_hasher
 
 ACTIVATION_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 ACTIVATION_LENGTH = 12

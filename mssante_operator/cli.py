@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
+from mssante_base.cli import HOME_OPTION
 from mssante_base.errors import ConfigError
 
-from .cli_common import HOME_OPTION, migrated_store, settings_of, with_store
+from .cli_common import migrated_store, settings_of, with_store
 from .cli_conversation import conversation
 from .config import Settings
 

@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-HOME_OPTION = click.option(
-    "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
-    help="The operator's folder, holding config.toml.",
-)
-
 
 def settings_of(home: Path) -> Settings:
     """HOME's settings; a configuration error is the command's error message, not a traceback."""

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import HOME_OPTION, with_store
+from mssante_base.cli import HOME_OPTION
+
+from .cli_common import with_store
 
 if TYPE_CHECKING:
     from .store.conversations import ConversationRecord

@@ -24,10 +24,10 @@ import tomli_w
 from stdnum.fr import nir
 
 from mssante_base.annuaire import BalKind, MailboxEntry
+from mssante_base.passwords import password_hasher
 from mssante_base.patients.ins import PATIENT_DOMAIN
 from mssante_base.settings import CONFIG_FILE, LimitsSettings
 
-from .auth.passwords import password_hasher
 from .trust_space import dev_pki
 from .trust_space.dev_pki import Authority, Issued
 from .trust_space.liste_blanche import ListedDomain, render_liste_blanche

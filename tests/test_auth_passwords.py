@@ -17,12 +17,12 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from pydantic import ValidationError
 
+from mssante_base.passwords import password_hasher
 from mssante_operator.auth.passwords import (
     CACHE_TTL,
     VERIFY_THREADS,
     CredentialStore,
     CredentialsUnavailable,
-    password_hasher,
     verification_executor,
 )
 from mssante_operator.config import AuthSettings

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mssante_base.storage.blobs import BlobStore
-from mssante_operator.store.database import open_engines
+from mssante_base.storage.engines import open_engines
 
 from .chain import GENESIS, canonical_detail, link_hash
 from .schema import BridgeAudit, BridgeAuditHead

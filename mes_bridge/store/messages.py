@@ -12,7 +12,7 @@ from sqlalchemy import Connection, case, func, or_, select, update
 
 from mssante_base.patients.ins import Ins
 from mssante_base.storage.blobs import BlobFile
-from mssante_operator.store.write_unit import dedup_key
+from mssante_base.storage.message_ids import dedup_key
 
 from . import rows
 from .core import now

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mssante_operator.store.models import NAMING_CONVENTION, BigId, UTCDateTime
+from mssante_base.storage.columns import NAMING_CONVENTION, BigId, UTCDateTime
 
 
 class Base(DeclarativeBase):

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from mssante_base.passwords import password_hasher
 from mssante_base.patients.ins import InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
-from mssante_operator.auth.passwords import password_hasher
 
 from .. import codes
 from ..store import ActivationRefused, PatientNotFound

@@ -7,106 +7,22 @@ it in threads.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, select, update
 
 from mssante_base.storage.blobs import BlobFile, BlobStore
+from mssante_base.storage.engines import open_engines
 
 from .models import Account, Mailbox
 from .write_unit import CHANGED_FOLDERS, WriteStatements, WriteUnit, normalize_address
 
 INBOX = "INBOX"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-_WRITE_OPTION = "mssante_write"
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """Durable, multi-process-safe SQLite: WAL, full fsync, busy wait, FKs, explicit BEGIN.
-
-    Write transactions start with BEGIN IMMEDIATE so that they wait (busy_timeout) for the write lock
-    up front, instead of failing when a read transaction has to be upgraded under contention.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _build_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True)
-
-
-class WriterLock:
-    """Queues the writers of one SQLite file, across processes, on a blocking file lock.
-
-    SQLite's own busy handler polls with growing sleeps (up to 100 ms) while another process holds
-    the write lock; worker processes sharing a database then waste most of their time asleep. A
-    flock() waiter is woken the moment the lock is released. PostgreSQL needs none of this.
-    """
-
-    def __init__(self, database: str | None) -> None:
-        self._path = Path(database + ".writelock") if database and database != ":memory:" else None
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        if self._path is None:
-            yield
-            return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-
-@dataclass(frozen=True)
-class Engines:
-    """A database's engine, its write path (BEGIN IMMEDIATE on SQLite) and the cross-process writer lock;
-    shared by this store and mes_bridge's."""
-
-    engine: Engine
-    writer: Engine
-    write_lock: WriterLock
-    dialect: str
-
-
-def open_engines(url: str) -> Engines:
-    engine = _build_engine(url)
-    parsed = make_url(url)
-    return Engines(engine, engine.execution_options(**{_WRITE_OPTION: True}),
-                   WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None), engine.dialect.name)
 
 
 def now() -> datetime:

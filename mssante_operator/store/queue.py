@@ -36,10 +36,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from mssante_base.storage.columns import UTCDateTime
+
 from ..outcomes import Reply, ResultKind
 from .blob_refs import drop_unreferenced_blobs
 from .database import Database
-from .models import Blob, OutboundMessage, OutboundRecipient, RecipientStatus, UTCDateTime
+from .models import Blob, OutboundMessage, OutboundRecipient, RecipientStatus
 from .write_unit import OutboundEnvelope, check_envelope
 from .write_unit import QueuedRecipient as QueuedRecipient  # what a queued envelope holds, named here too
 

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
 from mssante_base.storage.blobs import BlobFile
+from mssante_base.storage.message_ids import dedup_key
 
 from .blob_refs import drop_unreferenced_blobs
 from .models import (
@@ -41,8 +42,6 @@ from .models import (
     RecipientStatus,
 )
 
-# PostgreSQL btree entries are limited to ~2.7 kB: longer Message-IDs cannot be indexed for dedup.
-MAX_MESSAGE_ID_BYTES = 900
 CHANGED_FOLDERS = "mssante_changed_folders"  # Connection.info key: folder ids to tell the listeners after commit
 CHANGES_CHANNEL = "mssante_folders"  # PostgreSQL NOTIFY channel: payload "id,id,…" of changed folders
 RET_VALUES = frozenset({"FULL", "HDRS"})
@@ -101,16 +100,6 @@ def normalize_address(address: str) -> str:
     if not normalized:
         raise ValueError("empty mailbox address")
     return normalized
-
-
-def dedup_key(message_id: str | None) -> str | None:
-    """The Message-ID as stored and deduplicated on; None when absent, blank or too long to index."""
-    if message_id is None:
-        return None
-    message_id = message_id.strip()
-    if not message_id or len(message_id.encode("utf-8", "replace")) > MAX_MESSAGE_ID_BYTES:
-        return None
-    return message_id
 
 
 def check_envelope(envelope: OutboundEnvelope) -> None:

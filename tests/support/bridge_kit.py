@@ -26,8 +26,8 @@ from stdnum.fr import nir
 
 from mes_bridge.service import BridgeService
 from mes_bridge.settings import BridgeSettings, load_bridge_settings
+from mssante_base.passwords import password_hasher
 from mssante_base.trust.tls import client_context
-from mssante_operator.auth.passwords import password_hasher
 from mssante_operator.trust_space import dev_pki
 
 
