@@ -31,8 +31,8 @@ from support.extraction_data import generated_rows, write_extraction  # noqa: E4
 from support.harness import make_kit  # noqa: E402
 from support.slapd import start_slapd  # noqa: E402
 
-from mssante_operator.annuaire.cache import CachedAnnuaire  # noqa: E402
-from mssante_operator.annuaire.ldap_backend import LdapAnnuaire, LdapDirectory, LdapOptions  # noqa: E402
+from mssante_base.annuaire.cache import CachedAnnuaire  # noqa: E402
+from mssante_base.annuaire.ldap_backend import LdapAnnuaire, LdapDirectory, LdapOptions  # noqa: E402
 from mssante_operator.config import load_settings  # noqa: E402
 
 
@@ -90,8 +90,9 @@ def sample_addresses(file: Path, count: int) -> list[str]:
 
 async def lookups(home: Path, addresses: list[str]) -> dict[str, dict[str, float]]:
     settings = load_settings(home)
-    cold = LdapAnnuaire(LdapDirectory(LdapOptions.from_settings(settings)))
-    cached = CachedAnnuaire(LdapAnnuaire(LdapDirectory(LdapOptions.from_settings(settings))), size=len(addresses))
+    cold = LdapAnnuaire(LdapDirectory(LdapOptions.from_settings(settings.annuaire, settings.home)))
+    options = LdapOptions.from_settings(settings.annuaire, settings.home)
+    cached = CachedAnnuaire(LdapAnnuaire(LdapDirectory(options)), size=len(addresses))
     try:
         result = {"cold": await time_lookups(cold, addresses)}
         await time_lookups(cached, addresses)  # fill the cache

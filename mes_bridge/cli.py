@@ -15,11 +15,11 @@ from pathlib import Path
 
 import click
 
+from mssante_base.cli import HOME_OPTION  # the operator's HOME: the bridge reads its [bridge] table
 from mssante_base.errors import ConfigError
 from mssante_base.message.headers import summarise
 from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
-from mssante_operator.cli import HOME_OPTION  # the operator's HOME: the bridge reads its [bridge] table
 
 from .codes import MIN_PASSWORD
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message

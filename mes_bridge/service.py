@@ -21,14 +21,14 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mssante_base.annuaire import Annuaire
+from mssante_base.annuaire.factory import open_annuaire
+from mssante_base.annuaire.settings import load_annuaire_settings
 from mssante_base.connection_limits import ConnectionLimiter
 from mssante_base.errors import ConfigError
 from mssante_base.listening import Acceptor, bind_listener
 from mssante_base.patients.ins import InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 from mssante_base.settings import LimitsSettings
-from mssante_operator.annuaire.factory import open_annuaire
-from mssante_operator.config import load_settings
 
 from .analysis_pool import AnalysisPool
 from .filing.plan import FilingLimits
@@ -99,7 +99,7 @@ def open_annuaire_of(home: Path) -> Annuaire | None:
     """The operator's annuaire (same HOME and config.toml): the dossier names who deposited a document.
     Without a usable operator configuration the bridge runs on, showing the names the messages carry."""
     try:
-        return open_annuaire(load_settings(home))
+        return open_annuaire(load_annuaire_settings(home), home.resolve())
     except ConfigError as exc:
         log.warning("no annuaire: document authors are named as their messages say (%s)", exc)
         return None

@@ -7,14 +7,13 @@ file and the dotted key (``bridge.listeners.lmtp.port``), as the operator's own 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mssante_base.errors import ConfigError
-from mssante_base.settings import CONFIG_FILE, format_errors
+from mssante_base.settings import CONFIG_FILE, format_errors, read_config
 from mssante_base.trust.dn import NormalDn, parse_dn
 
 SQLITE_PREFIX = "sqlite:///"
@@ -117,13 +116,7 @@ class _ConfigFile(BaseModel):
 
 
 def _read_table(file: Path) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{file}: not found") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot be read as TOML: {exc}") from exc
-    table = document.get("bridge")
+    table = read_config(file).get("bridge")
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: bridge: missing table (mes_bridge is configured by a [bridge] table)")
     return table

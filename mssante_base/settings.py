@@ -5,10 +5,13 @@ the SMTP listeners' limits, and error messages that name the file and the dotted
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from mssante_base.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
 
@@ -73,3 +76,13 @@ def format_errors(file: Path, error: ValidationError) -> str:
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 
+
+
+def read_config(file: Path) -> dict[str, Any]:
+    """HOME/config.toml as TOML tables, for a service that validates only its own (ConfigError otherwise)."""
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: not found") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read as TOML: {exc}") from exc

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter
 from mssante_base.listening import Acceptor, WorkerLoad, bind_listener
 from mssante_base.ratelimit import FailureLimiter
@@ -21,7 +22,6 @@ from mssante_base.smtp.server import GuardedSMTP, recipient_failures
 from mssante_base.trust.dn import parse_dn
 from mssante_base.trust.tls import client_context, server_context
 
-from .annuaire.factory import open_annuaire
 from .auth.authenticator import Authenticator
 from .auth.passwords import CredentialStore
 from .auth.tokens import TokenValidator
@@ -80,16 +80,16 @@ def check_start_up(settings: Settings) -> None:
     _dkim_signer(settings)
     NextHops(settings.outbound.routes)
     TrustSpace(settings)
-    open_annuaire(settings)
+    open_annuaire(settings.annuaire, settings.home)
     if settings.patients is not None:
         try:
             parse_dn(settings.patients.bridge_dn)
         except ValueError as exc:
             raise ValueError(f"patients.bridge_dn: {exc}") from exc
     if settings.bridge is not None:  # mes_bridge starts beside us: its table must be valid too
-        from mes_bridge.settings import load_bridge_settings
+        from .bridge import bridge_settings
 
-        load_bridge_settings(settings.home, settings.bridge)
+        bridge_settings(settings)
 
 
 def prepare_store(settings: Settings) -> None:
@@ -125,7 +125,7 @@ class Operator:
         self._load = load
         self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
         self.trust = TrustSpace(settings)
-        self.annuaire = open_annuaire(settings)
+        self.annuaire = open_annuaire(settings.annuaire, settings.home)
         self.delivery = LocalDelivery(self.store)
         self.watcher = FolderWatcher(self.store)
         self.authenticator = self._authenticator()

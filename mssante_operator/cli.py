@@ -156,11 +156,10 @@ def annuaire() -> None:
 def _annuaire_call(settings: Settings, question: Callable[[Annuaire], Awaitable[T]]) -> T:
     """Ask the configured annuaire one question, outside any server."""
     from mssante_base.annuaire import AnnuaireUnavailable
-
-    from .annuaire.factory import open_annuaire
+    from mssante_base.annuaire.factory import open_annuaire
 
     async def ask() -> T:
-        directory = open_annuaire(settings)
+        directory = open_annuaire(settings.annuaire, settings.home)
         try:
             return await question(directory)
         finally:
@@ -191,12 +190,12 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
     from tqdm import tqdm
 
     from mssante_base.annuaire import AnnuaireUnavailable
+    from mssante_base.annuaire.cache import touch_stamp
+    from mssante_base.annuaire.factory import stamp_path
+    from mssante_base.annuaire.file_backend import load_entries
 
-    from .annuaire.cache import touch_stamp
     from .annuaire.extraction import open_extraction, read_extraction
-    from .annuaire.factory import open_writer, stamp_path
-    from .annuaire.file_backend import load_entries
-    from .annuaire.importer import run_import
+    from .annuaire.importer import open_writer, run_import
 
     settings = settings_of(home)
     local = _is_json(file)
@@ -228,7 +227,7 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
     finally:
         bar.close()
         writer.close()
-    touch_stamp(stamp_path(settings))
+    touch_stamp(stamp_path(settings.home))
     logging.getLogger("mssante_operator.audit").info(
         "annuaire import file=%s backend=%s %s", file.name, settings.annuaire.backend, counts.summary())
     click.echo(counts.summary())

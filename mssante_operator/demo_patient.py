@@ -19,11 +19,9 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mes_bridge.outgoing import send_patient_message
-from mes_bridge.service import open_store
-from mes_bridge.settings import load_bridge_settings
 from mssante_base.patients.ins import validate_ins
 
+from .bridge import PatientSide
 from .config import load_settings
 from .demo_kit import read_manifest
 from .store.facade import Store
@@ -39,12 +37,11 @@ def play(home: Path, echo: Callable[[str], None] = print) -> None:
     """Play the story; raises StoryFailed at the first step that goes wrong."""
     manifest = read_manifest(home)
     settings = load_settings(home)
-    bridge_settings = load_bridge_settings(home, settings.bridge)
     doctor = next(m for m in manifest["mailboxes"] if m["address"].startswith(DOCTOR + "@"))
     patient = next(p for p in manifest["patients"] if p["state"] == "active")
     ins = validate_ins(patient["ins"])
     store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
-    bridge_store = open_store(bridge_settings)
+    patient_side = PatientSide(settings)
     context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
     context.check_hostname = False
     submissions = manifest["listeners"]["submissions"]
@@ -56,17 +53,17 @@ def play(home: Path, echo: Callable[[str], None] = print) -> None:
         if fin:
             msg["X-MSS-MES"] = "FIN"
         msg.set_content("Bonjour,\nVos résultats sont disponibles.\nDr Martin\n")
-        before = len(bridge_store.messages(ins))
+        before = patient_side.received(ins)
         with smtplib.SMTP_SSL(submissions["host"], submissions["port"], context=context, timeout=30) as client:
             client.login(doctor["address"], doctor["password"])
             client.send_message(msg)
         echo(f"  operator: 250, queued for mes_bridge (conversation now {_status(store, ins.value, doctor)})")
-        _wait(lambda: len(bridge_store.messages(ins)) > before, "the message never reached the patient's space")
+        _wait(lambda: patient_side.received(ins) > before, "the message never reached the patient's space")
         echo("  mes_bridge: delivered to the patient's space (LMTP, 250 2.1.5)")
 
     def patient_writes(subject: str, *, expect_refusal: bool) -> None:
-        outcome = asyncio.run(send_patient_message(bridge_settings, ins=ins, to=[doctor["address"]], subject=subject,
-                                                   body="Merci docteur, j'ai une question.", store=bridge_store))
+        outcome = asyncio.run(patient_side.send(ins, to=[doctor["address"]], subject=subject,
+                                                body="Merci docteur, j'ai une question."))
         if outcome.accepted:
             echo(f"  operator: 250, accepted for {doctor['address']}")
             if expect_refusal:
@@ -94,7 +91,7 @@ def play(home: Path, echo: Callable[[str], None] = print) -> None:
         patient_writes("Re: Nouveau compte rendu", expect_refusal=False)
         echo("the story went as the rules say")
     finally:
-        bridge_store.close()
+        patient_side.close()
         store.close()
 
 

@@ -21,7 +21,7 @@ from support.harness import make_kit, read_json
 from support.slapd import Slapd, start_slapd
 
 from mssante_base.annuaire import BalKind
-from mssante_operator.annuaire.factory import open_annuaire
+from mssante_base.annuaire.factory import open_annuaire
 from mssante_operator.cli import main
 from mssante_operator.config import load_settings
 
@@ -45,7 +45,8 @@ class Directory:
 
     def ask(self, method: str, *args: Any) -> Any:
         async def question() -> Any:
-            annuaire = open_annuaire(load_settings(self.home))
+            settings = load_settings(self.home)
+            annuaire = open_annuaire(settings.annuaire, settings.home)
             try:
                 return await getattr(annuaire, method)(*args)
             finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
-from mssante_operator.annuaire.cache import STAMP_CHECK_INTERVAL, CachedAnnuaire, touch_stamp
+from mssante_base.annuaire.cache import STAMP_CHECK_INTERVAL, CachedAnnuaire, touch_stamp
 
 DOCTOR = MailboxEntry("dr.martin@hopital.mssante.fr", BalKind.PER, rpps="810001234567")
 SERVICE = MailboxEntry("cardio@hopital.mssante.fr", BalKind.ORG, delegates=("dr.martin@hopital.mssante.fr",))

@@ -19,8 +19,8 @@ from support.slapd import slapd_server as _slapd_fixture  # noqa: F401 - the fix
 from test_annuaire_backends import ldap_settings
 
 from mssante_base.annuaire import AnnuaireUnavailable
+from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.errors import ConfigError
-from mssante_operator.annuaire.factory import open_annuaire
 from mssante_operator.cli import main
 from mssante_operator.config import load_settings
 from mssante_operator.trust_space import dev_pki
@@ -45,7 +45,8 @@ def ldap_kit(tmp_path: Path, slapd_server: Slapd, **extra: Any) -> tuple[Path, d
 
 def ask(home: Path, method: str, *args: Any) -> Any:
     async def question() -> Any:
-        annuaire = open_annuaire(load_settings(home))
+        settings = load_settings(home)
+        annuaire = open_annuaire(settings.annuaire, settings.home)
         try:
             return await getattr(annuaire, method)(*args)
         finally:
@@ -89,7 +90,8 @@ def test_cached_entries_expire_and_an_import_empties_the_cache(tmp_path: Path, s
     file = write_extraction(tmp_path / "x.txt", [row_line("PER", new, rpps="8101", profession_label="Médecin")])
 
     async def scenario() -> None:
-        annuaire = open_annuaire(load_settings(home))
+        settings = load_settings(home)
+        annuaire = open_annuaire(settings.annuaire, settings.home)
         try:
             assert await annuaire.lookup(new) is None  # cached as missing
             result = await asyncio.to_thread(

@@ -220,7 +220,7 @@ def test_invalid_duration_in_the_file_is_named(tmp_path):
     ],
 )
 def test_an_incomplete_ldap_annuaire_is_refused(values: dict, message: str) -> None:
-    from mssante_operator.config import AnnuaireSettings
+    from mssante_base.annuaire.settings import AnnuaireSettings
 
     complete = {"backend": "ldap", "url": "ldaps://ldap.example:636", "base_dn": "ou=mailboxes,dc=example",
                 "bind_dn": "cn=reader,dc=example", "bind_password": "secret"}
@@ -230,7 +230,7 @@ def test_an_incomplete_ldap_annuaire_is_refused(values: dict, message: str) -> N
 
 
 def test_an_anonymous_ldap_annuaire_must_be_asked_for() -> None:
-    from mssante_operator.config import AnnuaireSettings
+    from mssante_base.annuaire.settings import AnnuaireSettings
 
     settings = AnnuaireSettings.model_validate({"backend": "ldap", "url": "ldap://127.0.0.1:389",
                                                 "base_dn": "dc=x", "allow_anonymous": True})

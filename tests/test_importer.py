@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from mssante_base.annuaire import ORIGIN_EXTRACTION, BalKind, MailboxEntry
+from mssante_base.annuaire.file_backend import load_entries, save_entries
 from mssante_operator.annuaire import importer
 from mssante_operator.annuaire.extraction import RowError
-from mssante_operator.annuaire.file_backend import load_entries, save_entries
 from mssante_operator.annuaire.importer import FileWriter, merge, run_import
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mssante_base.annuaire import BalKind, MailboxEntry
-from mssante_operator.annuaire import ldap_mapping as mapping
-from mssante_operator.config import LdapAttributes
+from mssante_base.annuaire import ldap_mapping as mapping
+from mssante_base.annuaire.settings import LdapAttributes
 
 ATTRS = LdapAttributes()
 CLASSES = ("inetOrgPerson", "mssanteMailbox")

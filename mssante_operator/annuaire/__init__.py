@@ -1,4 +1,5 @@
-"""The operator's annuaire backends (file, LDAP, cache), their factory and the national-extraction import.
+"""The national extraction and its import into the annuaire (`annuaire import`).
 
-The directory's types (Annuaire, MailboxEntry, BalKind) are shared with the bridge: mssante_base.annuaire.
+The annuaire client itself (types, file and LDAP backends, cache, factory) is shared with the bridge:
+mssante_base.annuaire.
 """

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mssante_base.annuaire import ORIGIN_EXTRACTION, AnnuaireUnavailable, MailboxEntry
+from mssante_base.annuaire.factory import ldap_options
+from mssante_base.annuaire.file_backend import load_entries, save_entries
+from mssante_base.annuaire.ldap_backend import LdapDirectory, LdapOptions
 
+from ..config import Settings
 from .extraction import RowError
-from .file_backend import load_entries, save_entries
-from .ldap_backend import LdapDirectory, LdapOptions
 
 BATCH_SIZE = 500
 
@@ -267,3 +269,11 @@ def _write_jobs(jobs: list[_Job]) -> list[WriteFailure]:
         except ValueError as exc:  # AnnuaireUnavailable is not a ValueError: it aborts the import
             failures.append(WriteFailure(new.address if new else entry.address if entry else target, str(exc)))
     return failures
+
+
+def open_writer(settings: Settings) -> AnnuaireWriter:
+    """The backend `annuaire import` writes into."""
+    section = settings.annuaire
+    if section.backend == "file":
+        return FileWriter(settings.path(section.file))
+    return LdapWriter(LdapDirectory(ldap_options(section, settings.home, writer=True)))

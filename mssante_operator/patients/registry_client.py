@@ -25,9 +25,8 @@ from cryptography import x509
 from mssante_base.errors import Refusal, TemporaryFailure
 from mssante_base.patients.ins import Ins
 from mssante_base.patients.states import PatientState
+from mssante_base.single_flight import SingleFlight
 from mssante_base.trust.dn import NormalDn, name_to_dn
-
-from ..single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from mes_bridge.service import open_store, seed_patients
 from mes_bridge.settings import BridgeSettings, load_bridge_settings
 from mes_bridge.store import BridgeStore, MessageMeta, NewAttachment, NewDocument
 from mes_bridge.web import WebOptions, make_web_app, start_web, web_tls
+from mssante_base.annuaire.file_backend import FileAnnuaire
 from mssante_base.listening import bind_listener
 from mssante_base.patients.ins import Ins
-from mssante_operator.annuaire.file_backend import FileAnnuaire
 
 from .bridge_kit import INS, PASSWORD, make_bridge_home
 

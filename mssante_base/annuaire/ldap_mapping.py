@@ -14,8 +14,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from mssante_base.annuaire import ORIGIN_LOCAL, BalKind, MailboxEntry
-
-from ..config import LdapAttributes
+from mssante_base.annuaire.settings import LdapAttributes
 
 _BOOLEAN_FIELDS = {"liste_rouge": False, "dematerialisation": True, "pharmacy": False}  # absent: the default
 _TEXT_FIELDS = ("display_name", "rpps", "structure_id", "service", "profession_code", "profession_label", "origin")

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 from cachetools import TTLCache
 
 from mssante_base.annuaire import Annuaire, MailboxEntry
-
-from ..single_flight import SingleFlight
+from mssante_base.single_flight import SingleFlight
 
 T = TypeVar("T")
 

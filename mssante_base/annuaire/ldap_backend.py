@@ -28,9 +28,8 @@ from ldap3 import AUTO_BIND_NO_TLS, AUTO_BIND_TLS_BEFORE_BIND, NONE, SUBTREE, SY
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException
 
 from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, MailboxEntry, search_text
-
-from ..config import LdapAttributes, Settings
-from . import ldap_mapping as mapping
+from mssante_base.annuaire import ldap_mapping as mapping
+from mssante_base.annuaire.settings import AnnuaireSettings, LdapAttributes
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +57,21 @@ class LdapOptions:
     attributes: LdapAttributes = field(default_factory=LdapAttributes)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, writer: bool = False) -> LdapOptions:
-        """Options of [annuaire]; ``writer`` uses the import identity when one is configured."""
-        section = settings.annuaire
+    def from_settings(cls, section: AnnuaireSettings, home: Path, *, writer: bool = False) -> LdapOptions:
+        """Options of [annuaire] (relative paths from HOME); ``writer`` uses the import identity when one is
+        configured."""
         bind_dn, password, password_file = section.bind_dn, section.bind_password, section.bind_password_file
         if writer and section.import_bind_dn:
             bind_dn = section.import_bind_dn
             password, password_file = section.import_bind_password, section.import_bind_password_file
         if password_file is not None:
-            password = settings.path(password_file).read_text(encoding="utf-8").strip()
+            password = (home / password_file).read_text(encoding="utf-8").strip()
         return cls(
             url=section.url,
             base_dn=section.base_dn,
             bind_dn=bind_dn,
             bind_password=password,
-            ca_file=settings.path(section.ca_file) if section.ca_file else None,
+            ca_file=home / section.ca_file if section.ca_file else None,
             object_classes=tuple(section.object_classes),
             filter=section.filter,
             timeout=section.timeout,

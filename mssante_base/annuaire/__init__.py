@@ -1,4 +1,5 @@
-"""The Annuaire interface that policies use, whatever the backend (file, LDAP)."""
+"""The annuaire, who owns which mailbox (PER, ORG, APP): the Annuaire interface that policies use, whatever
+the backend (file_backend, ldap_backend behind cache), opened by factory from [annuaire] (settings)."""
 
 from __future__ import annotations
 
