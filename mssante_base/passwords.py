@@ -6,11 +6,7 @@ from argon2 import PasswordHasher
 
 # argon2id parameters of new hashes: OWASP's first recommended configuration.
 ARGON2_MEMORY_KIB = 19 * 1024  # 19 MiB
-
-
 ARGON2_TIME_COST = 2
-
-
 ARGON2_PARALLELISM = 1
 
 

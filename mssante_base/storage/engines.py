@@ -15,8 +15,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
 _WRITE_OPTION = "mssante_write"
 
 
