@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mssante_base.annuaire import Annuaire
+from mssante_base.annuaire import Annuaire, AnnuaireUnavailable
 from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.annuaire.settings import load_annuaire_settings
 from mssante_base.connection_limits import ConnectionLimiter
@@ -97,10 +97,11 @@ def _hostname(settings: BridgeSettings) -> str:
 
 def open_annuaire_of(home: Path) -> Annuaire | None:
     """The operator's annuaire (same HOME and config.toml): the dossier names who deposited a document.
-    Without a usable operator configuration the bridge runs on, showing the names the messages carry."""
+    Without a usable [annuaire] (a HOME configured for the bridge alone, say) the bridge runs on, showing
+    the names the messages carry."""
     try:
         return open_annuaire(load_annuaire_settings(home), home.resolve())
-    except ConfigError as exc:
+    except (ConfigError, AnnuaireUnavailable) as exc:
         log.warning("no annuaire: document authors are named as their messages say (%s)", exc)
         return None
 
