@@ -63,32 +63,33 @@ class Notices:
             groups[(notice.queue_id, notice.kind)].append(notice)
         sent = 0
         for (queue_id, kind), group in groups.items():
-            try:
-                original = await asyncio.to_thread(self._store.queue.read, group[0].blob_key)
-            except OSError as exc:  # not on this node: a storage fault, said in one line; another node may send it
-                log.error("queue %s: %s DSN waits: the message file is unreadable on this node (%s)", queue_id, kind,
-                          exc.strerror or type(exc).__name__)
-                continue
-            try:
-                await self._send(group, original)
-            except Exception:  # the sender's mailbox cannot be written now: the mark stays, retried later
-                log.exception("queue %s: %s DSN could not be delivered", queue_id, kind)
-                continue
+            if not await self._report(queue_id, kind, group):
+                continue  # the mark stays: retried later, or by the node that has the file
             ids = [n.recipient_id for n in group]
             mark = self._store.queue.mark_warned if kind == "delay" else self._store.queue.mark_notified
             await asyncio.to_thread(mark, ids)
             sent += 1
         return sent
 
-    async def _send(self, group: list[Notice], original: bytes) -> None:
+    async def _report(self, queue_id: str, kind: str, group: list[Notice]) -> bool:
+        """Deliver the report of one message's notices; False when it could not be sent now."""
         first = group[0]
-        if not first.sender:  # a bounce of a bounce: RFC 3461 6.2, never
-            return
-        recipients = [_reported(n) for n in group]
-        await self._deliver(first.sender, original, recipients, envid=first.envid, ret=first.ret,
-                            arrival=first.created_at)
-        log.info("queue %s: %s DSN for %d recipients delivered to the sender", first.queue_id,
-                 group[0].kind, len(group))
+        if not first.sender:  # a bounce of a bounce: RFC 3461 6.2, never (its file is not even read)
+            return True
+        try:
+            original = await asyncio.to_thread(self._store.queue.read, first.blob_key)
+        except OSError as exc:  # not on this node: a storage fault, said in one line; another node may send it
+            log.error("queue %s: %s DSN waits: the message file is unreadable on this node (%s)", queue_id, kind,
+                      exc.strerror or type(exc).__name__)
+            return False
+        try:
+            await self._deliver(first.sender, original, [_reported(n) for n in group], envid=first.envid,
+                                ret=first.ret, arrival=first.created_at)
+        except Exception:  # the sender's mailbox cannot be written now
+            log.exception("queue %s: %s DSN could not be delivered", queue_id, kind)
+            return False
+        log.info("queue %s: %s DSN for %d recipients delivered to the sender", queue_id, kind, len(group))
+        return True
 
     async def local_success(self, sender: str, message: NewMessage, addresses: list[str],
                             envid: str | None) -> None:
