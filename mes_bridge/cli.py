@@ -22,10 +22,19 @@ from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 
 from .codes import MIN_PASSWORD
+from .lifecycle import Change, ChangeRefused
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
 from .service import open_store, seed_patients
 from .settings import BridgeSettings, load_bridge_settings
-from .store import KNOWN_STATES, ActivationRefused, BridgeStore, DocumentNotFound, NewPatient, PatientNotFound
+from .store import (
+    OVERRIDE_STATES,
+    ActivationRefused,
+    BridgeStore,
+    DocumentNotFound,
+    NewPatient,
+    PatientNotFound,
+    PatientRecord,
+)
 
 EX_UNAVAILABLE = 69  # sysexits.h: the operator cannot be reached
 EX_TEMPFAIL = 75  # sysexits.h: try again later
@@ -102,6 +111,14 @@ def _store(home: Path) -> Iterator[BridgeStore]:
         store.close()
 
 
+def _readable(store: BridgeStore, ins: Ins) -> None:
+    """Refuse to show a deleted space's archive: no command reads it (only `purge` touches it)."""
+    record = store.patient(ins)
+    if record is not None and record.deleted_at is not None:
+        raise click.ClickException(f"the space of INS {ins.value} was deleted at the person's request on "
+                                   f"{record.deleted_at.date().isoformat()}: its archive is readable by no one")
+
+
 @main.group()
 def patients() -> None:
     """The patients' spaces the bridge knows."""
@@ -120,12 +137,17 @@ def patients_ls(home: Path) -> None:
 
 @patients.command("set-state")
 @click.argument("ins", type=INS)
-@click.argument("state", type=click.Choice(sorted(state.value for state in KNOWN_STATES)))
+@click.argument("state", type=click.Choice(sorted(state.value for state in OVERRIDE_STATES)))
 @HOME_OPTION
 @click.option("--by", "by", default=None, help="Who makes the change (default: the system user).")
 def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None:
-    """Change the state of a known patient's space (audited)."""
-    _set_state(ins, home, PatientState(state), by)
+    """Override the state of a known patient's space (audited; a deleted space stays deleted)."""
+    with _store(home) as store:
+        try:
+            record = store.set_state(ins, PatientState(state), actor=_actor(by))
+        except (PatientNotFound, ChangeRefused) as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_state(record)
 
 
 @main.command()
@@ -134,6 +156,7 @@ def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None
 def inbox(ins: Ins, home: Path) -> None:
     """The messages a patient received, one JSON object per line, oldest first."""
     with _store(home) as store:
+        _readable(store, ins)
         for record in store.messages(ins, "in"):
             summary = summarise(store.blobs.read(record.blob_key))
             _echo_json({"id": record.id, "message_id": record.message_id, "from": summary.from_text,
@@ -189,7 +212,16 @@ BY_OPTION = click.option("--by", "by", default=None, help="Who does it (default:
 
 @main.group()
 def patient() -> None:
-    """One patient's space: create, activate, oppose, close (every change audited)."""
+    """One patient's space through its life: the code letter, activation or opposition, closure, deletion
+    (every change audited)."""
+
+
+def _echo_state(record: PatientRecord) -> None:
+    value: dict[str, object] = {"ins": record.ins, "state": record.state.value,
+                                "updated_at": record.updated_at.isoformat()}
+    if record.window_ends_at is not None:
+        value["window_ends_at"] = record.window_ends_at.isoformat()
+    _echo_json(value)
 
 
 @patient.command("create")
@@ -197,26 +229,33 @@ def patient() -> None:
 @HOME_OPTION
 @click.option("--given-name", default=None)
 @click.option("--family-name", default=None)
-@click.option("--birth-date", default=None, help="YYYY-MM-DD")
+@click.option("--birth-date", default=None, help="YYYY-MM-DD (required for a child).")
 @click.option("--sex", type=click.Choice(["M", "F", "U"]), default=None)
 @click.option("--email", default=None, help="Personal address for notifications.")
+@click.option("--representative", "representatives", type=INS, multiple=True,
+              help="A legal representative's INS (a parent; repeatable): makes this a child's space.")
 @BY_OPTION
 def patient_create(ins: Ins, home: Path, given_name: str | None, family_name: str | None, birth_date: str | None,
-                   sex: str | None, email: str | None, by: str | None) -> None:
-    """Create a space waiting for activation; prints its 12-character provisional code (shown only now)."""
+                   sex: str | None, email: str | None, representatives: tuple[Ins, ...], by: str | None) -> None:
+    """The code letter: a pending space (opt-out window open) and its 12-character provisional code, printed
+    only now. At the end of the window, without opposition, the space is created by default."""
     if birth_date is not None:
         try:
             date.fromisoformat(birth_date)
         except ValueError as exc:
             raise click.BadParameter(f"{birth_date!r} is not YYYY-MM-DD", param_hint="--birth-date") from exc
-    new = NewPatient(ins, PatientState.NOT_ACTIVATED, given_name, family_name, birth_date=birth_date, sex=sex,
+    new = NewPatient(ins, PatientState.PENDING, given_name, family_name, birth_date=birth_date, sex=sex,
                      email=email)
     with _store(home) as store:
+        if representatives and not store.policy.represents(birth_date, date.today()):
+            raise click.BadParameter("a child's space needs the birth date of a minor", param_hint="--birth-date")
         try:
-            record, code = store.create_patient(new, actor=_actor(by))
-        except ValueError as exc:
+            record, code = store.create_patient(new, actor=_actor(by), representatives=representatives)
+        except (ValueError, PatientNotFound) as exc:
             raise click.ClickException(str(exc)) from exc
-    _echo_json({"ins": record.ins, "state": record.state.value, "activation_code": code})
+    _echo_json({"ins": record.ins, "state": record.state.value, "activation_code": code,
+                "window_ends_at": record.window_ends_at.isoformat() if record.window_ends_at else None,
+                "representatives": [parent.value for parent in representatives]})
 
 
 @patient.command("new-code")
@@ -224,7 +263,7 @@ def patient_create(ins: Ins, home: Path, given_name: str | None, family_name: st
 @HOME_OPTION
 @BY_OPTION
 def patient_new_code(ins: Ins, home: Path, by: str | None) -> None:
-    """A fresh provisional code for a space not yet activated (the previous one stops working)."""
+    """A fresh provisional code for a space not active (the previous one stops working)."""
     with _store(home) as store:
         try:
             code = store.new_activation_code(ins, actor=_actor(by))
@@ -256,13 +295,13 @@ def patient_activate(ins: Ins, home: Path, code: str, email: str | None, passwor
     _echo_json({"ins": record.ins, "state": record.state.value})
 
 
-def _set_state(ins: Ins, home: Path, state: PatientState, by: str | None) -> None:
+def _change(ins: Ins, home: Path, change: Change, by: str | None) -> None:
     with _store(home) as store:
         try:
-            record = store.set_state(ins, state, actor=_actor(by))
-        except PatientNotFound as exc:
+            record = store.change(ins, change, actor=_actor(by))
+        except (PatientNotFound, ChangeRefused) as exc:
             raise click.ClickException(str(exc)) from exc
-    _echo_json({"ins": record.ins, "state": record.state.value, "updated_at": record.updated_at.isoformat()})
+    _echo_state(record)
 
 
 @patient.command("oppose")
@@ -270,8 +309,8 @@ def _set_state(ins: Ins, home: Path, state: PatientState, by: str | None) -> Non
 @HOME_OPTION
 @BY_OPTION
 def patient_oppose(ins: Ins, home: Path, by: str | None) -> None:
-    """The person opposed the creation of their space: mail to them is refused from now on."""
-    _set_state(ins, home, PatientState.OPPOSED, by)
+    """The person opposes the creation of their space (pending, or created by default and never activated)."""
+    _change(ins, home, Change.OPPOSE, by)
 
 
 @patient.command("close")
@@ -279,8 +318,44 @@ def patient_oppose(ins: Ins, home: Path, by: str | None) -> None:
 @HOME_OPTION
 @BY_OPTION
 def patient_close(ins: Ins, home: Path, by: str | None) -> None:
-    """Close a space: mail to it is refused from now on."""
-    _set_state(ins, home, PatientState.CLOSED, by)
+    """Close a space: mail to it is refused from now on (a fresh code and activation reopen it)."""
+    _change(ins, home, Change.CLOSE, by)
+
+
+@patient.command("delete")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@click.option("--by", "by", required=True, help="Who records the person's request (support agent).")
+def patient_delete(ins: Ins, home: Path, by: str) -> None:
+    """The person's request to delete their space: closed to everyone, its content archived and readable
+    through no page or command, then destroyed by `purge` after `archive_retention`."""
+    with _store(home) as store:
+        try:
+            record = store.delete_space(ins, actor=_actor(by))
+        except (PatientNotFound, ChangeRefused) as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_state(record)
+
+
+@main.command()
+@HOME_OPTION
+@BY_OPTION
+def purge(home: Path, by: str | None) -> None:
+    """Destroy the archives of spaces deleted longer than `archive_retention` ago (the audit trail stays)."""
+    with _store(home) as store:
+        purged = store.purge(actor=_actor(by))
+    _echo_json({"purged": purged})
+
+
+@main.command("lifecycle")
+@HOME_OPTION
+def lifecycle_run(home: Path) -> None:
+    """Run the spaces' lifecycle once, as `serve` does every `lifecycle_interval`: spaces whose opt-out window
+    ended are created by default, archives past retention are purged."""
+    with _store(home) as store:
+        created = store.end_windows()
+        purged = store.purge()
+    _echo_json({"created_by_default": created, "purged": purged})
 
 
 @main.group()
@@ -332,6 +407,7 @@ def documents() -> None:
 def documents_ls(ins: Ins, home: Path) -> None:
     """Every document, hidden ones included, oldest first (titles are health data: operators only)."""
     with _store(home) as store:
+        _readable(store, ins)
         for doc in store.all_documents(ins.value):
             _echo_json({"id": doc.id, "title": doc.title, "category": doc.category.value,
                         "mime_type": doc.mime_type, "size": doc.size, "deposited_at": doc.deposited_at.isoformat(),
@@ -348,6 +424,7 @@ def documents_ls(ins: Ins, home: Path) -> None:
 def documents_release(ins: Ins, document_id: int, home: Path, by: str | None) -> None:
     """Make visible to the patient a document sent INVISIBLE_PATIENT (after the announcement consultation)."""
     with _store(home) as store:
+        _readable(store, ins)
         try:
             doc = store.release(ins.value, document_id, actor=_actor(by))
         except DocumentNotFound as exc:

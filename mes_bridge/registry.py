@@ -5,7 +5,8 @@ checked by the :class:`~mes_bridge.trust.OperatorGate` (trusted DN, not revoked)
 so a stranger learns nothing, not even whether an INS is known. Answers are JSON:
 
 - ``GET /v1/health`` -> 200 ``{"status": "ok"}``
-- ``GET /v1/patients/{ins}`` -> 200 ``{"ins", "state"}``; unknown -> 404 ``{"ins", "state": "unknown"}``;
+- ``GET /v1/patients/{ins}`` -> 200 ``{"ins", "state"}`` (a deleted space answers ``closed``);
+  unknown -> 404 ``{"ins", "state": "unknown"}``;
   not an INS -> 400 ``{"error"}``; an untrusted or revoked certificate -> 403 ``{"error"}``.
 """
 
@@ -62,7 +63,8 @@ async def _patient(request: web.Request) -> web.Response:
         return web.json_response({"error": "the registry cannot answer now; try again later"}, status=503)
     if record is None:
         return web.json_response({"ins": ins.value, "state": PatientState.UNKNOWN.value}, status=404)
-    return web.json_response({"ins": ins.value, "state": record.state.value})
+    state = PatientState.CLOSED if record.state is PatientState.DELETED else record.state  # the archive is private
+    return web.json_response({"ins": ins.value, "state": state.value})
 
 
 def make_app(store: BridgeStore, gate: OperatorGate) -> web.Application:

@@ -1,5 +1,5 @@
-"""The bridge as one running service: LMTP intake, registry, patient web space and the read-receipt
-sender, until SIGTERM or SIGINT.
+"""The bridge as one running service: LMTP intake, registry, patient web space, the read-receipt
+sender and the spaces' lifecycle job (windows ending, archives purged), until SIGTERM or SIGINT.
 
 At start the store is opened (schema created), patients.json seeds the patients not known yet, the
 CRLs are read and both ports bound; "bridge ready" is logged once both listeners accept connections
@@ -9,6 +9,7 @@ CRLs are read and both ports bound; "bridge ready" is logged once both listeners
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ def read_patients_file(path: Path) -> list[NewPatient]:
 
 
 def open_store(settings: BridgeSettings) -> BridgeStore:
-    return BridgeStore(settings.database_url, settings.path(settings.blob_dir))
+    return BridgeStore(settings.database_url, settings.path(settings.blob_dir), policy=settings.space_policy)
 
 
 def seed_patients(settings: BridgeSettings, store: BridgeStore) -> list[str]:
@@ -141,6 +142,7 @@ class BridgeService:
         self._acceptor: Acceptor | None = None
         self._runner: web.AppRunner | None = None
         self._web_runner: web.AppRunner | None = None
+        self._lifecycle: asyncio.Task[None] | None = None
         self.ports: dict[str, int] = {}  # listener name -> bound port (a configured 0 is resolved)
         self.addresses: dict[str, str] = {}
 
@@ -173,9 +175,31 @@ class BridgeService:
                                session_key=session_key(self.settings))
             self._web_runner = await start_web(app, sock, web_tls(self.settings))
         self.outbox.start()
+        self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="space lifecycle")
         log.info("bridge ready %s", " ".join(f"{name}={where}" for name, where in self.addresses.items()))
 
+    async def run_lifecycle(self) -> tuple[list[str], list[str]]:
+        """Once: create by default the spaces whose opt-out window ended, purge archives past retention."""
+        created = await asyncio.to_thread(self.store.end_windows)
+        purged = await asyncio.to_thread(self.store.purge)
+        if created or purged:
+            log.info("space lifecycle created_by_default=%d purged=%d", len(created), len(purged))
+        return created, purged
+
+    async def _lifecycle_loop(self) -> None:
+        while True:
+            try:
+                await self.run_lifecycle()
+            except Exception:  # the store failing now is retried at the next tick; the loop never dies
+                log.exception("space lifecycle run failed")
+            await asyncio.sleep(self.settings.lifecycle_interval)
+
     async def stop(self) -> None:
+        if self._lifecycle is not None:
+            self._lifecycle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifecycle
+            self._lifecycle = None
         await self.outbox.stop()
         if self._web_runner is not None:
             await self._web_runner.cleanup()

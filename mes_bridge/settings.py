@@ -7,14 +7,17 @@ file and the dotted key (``bridge.listeners.lmtp.port``), as the operator's own 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mssante_base.errors import ConfigError
-from mssante_base.settings import CONFIG_FILE, format_errors, read_config
+from mssante_base.settings import CONFIG_FILE, Duration, format_errors, read_config
 from mssante_base.trust.dn import NormalDn, parse_dn
+
+from .lifecycle import SpacePolicy
 
 SQLITE_PREFIX = "sqlite:///"
 MIB = 1024 * 1024
@@ -69,6 +72,11 @@ class BridgeSettings(_Section):
     web_session_idle: int = Field(default=15 * 60, ge=60)  # seconds of inactivity before a new login
     outbox_retry: list[int] = Field(default_factory=lambda: [60, 300, 900, 3600])  # seconds, then hourly
     outbox_max_age: int = Field(default=5 * 24 * 3600, ge=60)  # a read receipt not accepted by then is dropped
+    opt_out_window: Duration = Field(default=6 * 7 * 86400.0, ge=0)  # after it, no opposition: created by default
+    activation_code_validity: Duration = Field(default=6 * 7 * 86400.0, gt=0)  # a provisional code's life
+    representation_until_age: int = Field(default=18, ge=0, le=25)  # a parent represents a child until; 0: always
+    archive_retention: Duration = Field(default=3653 * 86400.0, ge=0)  # a deleted space's archive, then purged
+    lifecycle_interval: Duration = Field(default=300.0, gt=0)  # how often serve ends windows and purges
     listeners: BridgeListeners = BridgeListeners()
 
     @field_validator("trusted_operators")
@@ -99,6 +107,13 @@ class BridgeSettings(_Section):
         if url.startswith(SQLITE_PREFIX) and not url.startswith(SQLITE_PREFIX + "/") and not url.endswith(":memory:"):
             return SQLITE_PREFIX + str(self.path(Path(url.removeprefix(SQLITE_PREFIX))))
         return url
+
+    @property
+    def space_policy(self) -> SpacePolicy:
+        return SpacePolicy(opt_out_window=timedelta(seconds=self.opt_out_window),
+                           activation_code_validity=timedelta(seconds=self.activation_code_validity),
+                           representation_until_age=self.representation_until_age,
+                           archive_retention=timedelta(seconds=self.archive_retention))
 
     @property
     def trusted_dns(self) -> frozenset[NormalDn]:

@@ -15,12 +15,12 @@ from mssante_base.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400, None: 1}
 
 
 def parse_duration(value: object) -> float:
-    """Turn "90s", "5m", "4h", "5d" or a number of seconds into seconds."""
+    """Turn "90s", "5m", "4h", "5d", "6w", "10y" (365 days) or a number of seconds into seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration such as '30s', '5m', '4h' or '5d'")
     if isinstance(value, int | float):

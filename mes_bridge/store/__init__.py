@@ -2,11 +2,13 @@
 
 from .documents import PATIENT_AUTHOR, DocumentNotFound
 from .facade import BridgeStore
-from .patients import KNOWN_STATES, ActivationRefused, PatientNotFound
+from .patients import KNOWN_STATES, PatientNotFound
 from .records import (
     AttachmentRecord,
+    Audience,
     AuditEntry,
     ChainReport,
+    Child,
     ConversationSummary,
     DocumentFilter,
     DocumentRecord,
@@ -20,10 +22,31 @@ from .records import (
     OutboxItem,
     PatientRecord,
 )
+from .spaces import OVERRIDE_STATES, ActivationRefused
 
 __all__ = [
-    "KNOWN_STATES", "PATIENT_AUTHOR", "ActivationRefused", "AttachmentRecord", "AuditEntry", "BridgeStore",
-    "ChainReport", "ConversationSummary", "DocumentFilter", "DocumentNotFound", "DocumentRecord", "LoginChallenge",
-    "MessageMeta", "MessageRecord", "NewAttachment", "NewDocument", "NewPatient", "Notification", "OutboxItem",
-    "PatientNotFound", "PatientRecord",
+    "KNOWN_STATES",
+    "OVERRIDE_STATES",
+    "PATIENT_AUTHOR",
+    "ActivationRefused",
+    "AttachmentRecord",
+    "Audience",
+    "AuditEntry",
+    "BridgeStore",
+    "ChainReport",
+    "Child",
+    "ConversationSummary",
+    "DocumentFilter",
+    "DocumentNotFound",
+    "DocumentRecord",
+    "LoginChallenge",
+    "MessageMeta",
+    "MessageRecord",
+    "NewAttachment",
+    "NewDocument",
+    "NewPatient",
+    "Notification",
+    "OutboxItem",
+    "PatientNotFound",
+    "PatientRecord",
 ]

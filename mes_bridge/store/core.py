@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mssante_base.storage.blobs import BlobStore
 from mssante_base.storage.engines import open_engines
 
+from ..lifecycle import SpacePolicy
 from .chain import GENESIS, canonical_detail, link_hash
 from .schema import BridgeAudit, BridgeAuditHead
 
@@ -39,7 +40,8 @@ def now() -> datetime:
 class StoreCore:
     """Engine, write transactions, audit appends and migrations, shared by the store's parts."""
 
-    def __init__(self, url: str, blob_dir: Path) -> None:
+    def __init__(self, url: str, blob_dir: Path, *, policy: SpacePolicy | None = None) -> None:
+        self.policy = policy or SpacePolicy()  # the durations of a space's life ([bridge] settings)
         engines = open_engines(url)
         self._engine, self._writer, self._write_lock, self._dialect = (
             engines.engine, engines.writer, engines.write_lock, engines.dialect)

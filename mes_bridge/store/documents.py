@@ -1,21 +1,22 @@
 """The dossier: documents filed from messages, saved by the patient or uploaded, with their visibility.
 
-Reading methods never return a document hidden from the patient (INVISIBLE_PATIENT, until released),
-and every query is limited to the patient's INS.
+Reading methods never return a document hidden from whoever reads (the ``Audience``): INVISIBLE_PATIENT
+(until released) from the patient and their representatives, INVISIBLE_REP_LEGAUX from the
+representatives; every query is limited to the patient's INS.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy import ColumnElement, Connection, Select, func, select, update
 
 from mssante_base.storage.blobs import BlobFile
 
 from ..filing.categories import Category
 from . import rows
 from .core import StoreCore, now
-from .records import DocumentFilter, DocumentRecord, NewDocument
+from .records import Audience, DocumentFilter, DocumentRecord, NewDocument
 from .schema import BridgeAttachment, BridgeDocument
 
 _TABLE = BridgeDocument.__table__
@@ -27,8 +28,20 @@ class DocumentNotFound(LookupError):
     """No such document in this patient's dossier."""
 
 
-def _filtered(query: Select[Any], ins: str, filt: DocumentFilter) -> Select[Any]:
-    query = query.where(_TABLE.c.ins == ins, _TABLE.c.hidden_from_patient.is_(False))
+def visible_to(audience: Audience) -> ColumnElement[bool]:
+    """The documents ``audience`` may see (of a patient's dossier)."""
+    clause = _TABLE.c.hidden_from_patient.is_(False)
+    if audience is Audience.REPRESENTATIVE:
+        clause = clause & _TABLE.c.hidden_from_legal_reps.is_(False)
+    return clause
+
+
+def hidden_from(audience: Audience) -> ColumnElement[bool]:
+    return ~visible_to(audience)
+
+
+def _filtered(query: Select[Any], ins: str, filt: DocumentFilter, audience: Audience) -> Select[Any]:
+    query = query.where(_TABLE.c.ins == ins, visible_to(audience))
     if filt.category is not None:
         query = query.where(_TABLE.c.category == filt.category.value)
     if filt.author == PATIENT_AUTHOR:
@@ -64,29 +77,30 @@ class DocumentStore(StoreCore):
         return document_id
 
     def documents(self, ins: str, filt: DocumentFilter | None = None, *, offset: int = 0,
-                  limit: int = 50) -> list[DocumentRecord]:
-        """The patient's visible documents, newest first."""
-        query = _filtered(select(_TABLE), ins, filt or NO_FILTER).order_by(_TABLE.c.id.desc())
+                  limit: int = 50, audience: Audience = Audience.PATIENT) -> list[DocumentRecord]:
+        """The patient's documents ``audience`` may see, newest first."""
+        query = _filtered(select(_TABLE), ins, filt or NO_FILTER, audience).order_by(_TABLE.c.id.desc())
         query = query.offset(offset).limit(limit)
         with self._engine.connect() as conn:
             return [rows.document(row) for row in conn.execute(query)]
 
-    def count_documents(self, ins: str, filt: DocumentFilter | None = None) -> int:
+    def count_documents(self, ins: str, filt: DocumentFilter | None = None, *,
+                        audience: Audience = Audience.PATIENT) -> int:
         with self._engine.connect() as conn:
-            query = _filtered(select(func.count()).select_from(_TABLE), ins, filt or NO_FILTER)
+            query = _filtered(select(func.count()).select_from(_TABLE), ins, filt or NO_FILTER, audience)
             return int(conn.execute(query).scalar_one())
 
-    def category_counts(self, ins: str) -> dict[Category, int]:
-        query = (select(_TABLE.c.category, func.count()).where(_TABLE.c.ins == ins,
-                 _TABLE.c.hidden_from_patient.is_(False)).group_by(_TABLE.c.category))
+    def category_counts(self, ins: str, *, audience: Audience = Audience.PATIENT) -> dict[Category, int]:
+        query = (select(_TABLE.c.category, func.count()).where(_TABLE.c.ins == ins, visible_to(audience))
+                 .group_by(_TABLE.c.category))
         with self._engine.connect() as conn:
             counts: dict[str, int] = {category: count for category, count in conn.execute(query)}
         return {category: counts.get(category.value, 0) for category in Category}
 
-    def authors(self, ins: str) -> list[tuple[str, str]]:
+    def authors(self, ins: str, *, audience: Audience = Audience.PATIENT) -> list[tuple[str, str]]:
         """(address, name) of those who deposited visible documents; the patient is ("patient", "")."""
         query = (select(_TABLE.c.deposited_by, _TABLE.c.author_address, func.max(_TABLE.c.author_name))
-                 .where(_TABLE.c.ins == ins, _TABLE.c.hidden_from_patient.is_(False))
+                 .where(_TABLE.c.ins == ins, visible_to(audience))
                  .group_by(_TABLE.c.deposited_by, _TABLE.c.author_address))
         found: dict[str, str] = {}
         with self._engine.connect() as conn:
@@ -95,10 +109,11 @@ class DocumentStore(StoreCore):
                 found.setdefault(key, name or "")
         return sorted(found.items(), key=lambda item: (item[0] != PATIENT_AUTHOR, item[1] or item[0]))
 
-    def document(self, ins: str, document_id: int, *, include_hidden: bool = False) -> DocumentRecord | None:
+    def document(self, ins: str, document_id: int, *, include_hidden: bool = False,
+                 audience: Audience = Audience.PATIENT) -> DocumentRecord | None:
         query = select(_TABLE).where(_TABLE.c.ins == ins, _TABLE.c.id == document_id)
         if not include_hidden:
-            query = query.where(_TABLE.c.hidden_from_patient.is_(False))
+            query = query.where(visible_to(audience))
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else rows.document(row)
@@ -126,21 +141,32 @@ class DocumentStore(StoreCore):
         return rows.document(row)
 
     def _change(self, ins: str, document_id: int, action: str, values: dict[str, Any], *, actor: str,
-                include_hidden: bool) -> DocumentRecord:
+                include_hidden: bool, audience: Audience = Audience.PATIENT) -> DocumentRecord:
         with self._writing() as conn:
             query = update(_TABLE).where(_TABLE.c.ins == ins, _TABLE.c.id == document_id)
             if not include_hidden:
-                query = query.where(_TABLE.c.hidden_from_patient.is_(False))
+                query = query.where(visible_to(audience))
             if conn.execute(query.values(**values).returning(_TABLE.c.id)).first() is None:
                 raise DocumentNotFound(f"no document {document_id} in this dossier")
             self._audit(conn, actor=actor, action=action, ins=ins, detail={"document": document_id})
             row = conn.execute(select(_TABLE).where(_TABLE.c.id == document_id)).one()
         return rows.document(row)
 
-    def set_masked(self, ins: str, document_id: int, masked: bool, *, actor: str) -> DocumentRecord:
+    def set_masked(self, ins: str, document_id: int, masked: bool, *, actor: str,
+                   audience: Audience = Audience.PATIENT) -> DocumentRecord:
         """Mask a document from professionals (MASQUE_PS), or show it to them again."""
         return self._change(ins, document_id, "mask" if masked else "unmask",
-                            {"masked_from_professionals": masked}, actor=actor, include_hidden=False)
+                            {"masked_from_professionals": masked}, actor=actor, include_hidden=False,
+                            audience=audience)
+
+    def withheld_attachments(self, ins: str, message_id: int, audience: Audience = Audience.PATIENT) -> set[int]:
+        """Indexes of the message's attachments that carry a document hidden from ``audience`` (an XDM ZIP
+        holding one, say): they are neither listed, served nor exported to that audience."""
+        query = select(_TABLE.c.attachment_index).where(
+            _TABLE.c.ins == ins, _TABLE.c.message == message_id, _TABLE.c.attachment_index.is_not(None),
+            hidden_from(audience))
+        with self._engine.connect() as conn:
+            return {int(index) for index in conn.execute(query).scalars()}
 
     def release(self, ins: str, document_id: int, *, actor: str) -> DocumentRecord:
         """Show the patient a document that was invisible to them (after the announcement consultation)."""

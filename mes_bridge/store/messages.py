@@ -17,7 +17,7 @@ from mssante_base.storage.message_ids import dedup_key
 from . import rows
 from .core import now
 from .documents import DocumentStore
-from .notifications import NotificationStore, new_items_text
+from .notifications import FIRST_CONTACT, NotificationStore, new_items_text
 from .outbox import OutboxStore
 from .records import AttachmentRecord, ConversationSummary, MessageMeta, MessageRecord, NewAttachment, NewDocument
 from .schema import BridgeAttachment, BridgeMessage
@@ -68,6 +68,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                     ).scalars())
                     wanted = [ins for ins in wanted if ins not in known]
                 for ins in wanted:
+                    first_contact = notify and self._first_from(conn, ins, meta.from_address)
                     row_id = self._insert_message(conn, direction, ins, message_id, meta, blob, actor=actor)
                     if row_id is None:
                         continue
@@ -79,6 +80,8 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                         self._queue(conn, ins, "mdn", to, report, message=row_id)
                     if notify:
                         self._notify(conn, ins, "message", *new_items_text(1, filed))
+                    if first_contact:
+                        self._notify(conn, ins, "first-contact", *FIRST_CONTACT)
         except BaseException:
             for written_blob in written:
                 self.blobs.remove(written_blob.key)
@@ -102,8 +105,16 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
                 blobs[id(doc)] = by_content[digest]
         return blobs
 
+    def _first_from(self, conn: Connection, ins: str, mailbox: str) -> bool:
+        """Whether no message from ``mailbox`` reached this space yet (its first writer's notice is due)."""
+        if not mailbox:
+            return False
+        return conn.execute(select(_TABLE.c.id).where(
+            _TABLE.c.ins == ins, _TABLE.c.direction == "in", _TABLE.c.from_address == mailbox.lower()).limit(1),
+        ).first() is None
+
     def _insert_message(self, conn: Connection, direction: str, ins: str, message_id: str | None,
-                        meta: MessageMeta, blob: BlobFile, *, actor: str) -> int | None:
+                        meta: MessageMeta, blob: BlobFile, *, actor: str, no_reply: bool = False) -> int | None:
         at = now()
         statement = self._insert(_TABLE).values(
             ins=ins, direction=direction, message_id=message_id, sender=meta.sender,
@@ -111,7 +122,7 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
             blob_key=blob.key,
             at=at, from_address=meta.from_address.lower(), from_name=meta.from_name, sent_at=meta.sent_at,
             in_reply_to=meta.in_reply_to, mdn_to=meta.mdn_to, ends_exchange=meta.ends_exchange,
-            attachments=meta.attachments,
+            attachments=meta.attachments, no_reply=no_reply,
         ).on_conflict_do_nothing()
         row_id = conn.execute(statement.returning(_TABLE.c.id)).scalar()
         if row_id is not None:

@@ -3,10 +3,13 @@ never what (no sender, subject, title or content), as a personal mailbox is not 
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import Connection, select
 
 from . import rows
-from .core import StoreCore, now
+from .core import now
+from .patients import PatientStore
 from .records import Notification
 from .schema import BridgeNotification, BridgePatient
 
@@ -27,16 +30,34 @@ def new_items_text(messages: int, documents: int) -> tuple[str, str]:
     return subject, body
 
 
-class NotificationStore(StoreCore):
+FIRST_CONTACT = (
+    "Un nouveau professionnel de santé vous a écrit",
+    "Bonjour,\n\nUn professionnel de santé vous écrit pour la première fois dans votre messagerie Mon espace "
+    "santé. Connectez-vous à votre espace pour prendre connaissance de son message." + SIGNATURE,
+)
+SPACE_CREATED = (
+    "Votre espace Mon espace santé est créé",
+    "Bonjour,\n\nSans opposition de votre part, votre espace Mon espace santé a été créé. Les professionnels "
+    "de santé peuvent désormais vous y écrire. Vous pouvez l'activer à tout moment pour lire vos messages, "
+    "ou le clôturer." + SIGNATURE,
+)
+
+
+class NotificationStore(PatientStore):
     def _notify(self, conn: Connection, ins: str, kind: str, subject: str, body: str, *,
                 require_email: bool = True) -> int | None:
-        """Queue a notice for the patient's address (none without an address, unless not required)."""
+        """Queue a notice for the patient's address, or for a child's, their representatives' (none without
+        an address, unless not required); the last notice's id."""
         email = conn.execute(select(BridgePatient.email).where(BridgePatient.ins == ins)).scalar()
-        if email is None and require_email:
-            return None
-        notice_id = conn.execute(_TABLE.insert().values(ins=ins, email=email, kind=kind, subject=subject, body=body,
-                                                        created_at=now()).returning(_TABLE.c.id)).scalar_one()
-        self._audit(conn, actor="mes_bridge", action="notify", ins=ins, detail={"kind": kind, "notice": notice_id})
+        emails: list[str | None] = [email] if email else list(self._representative_emails(conn, ins, date.today()))
+        if not emails and not require_email:
+            emails = [None]
+        notice_id = None
+        for address in emails:
+            notice_id = conn.execute(_TABLE.insert().values(
+                ins=ins, email=address, kind=kind, subject=subject, body=body, created_at=now(),
+            ).returning(_TABLE.c.id)).scalar_one()
+            self._audit(conn, actor="mes_bridge", action="notify", ins=ins, detail={"kind": kind, "notice": notice_id})
         return notice_id
 
     def notifications(self, ins: str | None = None) -> list[Notification]:

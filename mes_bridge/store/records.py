@@ -6,6 +6,7 @@ the patient's INS and returns only that patient's rows (None when an id is anoth
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,10 +30,38 @@ class PatientRecord:
     sex: str | None = None  # "M", "F" or "U"
     email: str | None = None  # personal address for notifications (never a message's content)
     activated_at: datetime | None = None
+    window_ends_at: datetime | None = None  # pending: when the space is created by default
+    space_opened_at: datetime | None = None  # when it first took mail (its welcome message)
+    deleted_at: datetime | None = None  # deletion asked: archived, readable by no one
+    purged_at: datetime | None = None  # archive purged: only this row and the audit trail remain
 
     @property
     def display_name(self) -> str:
         return " ".join(part for part in (self.given_name, self.family_name) if part)
+
+
+class Audience(enum.Enum):
+    """Who is reading a space: the person, or a legal representative (a parent in a child's space).
+    Documents hidden from the patient (INVISIBLE_PATIENT) are hidden from both; those hidden from legal
+    representatives (INVISIBLE_REP_LEGAUX) from the representative only, with their traces."""
+
+    PATIENT = "patient"
+    REPRESENTATIVE = "representative"
+
+
+@dataclass(frozen=True)
+class Child:
+    """A child's space as their representative sees it in their own session."""
+
+    ins: str
+    given_name: str | None
+    family_name: str | None
+    state: PatientState
+    birth_date: str | None
+
+    @property
+    def display_name(self) -> str:
+        return " ".join(part for part in (self.given_name, self.family_name) if part) or self.ins
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,7 @@ class MessageRecord:
     ends_exchange: bool = False
     attachments: int = 0
     read_at: datetime | None = None  # first opened by the patient (None: unread)
+    no_reply: bool = False  # the service's own message (the welcome): no reply form, a reply refused
 
 
 @dataclass(frozen=True)

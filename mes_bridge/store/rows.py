@@ -24,6 +24,8 @@ def patient(row: Any) -> PatientRecord:
         ins=row.ins, state=PatientState(row.state), given_name=row.given_name, family_name=row.family_name,
         password_hash=row.password_hash, created_at=row.created_at, updated_at=row.updated_at,
         birth_date=row.birth_date, sex=row.sex, email=row.email, activated_at=row.activated_at,
+        window_ends_at=row.window_ends_at, space_opened_at=row.space_opened_at, deleted_at=row.deleted_at,
+        purged_at=row.purged_at,
     )
 
 
@@ -33,7 +35,7 @@ def message(row: Any) -> MessageRecord:
         recipients=tuple(json.loads(row.recipients)), subject=row.subject, size=row.size, blob_key=row.blob_key,
         at=row.at, from_address=row.from_address, from_name=row.from_name, sent_at=row.sent_at,
         in_reply_to=row.in_reply_to, mdn_to=row.mdn_to, ends_exchange=bool(row.ends_exchange),
-        attachments=row.attachments, read_at=row.read_at,
+        attachments=row.attachments, read_at=row.read_at, no_reply=bool(row.no_reply),
     )
 
 

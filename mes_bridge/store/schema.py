@@ -34,6 +34,23 @@ class BridgePatient(Base):
     activation_code_hash: Mapped[str | None] = mapped_column(String(300))
     activation_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    window_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # pending: the opt-out window's end
+    space_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # first took mail (welcome given)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # deletion asked: archived from then
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # archive purged: the row is a tombstone
+
+
+class BridgeRepresentative(Base):
+    """A legal representative (a parent) of a child's space; the representation ends at the configured
+    age (computed from the child's birth date) or when ``ended_at`` is set."""
+
+    __tablename__ = "bridge_representatives"
+    __table_args__ = (Index(None, "representative"),)
+
+    child: Mapped[str] = mapped_column(String(15), primary_key=True)
+    representative: Mapped[str] = mapped_column(String(15), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class BridgeMessage(Base):
@@ -63,6 +80,7 @@ class BridgeMessage(Base):
     ends_exchange: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     attachments: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    no_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # the welcome message
 
 
 class BridgeAttachment(Base):

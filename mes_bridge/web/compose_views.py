@@ -21,7 +21,7 @@ from mssante_base.patients.ins import Ins
 from ..outgoing import BridgeSendError, PatientCannotSend
 from .context import WEB, Web
 from .message_views import conversation_url, conversation_with, own_message, reply_refusal
-from .pages import ins_of, render
+from .pages import actor_of, ins_of, render
 from .security import flash
 from .uploads import ACCEPT, UploadRefused, read_uploads
 
@@ -95,7 +95,7 @@ async def _send(request: web.Request, *, to: str, in_reply_to: str | None) -> st
         outcome = await context.sender(
             context.settings, ins=Ins(ins), to=[to], subject=subject, body=body,
             attachments=[(upload.filename, upload.data, upload.detected.mime_type) for upload in uploads],
-            in_reply_to=in_reply_to, store=context.store, actor=f"patient:{ins}")
+            in_reply_to=in_reply_to, store=context.store, actor=actor_of(request))
     except BridgeSendError as exc:
         log.warning("web send failed code=%s", exc.code)
         return f"Votre message n'a pas pu être envoyé : {exc.reply}"

@@ -18,7 +18,7 @@ from ..filing.categories import Category
 from ..filing.filetypes import SAFE_INLINE
 from ..store import DocumentFilter, DocumentNotFound, DocumentRecord, NewDocument
 from .context import WEB
-from .pages import PARIS, ins_of, owned, page_of, render
+from .pages import PARIS, actor_of, ins_of, owned, page_of, render
 from .security import flash
 from .serving import content_response
 from .uploads import ACCEPT, FORMATS_FR, UploadRefused, read_uploads
@@ -104,7 +104,7 @@ async def document_content(request: web.Request) -> web.Response:
     data = await context.call(context.store.read_blob, document.blob_key)
     download = request.query.get("telecharger") == "1"
     action = "download-document" if download else "view-document"
-    await context.call(context.store.record_access, ins, action, actor=f"patient:{ins}",
+    await context.call(context.store.record_access, ins, action, actor=actor_of(request),
                        detail={"document": document.id})
     return content_response(data, document.mime_type, document.filename, download=download,
                             fallback=f"document-{document.id}")
@@ -116,7 +116,7 @@ async def toggle_mask(request: web.Request) -> web.StreamResponse:
     document = await own_document(request)
     masked = not document.masked_from_professionals
     try:
-        await context.call(context.store.set_masked, ins, document.id, masked, actor=f"patient:{ins}")
+        await context.call(context.store.set_masked, ins, document.id, masked, actor=actor_of(request))
     except DocumentNotFound:  # hidden or gone between the two calls
         raise web.HTTPNotFound() from None
     flash(await get_session(request), "Le document est masqué aux professionnels de santé." if masked
@@ -153,7 +153,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
     document = await context.call(context.store.file_document, ins, NewDocument(
         data=upload.data, mime_type=upload.detected.mime_type, title=values["titre"] or upload.stem,
         category=Category(values["categorie"]), structured=upload.detected.structured, filename=upload.filename,
-    ), actor=f"patient:{ins}")
+    ), actor=actor_of(request))
     log.info("web upload document=%d size=%d", document.id, len(upload.data))
     flash(await get_session(request), "Votre document a été ajouté.", "success")
     raise web.HTTPSeeOther(f"/documents/{document.id}")

@@ -21,7 +21,7 @@ from ..filing.mdn import build_mdn
 from ..filing.mime import AttachmentPart, attachment, read_message
 from ..store import AttachmentRecord, ConversationSummary, MessageRecord, NewDocument
 from .context import WEB, Web
-from .pages import ins_of, owned, page_of, render
+from .pages import actor_of, ins_of, owned, page_of, render
 from .security import flash
 from .serving import content_response
 
@@ -110,7 +110,7 @@ async def show_message(request: web.Request) -> web.Response:
     if message.direction == "in":
         patient = await context.call(store.patient, ins)
         mdn = _mdn(ins, patient.display_name if patient else "", message)
-        await context.call(store.open_message, ins, message.id, actor=f"patient:{ins}", mdn=mdn,
+        await context.call(store.open_message, ins, message.id, actor=actor_of(request), mdn=mdn,
                            mdn_to=message.mdn_to if mdn else None)
     mailbox = message.from_address if message.direction == "in" else (message.recipients or ("",))[0]
     conversation = await conversation_with(context, ins, mailbox)
@@ -141,7 +141,7 @@ async def attachment_content(request: web.Request) -> web.Response:
     detected = detect_type(part.data)
     download = request.query.get("telecharger") == "1" or not detected.inline_safe
     action = "download-attachment" if download else "view-attachment"
-    await context.call(context.store.record_access, ins, action, actor=f"patient:{ins}",
+    await context.call(context.store.record_access, ins, action, actor=actor_of(request),
                        detail={"message": message.id, "index": record.index})
     return content_response(part.data, detected.mime_type, part.filename, download=download,
                             fallback=f"piece-jointe-{record.index + 1}")
@@ -171,7 +171,7 @@ async def file_attachment(request: web.Request) -> web.StreamResponse:
         data=part.data, mime_type=detected.mime_type, title=title, category=category,
         structured=detected.structured, filename=part.filename, author_address=message.from_address or None,
         author_name=message.from_name or None, message=message.id, attachment_index=record.index,
-    ), actor=f"patient:{ins}")
+    ), actor=actor_of(request))
     log.info("web filed message=%d index=%d document=%d", message.id, record.index, document.id)
     flash(session, "Le document a été enregistré dans vos documents.", "success")
     raise web.HTTPSeeOther(f"/documents/{document.id}")

@@ -15,8 +15,9 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
+from ..store import Audience
 from .context import WEB
-from .security import INS_KEY, Handler, csrf_token
+from .security import ACTOR_KEY, AUDIENCE_KEY, INS_KEY, Handler, csrf_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,8 +72,18 @@ def page_of(request: web.Request, total: int) -> Pages:
 
 
 def ins_of(request: web.Request) -> str:
-    """The logged-in patient's INS: from the session, through the guard, never from the request."""
+    """The INS of the space being read: from the session, through the guard, never from the request."""
     return request[INS_KEY]
+
+
+def actor_of(request: web.Request) -> str:
+    """Who acts in the space, as the audit trail names them (the patient, or their representative)."""
+    return request[ACTOR_KEY]
+
+
+def audience_of(request: web.Request) -> Audience:
+    """What the reader may see of the space (a representative sees less: INVISIBLE_REP_LEGAUX)."""
+    return request[AUDIENCE_KEY]
 
 
 async def owned(request: web.Request, lookup: Callable[[str, int], T | None]) -> T:

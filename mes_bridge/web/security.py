@@ -24,6 +24,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from mssante_base.patients.states import PatientState
 
+from ..store import Audience
 from .context import WEB
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-INS_KEY = web.RequestKey("mes_ins", str)  # the logged-in patient's INS, set by the guard
+INS_KEY = web.RequestKey("mes_ins", str)  # the INS of the space being read, set by the guard
+ACTOR_KEY = web.RequestKey("mes_actor", str)  # who acts, for the audit: "patient:<INS>" or "representative:<INS>"
+AUDIENCE_KEY = web.RequestKey("mes_audience", Audience)  # what that reader may see of the space
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -142,4 +145,6 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     session["seen"] = now
     request[INS_KEY] = ins
+    request[ACTOR_KEY] = f"patient:{ins}"
+    request[AUDIENCE_KEY] = Audience.PATIENT
     return await handler(request)
