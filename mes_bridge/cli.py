@@ -247,7 +247,7 @@ def patient_create(ins: Ins, home: Path, given_name: str | None, family_name: st
     new = NewPatient(ins, PatientState.PENDING, given_name, family_name, birth_date=birth_date, sex=sex,
                      email=email)
     with _store(home) as store:
-        if representatives and not store.policy.represents(birth_date, date.today()):
+        if representatives and (birth_date is None or not store.policy.represents(birth_date, date.today())):
             raise click.BadParameter("a child's space needs the birth date of a minor", param_hint="--birth-date")
         try:
             record, code = store.create_patient(new, actor=_actor(by), representatives=representatives)

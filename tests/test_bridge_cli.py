@@ -85,7 +85,8 @@ def test_serve_logs_ready_reloads_crls_on_sighup_and_stops_on_sigterm(served: di
 def test_inbox_lists_received_messages(served: dict) -> None:
     code, output = run("inbox", INS["active"], "--home", str(served["home"]))
     assert code == 0
-    (line,) = [json.loads(line) for line in output.splitlines()]
+    welcome, line = [json.loads(line) for line in output.splitlines()]
+    assert welcome["from"] == "Mon espace santé <ne-pas-repondre@monespacesante.invalid>"
     assert set(line) == {"id", "message_id", "from", "subject", "size", "received_at"}
     assert line["message_id"] == "<cli@operator.test>"
     assert line["from"] == "Dr Martin <dr.martin@hopital.operator.test>"
@@ -112,7 +113,9 @@ def test_patients_set_state_is_audited(served: dict) -> None:
 
     store = open_store(load_bridge_settings(served["home"]))
     try:
-        assert store.audit(validate_ins(INS["closed"]))[-1].actor == "operator:alice"
+        changed, welcome = store.audit(validate_ins(INS["closed"]))[-2:]  # first time it takes mail: welcome
+        assert (changed.action, changed.actor) == ("patient-state", "operator:alice")
+        assert (welcome.action, welcome.actor) == ("receive", "mes_bridge")
     finally:
         store.close()
     code, output = run("patients", "set-state", INS["unknown"], "active", "--home", home)

@@ -29,7 +29,8 @@ def test_create_activate_oppose_close(tmp_path: Path) -> None:
     home = make_bridge_home(tmp_path / "home")["home"]
     code, (created,) = run(home, "patient", "create", NEW, "--given-name", "Zoé", "--birth-date", "1999-08-01",
                            "--sex", "F")
-    assert code == 0 and created["state"] == "not_activated" and len(created["activation_code"]) == 12
+    assert code == 0 and created["state"] == "pending" and len(created["activation_code"]) == 12
+    assert created["window_ends_at"] and created["representatives"] == []
     assert run(home, "patient", "create", NEW)[0] == 1
     assert run(home, "patient", "create", INS["unknown"][:14] + "0")[0] == 2  # a wrong key is a usage error
     code, _ = run(home, "patient", "activate", NEW, "--code", "AAAABBBBCCCC", "--password-stdin",
@@ -40,12 +41,16 @@ def test_create_activate_oppose_close(tmp_path: Path) -> None:
                           "--email", "zoe@example.org", input="a-long-password-1\n")
     assert code == 0 and active["state"] == "active"
     assert run(home, "patient", "new-code", NEW)[0] == 1  # active: no code any more
-    assert run(home, "patient", "oppose", NEW)[1][0]["state"] == "opposed"
+    assert run(home, "patient", "oppose", NEW)[0] == 1  # too late to oppose an active space: close it
     assert run(home, "patient", "close", NEW, "--by", "alice")[1][0]["state"] == "closed"
+    code, (again,) = run(home, "patient", "new-code", NEW, "--by", "alice")  # the person changed their mind
+    code, (reopened,) = run(home, "patient", "activate", NEW, "--code", again["activation_code"], "--password-stdin",
+                            input="a-long-password-2\n")
+    assert code == 0 and reopened["state"] == "active"
     _, entries = run(home, "audit", "ls", NEW)
-    assert [e["action"] for e in entries] == ["patient-add", "activation-code", "activate", "patient-state",
-                                              "patient-state"]
-    assert entries[-1]["actor"] == "operator:alice"
+    assert [e["action"] for e in entries] == ["patient-add", "activation-code", "activate", "receive", "close",
+                                              "activation-code", "activate"]  # one welcome: the space opened once
+    assert entries[4]["actor"] == "operator:alice" and entries[4]["detail"] == {"from": "active", "to": "closed"}
 
 
 def test_audit_verify_release_and_notifications(tmp_path: Path) -> None:
@@ -69,7 +74,8 @@ def test_audit_verify_release_and_notifications(tmp_path: Path) -> None:
     assert code == 0 and released["hidden_from_patient"] is False
     assert run(home, "documents", "release", INS["corsica"], str(document["id"]))[0] == 1  # not that patient's
     _, notices = run(home, "notifications", "--ins", ins.value)
-    assert notices[-1]["kind"] == "message" and notices[-1]["email"] == "active@example.org"
+    assert [notice["kind"] for notice in notices][-2:] == ["message", "first-contact"]
+    assert notices[-1]["email"] == "active@example.org"
     with sqlite3.connect(home / "bridge.db") as db:  # tampering around the triggers
         db.execute("DROP TRIGGER bridge_audit_no_update")
         db.execute("UPDATE bridge_audit SET actor = 'nobody' WHERE id = 3")

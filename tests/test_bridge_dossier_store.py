@@ -64,7 +64,7 @@ def test_create_and_activate_with_the_provisional_code(store: BridgeStore) -> No
     record, code = store.create_patient(NewPatient(NEWCOMER, PatientState.NOT_ACTIVATED, "Zoé", "Durand",
                                                    birth_date="1999-08-01", sex="F"), actor="operator:alice")
     assert len(code) == 12 and code.isalnum() and code.isupper()
-    assert record.state is PatientState.NOT_ACTIVATED and record.birth_date == "1999-08-01"
+    assert record.state is PatientState.PENDING and record.birth_date == "1999-08-01"  # the letter: window open
     with pytest.raises(ActivationRefused):
         store.activate(NEWCOMER.value, "WRONGCODE123", password_hash="h", email=None, actor="patient")
     with pytest.raises(ActivationRefused):  # same words for an unknown or active space
@@ -78,7 +78,7 @@ def test_create_and_activate_with_the_provisional_code(store: BridgeStore) -> No
         store.activate(NEWCOMER.value, code, password_hash="h", email=None, actor="patient")
     with pytest.raises(ValueError, match="already exists"):
         store.create_patient(NewPatient(NEWCOMER, PatientState.NOT_ACTIVATED), actor="operator:alice")
-    assert [entry.action for entry in store.audit(NEWCOMER)] == ["patient-add", "activate"]
+    assert [entry.action for entry in store.audit(NEWCOMER)] == ["patient-add", "activate", "receive"]  # welcome
 
 
 def test_login_challenge_sends_the_code_to_the_outbox_and_is_spent_once(store: BridgeStore) -> None:
@@ -105,17 +105,18 @@ def test_delivery_files_documents_links_attachments_and_notifies_without_content
     (notice,) = [n for n in store.notifications(ACTIVE.value) if n.kind == "message"]
     assert "Bilan" not in notice.body and "Labo" not in notice.body and "nouveau document" in notice.body
     actions = [entry.action for entry in store.audit(ACTIVE)]
-    assert actions[-3:] == ["receive", "deposit", "notify"]
-    deposit = store.audit(ACTIVE)[-2]
+    assert actions[-4:] == ["receive", "deposit", "notify", "notify"]  # the message, then the first writer's notice
+    assert [n.kind for n in store.notifications(ACTIVE.value)][-2:] == ["message", "first-contact"]
+    deposit = store.audit(ACTIVE)[-3]
     assert deposit.actor == f"professional:{LAB}" and deposit.detail["document"] == document.id
 
 
 def test_a_duplicate_delivery_files_nothing_twice(store: BridgeStore) -> None:
     deliver(store, "<twice@labo>", pdf())
     deliver(store, "<twice@labo>", pdf())
-    assert store.count_messages(ACTIVE.value) == 1 and store.count_documents(ACTIVE.value) == 1
+    assert store.count_messages(ACTIVE.value) == 1 + 1 and store.count_documents(ACTIVE.value) == 1  # + welcome
     blobs = [name for _, _, names in os.walk(store.blobs.root) for name in names]
-    assert len(blobs) == 2  # the message and the document, once
+    assert len(blobs) == 2 + 2  # the message and the document, once (and the two spaces' welcomes)
 
 
 def test_another_patients_ids_are_never_reachable(store: BridgeStore) -> None:
@@ -178,7 +179,7 @@ def test_first_opening_queues_the_read_receipt_once(store: BridgeStore) -> None:
     store.outbox_sent(item)
     assert store.due_outbox(at=datetime.now(UTC) + timedelta(days=1)) == []
     assert [e.action for e in store.audit(ACTIVE)][-4:] == ["view-message", "mdn-queued", "view-message", "mdn-sent"]
-    assert store.count_messages(ACTIVE.value, unread_only=True) == 0
+    assert store.count_messages(ACTIVE.value, unread_only=True) == 1  # the welcome, still unread
 
 
 def test_conversations_follow_the_last_message_of_each_mailbox(store: BridgeStore) -> None:

@@ -110,6 +110,8 @@ def test_receiving_states(state):
 @pytest.mark.parametrize(("state", "why"), [
     (PatientState.OPPOSED, "opposed the creation of their space"),
     (PatientState.CLOSED, "space is closed"),
+    (PatientState.DELETED, "space is closed"),  # a deletion is nobody's business: the words of a closed space
+    (PatientState.PENDING, "space is not created yet"),
     (PatientState.UNKNOWN, "no patient space exists for this INS"),
 ])
 def test_states_without_messaging(state, why):
@@ -119,5 +121,6 @@ def test_states_without_messaging(state, why):
 
 
 def test_state_values_are_the_registry_words():
-    assert {s.value for s in PatientState} == {"active", "not_activated", "opposed", "closed", "unknown"}
+    assert {s.value for s in PatientState} == {"pending", "active", "not_activated", "opposed", "closed", "deleted",
+                                               "unknown"}
     assert PatientState("not_activated") is PatientState.NOT_ACTIVATED
