@@ -18,10 +18,10 @@ import click
 from mssante_base.cli import HOME_OPTION  # the operator's HOME: the bridge reads its [bridge] table
 from mssante_base.errors import ConfigError
 from mssante_base.message.headers import summarise
+from mssante_base.patients.codes import MIN_PASSWORD
 from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 
-from .codes import MIN_PASSWORD
 from .lifecycle import Change, ChangeRefused
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
 from .service import open_store, seed_patients

@@ -37,14 +37,15 @@ from .lmtp import lmtp_factory
 from .outbox import OutboxSender
 from .registry import make_app, start_registry
 from .settings import BridgeSettings
-from .store import KNOWN_STATES, BridgeStore, NewPatient
+from .store import KNOWN_STATES, BridgeStore, NewPatient, PatientNotFound
 from .trust import OperatorGate, server_tls
 from .web.app import make_web_app, start_web, web_tls
 
 log = logging.getLogger(__name__)
 
 
-PATIENT_TEXT_KEYS = ("given_name", "family_name", "password_hash", "birth_date", "sex", "email")
+PATIENT_TEXT_KEYS = ("given_name", "family_name", "password_hash", "birth_date", "sex", "email",
+                     "activation_code_hash")
 
 
 def read_patients_file(path: Path) -> list[NewPatient]:
@@ -71,7 +72,14 @@ def read_patients_file(path: Path) -> list[NewPatient]:
         names = {key: entry.get(key) for key in PATIENT_TEXT_KEYS}
         if any(value is not None and not isinstance(value, str) for value in names.values()):
             raise ConfigError(f"{where}: {', '.join(PATIENT_TEXT_KEYS)} must be strings")
-        patients.append(NewPatient(ins=ins, state=PatientState(state), **names))
+        representatives = entry.get("representatives", [])
+        if not isinstance(representatives, list) or not all(isinstance(value, str) for value in representatives):
+            raise ConfigError(f"{where}.representatives: a list of INS is expected")
+        try:
+            parents = tuple(validate_ins(value) for value in representatives)
+        except InvalidIns as exc:
+            raise ConfigError(f"{where}.representatives: {exc}") from exc
+        patients.append(NewPatient(ins=ins, state=PatientState(state), representatives=parents, **names))
     return patients
 
 
@@ -83,7 +91,11 @@ def seed_patients(settings: BridgeSettings, store: BridgeStore) -> list[str]:
     """Add patients.json's patients that the store does not know; their INS."""
     if settings.patients_file is None:
         return []
-    return store.seed(read_patients_file(settings.path(settings.patients_file)), actor="patients-file")
+    path = settings.path(settings.patients_file)
+    try:
+        return store.seed(read_patients_file(path), actor="patients-file")
+    except PatientNotFound as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _hostname(settings: BridgeSettings) -> str:

@@ -25,6 +25,7 @@ from stdnum.fr import nir
 
 from mssante_base.annuaire import BalKind, MailboxEntry
 from mssante_base.passwords import password_hasher
+from mssante_base.patients.codes import hash_code, new_activation_code
 from mssante_base.patients.ins import PATIENT_DOMAIN
 from mssante_base.settings import CONFIG_FILE, LimitsSettings
 
@@ -159,6 +160,7 @@ class DemoPatient:
     family_name: str
     state: str
     birth_date: str  # the INS identity traits: consistent with the matricule's year and month
+    parent: str | None = None  # a child's space: the ins13 of the parent who represents them
 
     @property
     def sex(self) -> str:
@@ -174,6 +176,8 @@ PATIENTS = (
     DemoPatient("19211" + "2A" + "004017", "Lucas", "Santoni", "not_activated", "1992-11-03"),  # Corse-du-Sud
     DemoPatient("1780369045032", "Marc", "Girard", "opposed", "1978-03-21"),
     DemoPatient("2601213055009", "Jeanne", "Roux", "closed", "1960-12-05"),
+    # Sophie's daughter: her code letter is out (opt-out window open); Sophie activates it in her own space.
+    DemoPatient("2160575123458", "Léa", "Lefèvre", "pending", "2016-05-14", parent="2850775123456"),
 )
 
 # What a kit consists of, so that --force removes exactly that (plus the store, see create_kit).
@@ -386,14 +390,23 @@ def _write_patients(home: Path) -> list[dict[str, Any]]:
     """The bridge's registry seed (password hashes) and the manifest's patients (clear passwords)."""
     hasher = password_hasher()
     seed, manifest = [], []
+    by_ins13 = {patient.ins13: patient for patient in PATIENTS}
     for patient in PATIENTS:
-        password = secrets.token_urlsafe(12)
-        email = f"{patient.given_name.lower()}.{patient.ins[-4:]}@courriel.example"  # notifications only
-        seed.append({"ins": patient.ins, "state": patient.state, "given_name": patient.given_name,
-                     "family_name": patient.family_name, "password_hash": hasher.hash(password),
-                     "birth_date": patient.birth_date, "sex": patient.sex, "email": email})
-        manifest.append({"ins": patient.ins, "address": f"{patient.ins.lower()}@{PATIENT_DOMAIN}",
-                         "state": patient.state, "password": password, "email": email})
+        entry = {"ins": patient.ins, "state": patient.state, "given_name": patient.given_name,
+                 "family_name": patient.family_name, "birth_date": patient.birth_date, "sex": patient.sex}
+        shown = {"ins": patient.ins, "address": f"{patient.ins.lower()}@{PATIENT_DOMAIN}", "state": patient.state}
+        if patient.parent is None:
+            password = secrets.token_urlsafe(12)
+            email = f"{patient.given_name.lower()}.{patient.ins[-4:]}@courriel.example"  # notifications only
+            entry |= {"password_hash": hasher.hash(password), "email": email}
+            shown |= {"password": password, "email": email}
+        else:  # a child: no login of their own, a provisional code for the parent to activate the space with
+            code = new_activation_code()
+            parent = by_ins13[patient.parent].ins
+            entry |= {"activation_code_hash": hash_code(code), "representatives": [parent]}
+            shown |= {"activation_code": code, "representatives": [parent], "birth_date": patient.birth_date}
+        seed.append(entry)
+        manifest.append(shown)
     _write_json(home / PATIENTS_FILE, {"patients": seed}, private=True)
     return manifest
 

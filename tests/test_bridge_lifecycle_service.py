@@ -118,3 +118,35 @@ def test_the_command_line_through_a_space_s_life(tmp_path: Path) -> None:
     assert [e["action"] for e in entries] == ["patient-add", "representative-add", "created-by-default", "receive",
                                               "notify", "oppose", "notify", "delete", "purge"]  # notices: parent
     assert run(home, "audit", "verify")[1][0]["ok"]
+
+
+def test_patients_file_seeds_a_child_with_its_code_and_representative(tmp_path: Path) -> None:
+    from mes_bridge.service import open_store, seed_patients
+    from mes_bridge.settings import load_bridge_settings
+    from mssante_base.errors import ConfigError
+    from mssante_base.patients.codes import hash_code
+
+    kit = make_bridge_home(tmp_path / "home")
+    home = kit["home"]
+    settings = load_bridge_settings(home)
+    child = make_ins("2160575123458")
+    young = (date.today() - timedelta(days=365 * 9)).isoformat()
+    patients_file = settings.path(settings.patients_file)
+    seeded = json.loads(patients_file.read_text())
+    seeded["patients"].insert(0, {"ins": child, "state": "pending", "birth_date": young,
+                                  "activation_code_hash": hash_code("ABCDEFGHJKLM"),
+                                  "representatives": [INS["active"]]})  # the parent comes after the child
+    patients_file.write_text(json.dumps(seeded))
+    store = open_store(settings)
+    try:
+        seed_patients(settings, store)
+        assert store.represents(INS["active"], child) and store.patient(child).window_ends_at is not None
+        store.activate_child(child, "ABCD-EFGH-JKLM", representative=INS["active"])
+        assert store.patient(child).state is PatientState.ACTIVE
+        seeded["patients"].append({"ins": make_ins("2170675123456"), "state": "pending",
+                                   "representatives": [make_ins("1991275999888")]})
+        patients_file.write_text(json.dumps(seeded))
+        with pytest.raises(ConfigError, match="representative"):
+            seed_patients(settings, store)
+    finally:
+        store.close()

@@ -318,15 +318,24 @@ def test_patients_and_bridge_are_configured(home, manifest):
     from mssante_base.patients.ins import validate_ins
 
     patients = manifest["patients"]
-    assert {p["state"] for p in patients} == {"active", "not_activated", "opposed", "closed"}
+    assert {p["state"] for p in patients} == {"active", "not_activated", "opposed", "closed", "pending"}
     assert any("2A" in p["ins"] for p in patients)  # a Corsican department
     for patient in patients:
         assert validate_ins(patient["ins"]).address == patient["address"]
+    adults = [p for p in patients if "representatives" not in p]
+    (child,) = [p for p in patients if "representatives" in p]
+    for patient in adults:
         assert set(patient) == {"ins", "address", "state", "password", "email"}
+    assert set(child) == {"ins", "address", "state", "activation_code", "representatives", "birth_date"}
+    assert child["state"] == "pending" and child["representatives"] == [adults[0]["ins"]]
     seed = json.loads((home / "patients.json").read_text(encoding="utf-8"))["patients"]
     assert [p["ins"] for p in seed] == [p["ins"] for p in patients]
     for entry, patient in zip(seed, patients, strict=True):
-        assert PasswordHasher().verify(entry["password_hash"], patient["password"])
+        if "password" in patient:
+            assert PasswordHasher().verify(entry["password_hash"], patient["password"])
+        else:
+            assert PasswordHasher().verify(entry["activation_code_hash"], patient["activation_code"])
+            assert "password_hash" not in entry
     assert stat.S_IMODE((home / "patients.json").stat().st_mode) == 0o600
     settings = load_settings(home)
     bridge_cert = _leaf(home, manifest["bridge_cert"])

@@ -265,3 +265,18 @@ def test_deletion_archives_then_the_purge_destroys(store: BridgeStore) -> None:
     assert len(blob_files(store)) < len(before)
     assert store.verify_chain().ok and actions(store, PARENT)[-2:] == ["delete", "purge"]
     assert store.purge(at=later(4000)) == []
+
+
+def test_the_migrations_build_the_schema_the_models_describe(store: BridgeStore, store_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from mes_bridge.store.schema import Base
+
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()

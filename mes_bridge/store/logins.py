@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from .. import codes
+from mssante_base.patients import codes
+
 from .core import now
 from .notifications import SIGNATURE, NotificationStore
 from .records import LoginChallenge

@@ -76,6 +76,8 @@ class NewPatient:
     birth_date: str | None = None
     sex: str | None = None
     email: str | None = None
+    activation_code_hash: str | None = None  # a provisional code sent by letter (patients.json: a demo's child)
+    representatives: tuple[Ins, ...] = ()  # legal representatives (a child's parents), known spaces
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, or_, select, update
 
+from mssante_base.patients import codes
 from mssante_base.patients.ins import Ins
 from mssante_base.patients.states import RECEIVING, PatientState
 from mssante_base.storage.blobs import BlobFile
 
-from .. import codes
 from ..lifecycle import ALLOWED, Change, ChangeRefused, next_state, opens_space
 from ..welcome import welcome_message
 from . import rows
@@ -145,15 +145,23 @@ class SpaceStore(MessageStore):
         """Add the patients not known yet (a known patient is never overwritten); their INS. A seeded space
         that takes mail gets its welcome message."""
         added = []
+        patients = list(patients)
         for patient in patients:
             with self._welcome(patient.ins.value) as welcome, self._writing() as conn:
                 at = now()
-                if not self._insert_patient(conn, patient, actor=actor, at=at):
+                if not self._insert_patient(conn, patient, actor=actor, at=at, code_hash=patient.activation_code_hash):
                     continue
                 if patient.state in RECEIVING:
                     conn.execute(update(_TABLE).where(_TABLE.c.ins == patient.ins.value).values(space_opened_at=at))
                     self._open_space(conn, patient.ins.value, welcome)
                 added.append(patient.ins.value)
+        with self._writing() as conn:  # once every space of the file exists: a parent may come after the child
+            for patient in patients:
+                for parent in patient.representatives if patient.ins.value in added else ():
+                    if self._row(conn, parent.value) is None:
+                        raise PatientNotFound(f"{patient.ins.value}: no space is known for the representative "
+                                              f"{parent.value}")
+                    self._add_representative(conn, patient.ins.value, parent.value, actor=actor, at=now())
         return added
 
     def create_patient(self, patient: NewPatient, *, actor: str,
@@ -161,7 +169,7 @@ class SpaceStore(MessageStore):
         """The letter: a pending space (opt-out window open) and its provisional code, shown once and kept only
         hashed. ``representatives`` (parents, whose spaces must be known) reach a child's space."""
         code = codes.new_activation_code()
-        pending = NewPatient(**{**patient.__dict__, "state": PatientState.PENDING})
+        pending = replace(patient, state=PatientState.PENDING)
         with self._writing() as conn:
             at = now()
             for parent in representatives:

@@ -16,10 +16,10 @@ from aiohttp_session import Session, get_session
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mssante_base.passwords import password_hasher
+from mssante_base.patients import codes
 from mssante_base.patients.ins import InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 
-from .. import codes
 from ..store import ActivationRefused, PatientNotFound
 from .context import WEB, Web
 from .pages import render
