@@ -165,6 +165,9 @@ def test_documents_hidden_from_representatives_never_reach_the_parent(space: Web
         assert browser.get(f"/documents/{hidden.id}/contenu?telecharger=1").status == 404
         browser.get("/documents")
         assert browser.post(f"/documents/{hidden.id}/masquer").status == 404
+        page = browser.get("/")
+        listed = page.text.split("Consultation", 1)[1].split("</li>", 1)[0]
+        assert "pièce jointe" not in listed  # not even how many are withheld
         page = browser.get(f"/messages/{message_id}")
         assert page.status == 200 and "Consultation" in page.text
         assert "confidentiel.pdf" not in page.text and f"/messages/{message_id}/pieces/0" not in page.html

@@ -77,8 +77,15 @@ async def inbox(request: web.Request) -> web.Response:
     pages = page_of(request, total)
     messages = await context.call(context.store.messages_page, ins, direction="in", offset=pages.offset,
                                   limit=pages.size)
-    return await render(request, "inbox.html", {"messages": messages, "pages": pages, "total": total},
-                        nav="messages")
+    shown = {message.id: message.attachments for message in messages}
+    if audience_of(request) is not Audience.PATIENT:  # not even the count of what is withheld
+        for message in messages:
+            if message.attachments:
+                withheld = await context.call(context.store.withheld_attachments, ins, message.id,
+                                              audience_of(request))
+                shown[message.id] -= len(withheld)
+    return await render(request, "inbox.html", {"messages": messages, "pages": pages, "total": total,
+                                                "shown": shown}, nav="messages")
 
 
 async def conversations(request: web.Request) -> web.Response:
