@@ -17,11 +17,14 @@ space = module_space()
 
 def test_pages_need_a_login(space: WebSpace) -> None:
     browser = space.browser()
-    for path in ["/", "/conversations", "/documents", "/historique", "/nouveau", "/messages/1", "/documents/1"]:
+    for path in ["/", "/conversations", "/documents", "/historique", "/nouveau", "/messages/1", "/documents/1",
+                 "/enfants", "/supprimer-mon-espace"]:
         page = browser.get(path, follow=False)
         assert page.status == 303 and page.location == "/connexion", path
     page = browser.get("/")
     assert page.status == 200 and "Connexion à votre espace santé" in page.text
+    for path in ["/activation", "/opposition"]:  # the public pages
+        assert browser.get(path, follow=False).status == 200, path
 
 
 def test_login_with_password_then_code(space: WebSpace) -> None:
