@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support.bridge_kit import INS, PASSWORD
+from support.bridge_kit import INS, PASSWORD, make_ins
 from support.web_kit import WebSpace, last_login_code, module_space
 
 from mssante_base.patients.ins import Ins
@@ -17,11 +17,14 @@ space = module_space()
 
 def test_pages_need_a_login(space: WebSpace) -> None:
     browser = space.browser()
-    for path in ["/", "/conversations", "/documents", "/historique", "/nouveau", "/messages/1", "/documents/1"]:
+    for path in ["/", "/conversations", "/documents", "/historique", "/nouveau", "/messages/1", "/documents/1",
+                 "/enfants", "/supprimer-mon-espace"]:
         page = browser.get(path, follow=False)
         assert page.status == 303 and page.location == "/connexion", path
     page = browser.get("/")
     assert page.status == 200 and "Connexion à votre espace santé" in page.text
+    for path in ["/activation", "/opposition"]:  # the public pages
+        assert browser.get(path, follow=False).status == 200, path
 
 
 def test_login_with_password_then_code(space: WebSpace) -> None:
@@ -144,3 +147,66 @@ def test_unknown_ins_activation_says_the_same(space: WebSpace) -> None:
     page = browser.post("/activation", {"ins": "1990875999888" + "00", "code": "ABCDEFGHJKLM",
                                         "mot_de_passe": "un-mot-de-passe-long", "confirmation": "un-mot-de-passe-long"})
     assert page.status == 400 and "Matricule INS ou code provisoire incorrect" in page.text
+
+
+def _new_space(space: WebSpace, first13: str, state: PatientState = PatientState.PENDING) -> tuple[str, str]:
+    """A space created by the letter (pending, its provisional code); its INS and code."""
+    from mes_bridge.store import NewPatient
+
+    ins = Ins(make_ins(first13))
+    _, code = space.store.create_patient(NewPatient(ins, state, "Anne", "Nouvelle"), actor="operator:test")
+    return ins.value, code
+
+
+def test_opposition_before_activation(space: WebSpace) -> None:
+    ins, code = _new_space(space, "2850675222001")
+    browser = space.browser()
+    page = browser.get("/activation")
+    assert 'href="/opposition"' in page.html
+    page = browser.get("/opposition")
+    assert page.status == 200 and "M'opposer à la création" in page.text and 'label for="code"' in page.html
+    for typed_ins, typed_code in [(ins, "AAAAAAAAAAAA"), (INS["unknown"], code), ("123", code),
+                                  (INS["active"], code)]:
+        page = browser.post("/opposition", {"ins": typed_ins, "code": typed_code})
+        assert page.status == 400 and "Matricule INS ou code provisoire incorrect, ou code expiré." in page.text
+    assert space.store.patient(ins).state == PatientState.PENDING
+    assert browser.post("/opposition", {"ins": ins, "code": code}, csrf=None).status == 403
+    page = browser.post("/opposition", {"ins": ins, "code": code})
+    assert page.status == 303 and page.location == "/opposition"
+    assert "Votre opposition est enregistrée" in browser.get("/opposition").text
+    assert space.store.patient(ins).state == PatientState.OPPOSED
+    entry = next(entry for entry in space.store.history(ins, limit=5) if entry.action == "oppose")
+    assert entry.actor == f"patient:{ins}"
+    assert browser.post("/opposition", {"ins": ins, "code": code}).status == 400  # the code is spent
+
+
+def test_deleting_ones_space(space: WebSpace) -> None:
+    from mssante_base.passwords import password_hasher
+
+    ins, code = _new_space(space, "1820675222002")
+    space.store.activate(ins, code, password_hash=password_hasher().hash(PASSWORD), email=None,
+                         actor=f"patient:{ins}")
+    browser = space.browser()
+    page = browser.login(ins, PASSWORD, space.store)
+    assert 'href="/supprimer-mon-espace"' in page.html
+    page = browser.get("/supprimer-mon-espace")
+    assert page.status == 200 and 'type="checkbox"' in page.html and 'label for="confirmation"' in page.html
+    page = browser.post("/supprimer-mon-espace", {"mot_de_passe": "wrong-password", "confirmation": "oui"})
+    assert page.status == 400 and "Mot de passe incorrect" in page.text
+    page = browser.post("/supprimer-mon-espace", {"mot_de_passe": PASSWORD})
+    assert page.status == 400 and "Cochez la case" in page.text
+    assert space.store.patient(ins).state == PatientState.ACTIVE
+    kept = dict(browser.cookies)
+    page = browser.post("/supprimer-mon-espace", {"mot_de_passe": PASSWORD, "confirmation": "oui"})
+    assert page.status == 303 and page.location == "/connexion"
+    assert "Votre espace santé a été supprimé" in browser.get("/connexion").text
+    patient = space.store.patient(ins)
+    assert patient is not None and patient.state == PatientState.DELETED
+    entry = next(entry for entry in space.store.history(ins, limit=10) if entry.action == "delete")
+    assert entry.actor == f"patient:{ins}"
+    assert browser.get("/", follow=False).location == "/connexion"
+    browser.cookies = kept  # the session's cookie, kept from before the deletion
+    assert browser.get("/", follow=False).location == "/connexion"
+    browser.get("/connexion")
+    page = browser.post("/connexion", {"ins": ins, "mot_de_passe": PASSWORD})
+    assert page.status == 401 and GENERIC in page.text

@@ -56,10 +56,54 @@ def test_sentences(audit: AuditEntry, expected: str) -> None:
     assert sentence(audit, OWN, NAMES) == expected
 
 
+PARENT = INS["corsica"]  # reading OWN's space as their representative
+OTHER = INS["closed"]  # another representative of OWN
+
+
+@pytest.mark.parametrize("audit, reader, expected", [
+    (entry("activate", f"representative:{PARENT}"), PARENT, "Vous avez activé l'espace santé."),
+    (entry("activate", f"representative:{PARENT}"), OWN, "Votre représentant légal a activé votre espace santé."),
+    (entry("activate", f"representative:{OTHER}"), PARENT, "Un autre représentant légal a activé l'espace santé."),
+    (entry("view-document", f"representative:{PARENT}", document=7), PARENT,
+     "Vous avez consulté le document « Bilan sanguin »."),
+    (entry("view-document", f"representative:{PARENT}", document=7), OWN,
+     "Votre représentant légal a consulté le document « Bilan sanguin »."),
+    (entry("login"), PARENT, "Connexion à votre espace depuis l'adresse ?."),
+    (entry("oppose", f"patient:{OWN}"), PARENT, "Le titulaire de l'espace a fait opposition à la création de "
+                                                "l'espace santé."),
+    (entry("oppose"), OWN, "Vous avez fait opposition à la création de votre espace santé."),
+    (entry("close"), OWN, "Vous avez clôturé votre espace santé."),
+    (entry("close", "operator:support"), OWN, "L'opérateur de messagerie a clôturé votre espace santé."),
+    (entry("created-by-default", "mes_bridge"), OWN,
+     "Votre espace a été créé par défaut à la fin du délai d'opposition."),
+    (entry("delete"), OWN, "Vous avez demandé la suppression de votre espace santé."),
+    (entry("purge", "mes_bridge", messages=3), OWN,
+     "L'archive de l'espace a été détruite au terme de sa durée de conservation."),
+    (entry("representative-add", "operator:admin", representative=PARENT), PARENT,
+     "Vous êtes désormais représentant légal pour cet espace."),
+    (entry("representative-add", "operator:admin", representative=PARENT), OWN,
+     "Un représentant légal a été ajouté à l'espace."),
+    (entry("activation-code", "operator:admin"), OWN, "Un nouveau code provisoire d'activation a été créé."),
+    (entry("export"), OWN, "Vous avez téléchargé toutes les données de l'espace."),
+    (entry("patient-state", "mes_bridge", **{"from": "pending", "to": "deleted"}), OWN,
+     "L'état de votre espace est passé de « en attente (délai d'opposition) » à « supprimé »."),
+    (entry("notify", "mes_bridge", kind="first-contact"), OWN,
+     "Une notification vous a été envoyée (premier message d'un professionnel)."),
+    (entry("notify", "mes_bridge", kind="created"), OWN, "Une notification vous a été envoyée (création de l'espace)."),
+    (entry("notify", "mes_bridge", kind="deleted"), OWN,
+     "Une notification vous a été envoyée (suppression de l'espace)."),
+    (entry("lifecycle-new", f"representative:{PARENT}"), PARENT, "Vous : action « lifecycle-new »."),
+])
+def test_sentences_of_a_space_s_life_and_of_representatives(audit: AuditEntry, reader: str, expected: str) -> None:
+    assert sentence(audit, reader, NAMES) == expected
+
+
 def test_every_action_of_the_spec_has_a_sentence() -> None:
     spec = {"patient-add", "patient-state", "activate", "login-code-sent", "login", "login-failed", "logout", "receive",
             "deposit", "view-message", "view-document", "download-document", "view-attachment",
-            "download-attachment", "file", "mask", "unmask", "release", "send", "mdn-queued", "mdn-sent", "notify"}
+            "download-attachment", "file", "mask", "unmask", "release", "send", "mdn-queued", "mdn-sent", "notify",
+            "oppose", "close", "created-by-default", "delete", "purge", "representative-add", "activation-code",
+            "export"}
     assert spec <= set(PHRASES)
     for action in spec:
         assert sentence(entry(action), OWN, Names()).endswith(".")

@@ -23,6 +23,7 @@ from support.web_kit import (
 
 from mes_bridge.filing.categories import Category
 from mes_bridge.outgoing import BridgeSendError, PatientCannotSend
+from mssante_base.patients.ins import Ins
 
 space = module_space()
 
@@ -218,3 +219,17 @@ def test_pagination(space: WebSpace, browser: Browser) -> None:
     second = other.get("/?page=2")
     assert "Courrier 04" in second.text and "Courrier 24" not in second.text
     assert other.get("/?page=99").status == 200 and other.get("/?page=abc").status == 200
+
+
+def test_the_welcome_message_takes_no_reply(space: WebSpace, browser: Browser) -> None:
+    welcome = next(message for message in space.store.messages(Ins(INS["active"])) if message.no_reply)
+    page = browser.get(f"/messages/{welcome.id}")
+    assert page.status == 200 and "Bienvenue dans votre messagerie Mon espace santé" in page.text
+    assert f"/messages/{welcome.id}/repondre" not in page.html and ">Répondre<" not in page.html
+    assert "il n'est pas possible d'y répondre" in page.text
+    calls = len(space.sender.calls)
+    form = browser.get(f"/messages/{welcome.id}/repondre")
+    assert form.status == 403 and 'enctype="multipart/form-data"' not in form.html
+    page = browser.post(f"/messages/{welcome.id}/repondre", {"objet": "Re: Bienvenue", "message": "Merci"})
+    assert page.status == 403 and "il n'est pas possible d'y répondre" in page.text
+    assert len(space.sender.calls) == calls

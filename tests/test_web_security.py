@@ -23,6 +23,7 @@ from support.web_kit import (
 
 from mes_bridge.filing.categories import Category
 from mssante_base.patients.ins import Ins
+from mssante_base.patients.states import PatientState
 
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
             "base-uri 'none'")
@@ -117,6 +118,12 @@ def test_every_post_needs_the_csrf_token(space: WebSpace, browser: Browser, seed
         "/nouveau": {"a": LAB, "objet": "x", "message": "y"},
         f"/documents/{document}/masquer": {},
         "/documents/ajouter": {"categorie": "AUTR_DOC"},
+        "/opposition": {"ins": INS["not_activated"], "code": "x"},
+        "/supprimer-mon-espace": {"mot_de_passe": PASSWORD, "confirmation": "oui"},
+        f"/enfants/{INS['corsica']}/activer": {"code": "x"},
+        f"/enfants/{INS['corsica']}/opposer": {"code": "x"},
+        f"/enfants/{INS['corsica']}/ouvrir": {},
+        "/mon-espace": {},
     }
     other = space.browser()
     other.get("/connexion")
@@ -208,6 +215,29 @@ def test_login_limits_answer_429(tmp_path_factory: pytest.TempPathFactory) -> No
         statuses = [activation.post("/activation", {"ins": INS["not_activated"], "code": "x"}).status
                     for _ in range(4)]
         assert statuses == [400, 400, 400, 429]  # activation codes are counted apart from logins
+
+
+def test_every_form_that_checks_a_provisional_code_shares_one_limit(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from mes_bridge.store import NewPatient
+
+    with running_web(tmp_path_factory, login_per_ins="3/15 minutes", login_per_ip="100/15 minutes") as tight:
+        child = Ins(make_ins("1150675111001"))
+        tight.store.create_patient(NewPatient(child, PatientState.PENDING, "Léo", "Active"), actor="operator:test",
+                                   representatives=[Ins(INS["active"])])
+        public = tight.browser()
+        public.get("/opposition")
+        assert public.post("/opposition", {"ins": child.value, "code": "x"}).status == 400
+        public.get("/activation")
+        assert public.post("/activation", {"ins": child.value, "code": "x"}).status == 400
+        parent = tight.logged_in()
+        parent.get("/enfants")
+        assert parent.post(f"/enfants/{child.value}/activer", {"code": "x"}).status == 400
+        page = parent.post(f"/enfants/{child.value}/opposer", {"code": "x"})
+        assert page.status == 429 and "Trop de tentatives" in page.text and "Mes enfants" in page.text
+        page = public.post("/opposition", {"ins": child.value, "code": "x"})
+        assert page.status == 429 and int(page.headers["Retry-After"]) > 0
+        assert tight.store.patient(child).state == PatientState.PENDING
 
 
 def test_unknown_and_known_ins_cost_the_same_limit(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -21,7 +21,7 @@ from mssante_base.trust.tls import server_context
 
 from ..settings import BridgeSettings
 from ..store import BridgeStore
-from . import auth_views, compose_views, document_views, history_views, message_views
+from . import auth_views, children_views, compose_views, document_views, history_views, message_views
 from .context import WEB, Sender, Web, WebOptions
 from .pages import FILTERS, error_pages
 from .ratelimit import LoginLimits
@@ -35,6 +35,7 @@ FAVICON = HERE / "static" / "favicon.svg"
 
 ID = r"{id:\d{1,18}}"
 INDEX = r"{index:\d{1,4}}"
+CHILD = r"{child:[0-9A-Za-z]{15}}"  # an INS (a Corsican one holds 2A or 2B)
 
 
 async def _favicon(request: web.Request) -> web.FileResponse:
@@ -49,6 +50,14 @@ def _routes(app: web.Application) -> None:
         ("GET", "/connexion/code", auth_views.code_form), ("POST", "/connexion/code", auth_views.code),
         ("POST", "/deconnexion", auth_views.logout),
         ("GET", "/activation", auth_views.activation_form), ("POST", "/activation", auth_views.activation),
+        ("GET", "/opposition", auth_views.opposition_form), ("POST", "/opposition", auth_views.opposition),
+        ("GET", "/supprimer-mon-espace", auth_views.deletion_form),
+        ("POST", "/supprimer-mon-espace", auth_views.deletion),
+        ("GET", "/enfants", children_views.children),
+        ("POST", f"/enfants/{CHILD}/activer", children_views.activate),
+        ("POST", f"/enfants/{CHILD}/opposer", children_views.oppose),
+        ("POST", f"/enfants/{CHILD}/ouvrir", children_views.open_space),
+        ("POST", "/mon-espace", children_views.own_space),
         ("GET", "/", message_views.inbox),
         ("GET", "/conversations", message_views.conversations),
         ("GET", "/conversations/{mailbox}", message_views.thread),

@@ -3,6 +3,8 @@
 A patient may write only to a mailbox that wrote to them and did not end the exchange, or to a
 pharmacy's ORG mailbox (found by its FINESS number in the annuaire). The page offers only those; the
 operator applies the same rules again at submission, and its refusal is shown to the patient as is.
+Nothing is written from a child's space (the parent reads it), nor in reply to the service's own
+messages (the welcome): the forms are not offered and their POST is refused (403).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from mssante_base.annuaire import AnnuaireUnavailable, BalKind, MailboxEntry
 from mssante_base.patients.ins import Ins
 
 from ..outgoing import BridgeSendError, PatientCannotSend
+from ..store import MessageRecord
 from .context import WEB, Web
-from .message_views import conversation_url, conversation_with, own_message, reply_refusal
+from .message_views import conversation_url, conversation_with, own_message, reply_refusal, writing_refusal
 from .pages import actor_of, ins_of, render
 from .security import flash
 from .uploads import ACCEPT, UploadRefused, read_uploads
@@ -112,31 +115,50 @@ def _values(form: Any) -> dict[str, str]:
     return {"objet": str(form.get("objet", "")), "message": str(form.get("message", ""))}
 
 
+async def _reply_refusal(request: web.Request, message: MessageRecord) -> tuple[str | None, int]:
+    """Why this message cannot be answered here, and the status saying so (None, 200: it can)."""
+    refused = writing_refusal(request, message)
+    if refused is not None:
+        return refused, 403
+    context = request.app[WEB]
+    refused = reply_refusal(message, await conversation_with(context, ins_of(request), message.from_address))
+    return refused, 409 if refused else 200
+
+
 async def reply_form(request: web.Request) -> web.Response:
-    context, ins = request.app[WEB], ins_of(request)
     message = await own_message(request)
-    refusal = reply_refusal(message, await conversation_with(context, ins, message.from_address))
+    refusal, status = await _reply_refusal(request, message)
     subject = message.subject if message.subject.lower().startswith("re:") else f"Re: {message.subject}"
     return await render(request, "reply.html", {"message": message, "refusal": refusal, "accept": ACCEPT,
                                                 "values": {"objet": subject, "message": ""}},
-                        status=409 if refusal else 200, nav="messages")
+                        status=status, nav="messages")
 
 
 async def reply(request: web.Request) -> web.StreamResponse:
-    context, ins = request.app[WEB], ins_of(request)
     message = await own_message(request)
-    refusal = reply_refusal(message, await conversation_with(context, ins, message.from_address))
+    refusal, status = await _reply_refusal(request, message)
     problem = refusal or await _send(request, to=message.from_address, in_reply_to=message.message_id)
     if problem is not None:
         return await render(request, "reply.html", {
             "message": message, "refusal": refusal, "error": problem, "accept": ACCEPT,
-            "values": _values(await request.post())}, status=409 if refusal else 400, nav="messages")
+            "values": _values(await request.post())}, status=status if refusal else 400, nav="messages")
     flash(await get_session(request), "Votre message a été envoyé.", "success")
     raise web.HTTPSeeOther(conversation_url(message.from_address))
 
 
+async def _not_here(request: web.Request) -> web.Response | None:
+    """The page saying why no message may be written from here (a child's space), if so."""
+    refusal = writing_refusal(request)
+    if refusal is None:
+        return None
+    return await render(request, "new.html", {"refusal": refusal}, status=403, nav="new")
+
+
 async def new_form(request: web.Request) -> web.Response:
     context, ins = request.app[WEB], ins_of(request)
+    refused = await _not_here(request)
+    if refused is not None:
+        return refused
     finess = request.query.get("finess", "").strip().upper()
     recipients, problem = await _recipients(context, ins, finess)
     return await render(request, "new.html", {"recipients": recipients, "finess": finess, "finess_error": problem,
@@ -146,6 +168,9 @@ async def new_form(request: web.Request) -> web.Response:
 
 async def new(request: web.Request) -> web.StreamResponse:
     context, ins = request.app[WEB], ins_of(request)
+    refused = await _not_here(request)
+    if refused is not None:
+        return refused
     form = await request.post()
     to = str(form.get("a", "")).strip().lower()
     finess = str(form.get("finess", "")).strip().upper()

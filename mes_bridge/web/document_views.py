@@ -1,7 +1,8 @@
 """The dossier pages: documents by category with filters, one document, its content, masking, upload.
 
-A document hidden from the patient (INVISIBLE_PATIENT, until released) is never listed nor served: the
-store leaves it out of every answer, so its id is a 404 like another patient's.
+A document hidden from whoever reads (INVISIBLE_PATIENT until released; INVISIBLE_REP_LEGAUX from a
+parent in a child's space) is never listed nor served: the store leaves it out of every answer for that
+audience, so its id is a 404 like another patient's.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -18,7 +20,7 @@ from ..filing.categories import Category
 from ..filing.filetypes import SAFE_INLINE
 from ..store import DocumentFilter, DocumentNotFound, DocumentRecord, NewDocument
 from .context import WEB
-from .pages import PARIS, actor_of, ins_of, owned, page_of, render
+from .pages import PARIS, actor_of, audience_of, ins_of, owned, page_of, render
 from .security import flash
 from .serving import content_response
 from .uploads import ACCEPT, FORMATS_FR, UploadRefused, read_uploads
@@ -71,20 +73,21 @@ def _filters(request: web.Request) -> Filters:
 
 
 async def own_document(request: web.Request) -> DocumentRecord:
-    """The path's document if it is the patient's and visible to them; 404 otherwise."""
-    return await owned(request, request.app[WEB].store.document)
+    """The path's document if it is the patient's and visible to the reader; 404 otherwise."""
+    return await owned(request, partial(request.app[WEB].store.document, audience=audience_of(request)))
 
 
 async def documents(request: web.Request) -> web.Response:
-    context, ins = request.app[WEB], ins_of(request)
+    context, ins, audience = request.app[WEB], ins_of(request), audience_of(request)
     store = context.store
     filters = _filters(request)
     wanted = filters.store_filter()
-    total = await context.call(store.count_documents, ins, wanted)
+    total = await context.call(store.count_documents, ins, wanted, audience=audience)
     pages = page_of(request, total)
-    found = await context.call(store.documents, ins, wanted, offset=pages.offset, limit=pages.size)
-    counts = await context.call(store.category_counts, ins)
-    authors = await context.call(store.authors, ins)
+    found = await context.call(store.documents, ins, wanted, offset=pages.offset, limit=pages.size,
+                               audience=audience)
+    counts = await context.call(store.category_counts, ins, audience=audience)
+    authors = await context.call(store.authors, ins, audience=audience)
     return await render(request, "documents.html", {
         "documents": found, "pages": pages, "total": total, "filters": filters, "authors": authors,
         "categories": [(category, counts.get(category, 0)) for category in Category],
@@ -116,7 +119,8 @@ async def toggle_mask(request: web.Request) -> web.StreamResponse:
     document = await own_document(request)
     masked = not document.masked_from_professionals
     try:
-        await context.call(context.store.set_masked, ins, document.id, masked, actor=actor_of(request))
+        await context.call(context.store.set_masked, ins, document.id, masked, actor=actor_of(request),
+                           audience=audience_of(request))
     except DocumentNotFound:  # hidden or gone between the two calls
         raise web.HTTPNotFound() from None
     flash(await get_session(request), "Le document est masqué aux professionnels de santé." if masked

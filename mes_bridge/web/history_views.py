@@ -1,12 +1,13 @@
-"""The history page: every action on the patient's space, newest first, as French sentences."""
+"""The history page: every action on the space, newest first, as French sentences told to whoever reads
+(a parent in a child's space does not see the entries about documents hidden from representatives)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ..store import AuditEntry, BridgeStore
+from ..store import Audience, AuditEntry, BridgeStore
 from .context import WEB
-from .pages import ins_of, page_of, render
+from .pages import audience_of, ins_of, page_of, render, viewer_of
 from .sentences import Names, dated, sentence
 
 
@@ -19,11 +20,11 @@ def _ids(entries: list[AuditEntry], key: str) -> set[int]:
     return found
 
 
-def _names(store: BridgeStore, ins: str, entries: list[AuditEntry]) -> Names:
-    """Titles and subjects the patient may see (the store leaves out entries about hidden documents)."""
+def _names(store: BridgeStore, ins: str, entries: list[AuditEntry], audience: Audience) -> Names:
+    """Titles and subjects the reader may see (the store leaves out entries about hidden documents)."""
     documents = {}
     for document_id in _ids(entries, "document"):
-        document = store.document(ins, document_id)
+        document = store.document(ins, document_id, audience=audience)
         if document is not None:
             documents[document_id] = document.title
     messages = {}
@@ -35,12 +36,13 @@ def _names(store: BridgeStore, ins: str, entries: list[AuditEntry]) -> Names:
 
 
 async def history(request: web.Request) -> web.Response:
-    context, ins = request.app[WEB], ins_of(request)
+    context, ins, audience = request.app[WEB], ins_of(request), audience_of(request)
     store = context.store
-    total = await context.call(store.count_history, ins)
+    total = await context.call(store.count_history, ins, audience=audience)
     pages = page_of(request, total)
-    entries = await context.call(store.history, ins, offset=pages.offset, limit=pages.size)
-    names = await context.call(_names, store, ins, entries)
-    lines = [(entry, dated(entry), sentence(entry, ins, names)) for entry in entries]
+    entries = await context.call(store.history, ins, offset=pages.offset, limit=pages.size, audience=audience)
+    names = await context.call(_names, store, ins, entries, audience)
+    viewer = viewer_of(request)  # "Vous" is whoever reads: the parent, in a child's space
+    lines = [(entry, dated(entry), sentence(entry, viewer, names)) for entry in entries]
     return await render(request, "history.html", {"lines": lines, "pages": pages, "total": total},
                         nav="history")

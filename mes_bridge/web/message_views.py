@@ -1,7 +1,9 @@
 """The messaging pages: received messages, conversations, one message with its attachments.
 
 Every id in a path is looked up with the session's INS: the store answers None for another patient's
-message exactly as for one that does not exist, and both are a 404.
+message exactly as for one that does not exist, and both are a 404. An attachment that carries a
+document hidden from the reader (a parent, for INVISIBLE_REP_LEGAUX) is withheld: not listed, not
+served, not filed (404 too).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from ..filing.categories import Category
 from ..filing.filetypes import DetectedType, detect_type
 from ..filing.mdn import build_mdn
 from ..filing.mime import AttachmentPart, attachment, read_message
-from ..store import AttachmentRecord, ConversationSummary, MessageRecord, NewDocument
+from ..store import AttachmentRecord, Audience, ConversationSummary, MessageRecord, NewDocument
 from .context import WEB, Web
-from .pages import actor_of, ins_of, owned, page_of, render
+from .pages import acting_for_child, actor_of, audience_of, ins_of, owned, page_of, render
 from .security import flash
 from .serving import content_response
 
@@ -41,8 +43,26 @@ async def conversation_with(context: Web, ins: str, mailbox: str) -> Conversatio
     return await context.call(context.store.conversation, ins, mailbox)
 
 
+NO_REPLY = "Ce message est envoyé automatiquement par le service : il n'est pas possible d'y répondre."
+NOT_AS_CHILD = ("Dans l'espace de votre enfant, vous pouvez lire ses messages et ses documents, mais pas écrire "
+                "en son nom.")
+
+
+def writing_refusal(request: web.Request, message: MessageRecord | None = None) -> str | None:
+    """Why nothing may be written from this page at all (None: the conversation's rules then decide): a
+    parent reads a child's space but does not write as the child; the service's own messages (the
+    welcome) take no reply."""
+    if acting_for_child(request):
+        return NOT_AS_CHILD
+    if message is not None and message.no_reply:
+        return NO_REPLY
+    return None
+
+
 def reply_refusal(message: MessageRecord, conversation: ConversationSummary | None) -> str | None:
     """Why the patient cannot answer this message (None: they can)."""
+    if message.no_reply:
+        return NO_REPLY
     if message.direction != "in":
         return "Vous êtes l'auteur de ce message."
     if conversation is None or not conversation.open:
@@ -57,8 +77,15 @@ async def inbox(request: web.Request) -> web.Response:
     pages = page_of(request, total)
     messages = await context.call(context.store.messages_page, ins, direction="in", offset=pages.offset,
                                   limit=pages.size)
-    return await render(request, "inbox.html", {"messages": messages, "pages": pages, "total": total},
-                        nav="messages")
+    shown = {message.id: message.attachments for message in messages}
+    if audience_of(request) is not Audience.PATIENT:  # not even the count of what is withheld
+        for message in messages:
+            if message.attachments:
+                withheld = await context.call(context.store.withheld_attachments, ins, message.id,
+                                              audience_of(request))
+                shown[message.id] -= len(withheld)
+    return await render(request, "inbox.html", {"messages": messages, "pages": pages, "total": total,
+                                                "shown": shown}, nav="messages")
 
 
 async def conversations(request: web.Request) -> web.Response:
@@ -97,19 +124,29 @@ def _mdn(patient_ins: str, patient_name: str, message: MessageRecord) -> bytes |
                      disposition="displayed")
 
 
+async def _attachment_records(request: web.Request, message: MessageRecord) -> list[AttachmentRecord]:
+    """The message's attachments the reader may see (those carrying a document hidden from them left out)."""
+    context, ins = request.app[WEB], ins_of(request)
+    records = await context.call(context.store.attachments, ins, message.id)
+    withheld = await context.call(context.store.withheld_attachments, ins, message.id, audience_of(request))
+    return [record for record in records if record.index not in withheld]
+
+
 async def show_message(request: web.Request) -> web.Response:
     context, ins = request.app[WEB], ins_of(request)
     store = context.store
     message = await own_message(request)
     raw = await context.call(store.read_blob, message.blob_key)
     view = await context.call(read_message, raw)
-    records = await context.call(store.attachments, ins, message.id)
+    records = await _attachment_records(request, message)
     parts = {part.index: part for part in view.attachments}
     rows = [AttachmentRow(record, parts[record.index], detect_type(parts[record.index].data))
             for record in records if record.index in parts]
     if message.direction == "in":
         patient = await context.call(store.patient, ins)
-        mdn = _mdn(ins, patient.display_name if patient else "", message)
+        mdn = None  # a read receipt tells the patient's own reading, not their representative's
+        if audience_of(request) is Audience.PATIENT:
+            mdn = _mdn(ins, patient.display_name if patient else "", message)
         await context.call(store.open_message, ins, message.id, actor=actor_of(request), mdn=mdn,
                            mdn_to=message.mdn_to if mdn else None)
     mailbox = message.from_address if message.direction == "in" else (message.recipients or ("",))[0]
@@ -117,14 +154,15 @@ async def show_message(request: web.Request) -> web.Response:
     return await render(request, "message.html", {
         "message": message, "view": view, "attachments": rows, "categories": list(Category),
         "refusal": reply_refusal(message, conversation), "conversation_url": conversation_url(mailbox),
+        "writable": writing_refusal(request, message) is None,
     }, nav="messages")
 
 
 async def _own_attachment(request: web.Request) -> tuple[MessageRecord, AttachmentRecord, AttachmentPart]:
-    context, ins = request.app[WEB], ins_of(request)
+    context = request.app[WEB]
     message = await own_message(request)
     index = int(request.match_info["index"])
-    records = await context.call(context.store.attachments, ins, message.id)
+    records = await _attachment_records(request, message)
     record = next((record for record in records if record.index == index), None)
     if record is None:
         raise web.HTTPNotFound()

@@ -1,4 +1,5 @@
-"""Rendering: the common page context (patient, navigation, CSRF token, flashes), French dates and
+"""Rendering: the common page context (the space shown and who reads it, navigation, CSRF token,
+flashes), French dates and
 sizes, pagination, and the error pages (404 for anything that is not the patient's, never 403)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp_session import get_session
 
 from ..store import Audience
 from .context import WEB
-from .security import ACTOR_KEY, AUDIENCE_KEY, INS_KEY, Handler, csrf_token
+from .security import ACTOR_KEY, AUDIENCE_KEY, INS_KEY, VIEWER_KEY, Handler, csrf_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,16 @@ def ins_of(request: web.Request) -> str:
     return request[INS_KEY]
 
 
+def viewer_of(request: web.Request) -> str:
+    """The INS of the logged-in person (the parent, when they read a child's space)."""
+    return request[VIEWER_KEY]
+
+
+def acting_for_child(request: web.Request) -> bool:
+    """Whether the logged-in person reads a child's space rather than their own."""
+    return request[INS_KEY] != request[VIEWER_KEY]
+
+
 def actor_of(request: web.Request) -> str:
     """Who acts in the space, as the audit trail names them (the patient, or their representative)."""
     return request[ACTOR_KEY]
@@ -101,12 +112,15 @@ async def render(request: web.Request, template: str, context: dict[str, Any] | 
     session = await get_session(request)
     web_context = request.app[WEB]
     ins = request.get(INS_KEY)
-    common: dict[str, Any] = {"csrf": csrf_token(session), "nav": nav, "patient": None, "unread": 0,
-                              "flashes": session.pop("flash", [])}
+    common: dict[str, Any] = {"csrf": csrf_token(session), "nav": nav, "patient": None, "viewer": None,
+                              "acting": False, "unread": 0, "flashes": session.pop("flash", [])}
     if ins is not None:
         store = web_context.store
         common["patient"] = await web_context.call(store.patient, ins)
         common["unread"] = await web_context.call(store.count_messages, ins, "in", unread_only=True)
+        common["acting"] = acting_for_child(request)
+        common["viewer"] = (await web_context.call(store.patient, viewer_of(request)) if common["acting"]
+                            else common["patient"])
     return aiohttp_jinja2.render_template(template, request, {**common, **(context or {})}, status=status)
 
 

@@ -7,8 +7,12 @@
   without a request, after ``max_session`` in all, at logout (its id is then refused by this process),
   and as soon as the patient's space is no longer active.
 - Every POST must carry the session's CSRF token in the hidden field ``csrf``: 403 otherwise.
-- Every page but the login, activation and static files needs a logged-in patient; the patient's INS
-  is taken from the session only, never from the request.
+- Every page but the login, activation, opposition and static files needs a logged-in patient; the
+  patient's INS is taken from the session only, never from the request.
+- A legal representative may act in a child's space (``session["acting_for"]``): the guard then reads
+  the child's space as the representative, and checks on every request that the representation still
+  holds (it ends at the child's majority) and that the child's space is active; otherwise the parent is
+  back in their own space.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from mssante_base.patients.states import PatientState
 
-from ..store import Audience
+from ..store import Audience, BridgeStore
 from .context import WEB
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "__Host-mes"
-PUBLIC_PATHS = frozenset({"/connexion", "/connexion/code", "/activation"})
+PUBLIC_PATHS = frozenset({"/connexion", "/connexion/code", "/activation", "/opposition"})
+ACTING_FOR = "acting_for"  # session key: the INS of the child whose space the representative reads
 STATIC_PREFIX = "/static/"
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
             "base-uri 'none'")
@@ -47,6 +52,7 @@ SECURITY_HEADERS = {
 }
 
 INS_KEY = web.RequestKey("mes_ins", str)  # the INS of the space being read, set by the guard
+VIEWER_KEY = web.RequestKey("mes_viewer", str)  # the INS of the logged-in person (a child's parent, say)
 ACTOR_KEY = web.RequestKey("mes_actor", str)  # who acts, for the audit: "patient:<INS>" or "representative:<INS>"
 AUDIENCE_KEY = web.RequestKey("mes_audience", Audience)  # what that reader may see of the space
 
@@ -144,7 +150,23 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise web.HTTPSeeOther("/connexion")
         return await handler(request)
     session["seen"] = now
-    request[INS_KEY] = ins
+    request[VIEWER_KEY] = request[INS_KEY] = ins
     request[ACTOR_KEY] = f"patient:{ins}"
     request[AUDIENCE_KEY] = Audience.PATIENT
+    child = session.get(ACTING_FOR)
+    if child is not None:
+        if not isinstance(child, str) or not await context.call(may_act_for, context.store, ins, child):
+            session.pop(ACTING_FOR, None)
+            flash(session, "Vous n'avez plus accès à l'espace de cet enfant : voici de nouveau votre espace.")
+            raise web.HTTPSeeOther("/")
+        request[INS_KEY] = child
+        request[ACTOR_KEY] = f"representative:{ins}"
+        request[AUDIENCE_KEY] = Audience.REPRESENTATIVE
     return await handler(request)
+
+
+def may_act_for(store: BridgeStore, parent: str, child: str) -> bool:
+    """Whether ``parent`` may read ``child``'s space now: they represent the child today (not of age) and
+    the child's space is active."""
+    record = store.patient(child)
+    return record is not None and record.state == PatientState.ACTIVE and store.represents(parent, child)

@@ -1,8 +1,11 @@
 """The audit trail told to the patient: one French sentence per entry.
 
-Who acted comes from the entry's actor ("patient:<INS>" is "Vous" for the patient's own entries, a
-professional is named as the entry recorded them); what was acted on is named by the titles and
-subjects looked up for the patient (``Names``), since the chain itself keeps ids only.
+Who acted comes from the entry's actor, told to whoever reads the history (``own_ins``: the patient,
+or the parent reading a child's space): "patient:<INS>" or "representative:<INS>" is "Vous" for the
+reader's own entries; a representative is otherwise "Votre représentant légal" (to the space's owner)
+or "Un autre représentant légal" (to another parent); a professional is named as the entry recorded
+them. What was acted on is named by the titles and subjects looked up for the reader (``Names``), since
+the chain itself keeps ids only.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from ..filing.categories import Category
 from ..store import AuditEntry
 from .pages import date_fr
 
-STATE_LABELS = {PatientState.ACTIVE: "activé", PatientState.NOT_ACTIVATED: "en attente d'activation",
-                PatientState.OPPOSED: "opposition à sa création", PatientState.CLOSED: "clôturé"}
+STATE_LABELS = {PatientState.PENDING: "en attente (délai d'opposition)", PatientState.ACTIVE: "activé",
+                PatientState.NOT_ACTIVATED: "en attente d'activation",
+                PatientState.OPPOSED: "opposition à sa création", PatientState.CLOSED: "clôturé",
+                PatientState.DELETED: "supprimé"}
 NOTIFY_LABELS = {"message": "nouveau message", "document": "nouveau document", "login-code": "code de connexion",
-                 "activation": "activation", "first-access": "premier accès d'un professionnel"}
+                 "activation": "activation", "first-access": "premier accès d'un professionnel",
+                 "first-contact": "premier message d'un professionnel", "created": "création de l'espace",
+                 "deleted": "suppression de l'espace"}
 FAILURE_LABELS = {"password": "mot de passe incorrect", "code": "code de connexion incorrect"}
 
 
@@ -52,10 +59,15 @@ def _int(value: Any) -> int:
 
 
 def who(entry: AuditEntry, own_ins: str) -> str:
-    """The actor as a sentence's subject ("Vous", a professional's name, "L'opérateur", "Le service")."""
+    """The actor as a sentence's subject ("Vous", a representative, a professional's name, "L'opérateur",
+    "Le service"); ``own_ins`` is the reader's INS."""
     kind, _, rest = entry.actor.partition(":")
+    if kind in ("patient", "representative") and rest == own_ins:
+        return "Vous"
     if kind == "patient":
-        return "Vous" if rest == own_ins else "Un autre patient"
+        return "Le titulaire de l'espace" if rest == entry.ins else "Un autre patient"
+    if kind == "representative":
+        return "Votre représentant légal" if entry.ins == own_ins else "Un autre représentant légal"
     if kind == "professional":
         detail = entry.detail
         return str(detail.get("author_name") or detail.get("from_name") or rest)
@@ -68,6 +80,17 @@ def _did(entry: AuditEntry, own_ins: str, past: str) -> str:
     """« Vous avez consulté » / « Dr X a consulté »."""
     subject = who(entry, own_ins)
     return f"{subject} {'avez' if subject == 'Vous' else 'a'} {past}"
+
+
+def _space(entry: AuditEntry, own_ins: str) -> str:
+    """« votre espace santé » for the space's owner, « l'espace santé » for a parent reading a child's."""
+    return "votre espace santé" if entry.ins == own_ins else "l'espace santé"
+
+
+def _representative(entry: AuditEntry, own_ins: str) -> str:
+    if entry.detail.get("representative") == own_ins:
+        return "Vous êtes désormais représentant légal pour cet espace."
+    return "Un représentant légal a été ajouté à l'espace."
 
 
 def _state(value: Any) -> str:
@@ -84,7 +107,15 @@ PHRASES: dict[str, Phrase] = {
     "patient-add": lambda e, i, n: "Votre espace santé a été créé.",
     "patient-state": lambda e, i, n: (f"L'état de votre espace est passé de « {_state(e.detail.get('from'))} » "
                                       f"à « {_state(e.detail.get('to'))} »."),
-    "activate": lambda e, i, n: "Vous avez activé votre espace santé.",
+    "activate": lambda e, i, n: f"{d(e, i, 'activé')} {_space(e, i)}.",
+    "oppose": lambda e, i, n: f"{d(e, i, 'fait')} opposition à la création de {_space(e, i)}.",
+    "close": lambda e, i, n: f"{d(e, i, 'clôturé')} {_space(e, i)}.",
+    "created-by-default": lambda e, i, n: (f"{'Votre' if e.ins == i else 'Cet'} espace a été créé par défaut à la "
+                                           "fin du délai d'opposition."),
+    "delete": lambda e, i, n: f"{d(e, i, 'demandé')} la suppression de {_space(e, i)}.",
+    "purge": lambda e, i, n: "L'archive de l'espace a été détruite au terme de sa durée de conservation.",
+    "representative-add": lambda e, i, n: _representative(e, i),
+    "export": lambda e, i, n: f"{d(e, i, 'téléchargé')} toutes les données de l'espace.",
     "activation-code": lambda e, i, n: "Un nouveau code provisoire d'activation a été créé.",
     "password": lambda e, i, n: "Le mot de passe de votre espace a été changé.",
     "email": lambda e, i, n: "L'adresse e-mail de notification a été changée.",

@@ -194,9 +194,10 @@ def mail(*, sender: str = DOCTOR, name: str = "Dr Martin", subject: str = "Compt
 
 
 def deliver(store: BridgeStore, who: str, raw: bytes, *, documents: list[NewDocument] = ()) -> int:
-    """Store ``raw`` for patient ``who`` with its attachments (and documents filed from it); its row id."""
+    """Store ``raw`` for patient ``who`` (a name of INS, or an INS) with its attachments (and documents filed
+    from it); its row id."""
     view = read_message(raw)
-    ins = Ins(INS[who])
+    ins = Ins(INS.get(who, who))
     meta = MessageMeta(message_id=view.message_id, sender=view.from_address, recipients=(ins.address,),
                        subject=view.subject, from_address=view.from_address, from_name=view.from_name,
                        sent_at=view.date, mdn_to=view.mdn_to, ends_exchange=view.ends_exchange,
