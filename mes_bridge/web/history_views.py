@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..sentences import Names, dated, sentence
 from ..store import AuditEntry, BridgeStore
 from .context import WEB
 from .pages import ins_of, page_of, render
-from .sentences import Names, dated, sentence
 
 
 def _ids(entries: list[AuditEntry], key: str) -> set[int]:

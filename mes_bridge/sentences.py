@@ -13,9 +13,9 @@ from typing import Any
 
 from mssante_base.patients.states import PatientState
 
-from ..filing.categories import Category
-from ..store import AuditEntry
-from .pages import date_fr
+from .filing.categories import Category
+from .french import date_fr
+from .store import AuditEntry
 
 STATE_LABELS = {PatientState.ACTIVE: "activé", PatientState.NOT_ACTIVATED: "en attente d'activation",
                 PatientState.OPPOSED: "opposition à sa création", PatientState.CLOSED: "clôturé"}
@@ -109,6 +109,7 @@ PHRASES: dict[str, Phrase] = {
     "send": lambda e, i, n: f"{d(e, i, 'envoyé')} {n.message(e.detail)}{_to(e.detail)}.",
     "mdn-queued": lambda e, i, n: f"Un accusé de lecture est prêt pour {n.message(e.detail)}.",
     "mdn-sent": lambda e, i, n: f"L'accusé de lecture pour {n.message(e.detail)} a été envoyé.",
+    "export": lambda e, i, n: f"{d(e, i, 'téléchargé')} toutes les données de l'espace.",
     "notify": lambda e, i, n: (f"Une notification vous a été envoyée "
                                f"({NOTIFY_LABELS.get(str(e.detail.get('kind')), 'information')})."),
 }
