@@ -198,7 +198,9 @@ space = module_space()
 
 
 def test_the_web_page_downloads_the_zip_and_is_audited(space: WebSpace) -> None:
-    deliver(space.store, "active", mail(sender=LAB, subject="Vos résultats"), documents=[pdf_document("Bilan")])
+    scan = PDF + os.urandom(700_000)  # incompressible: the ZIP is streamed in several chunks
+    deliver(space.store, "active", mail(sender=LAB, subject="Vos résultats"),
+            documents=[pdf_document("Bilan"), document("Scanner", scan, filename="scanner.pdf")])
     browser = space.logged_in()
     page = browser.get("/mes-donnees")
     assert page.status == 200 and "Télécharger toutes mes données" in page.text
@@ -207,7 +209,9 @@ def test_the_web_page_downloads_the_zip_and_is_audited(space: WebSpace) -> None:
     download = browser.post("/mes-donnees/telecharger")
     assert download.status == 200 and download.headers["Content-Type"] == "application/zip"
     assert download.headers["Content-Disposition"].startswith("attachment;")
+    assert download.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in download.headers
     archive = zipfile.ZipFile(io.BytesIO(download.body))
     assert "manifest.json" in archive.namelist() and b"Bilan" in everything(archive)
+    assert archive.read("documents/0002-scanner.pdf") == scan
     (audit,) = [entry for entry in space.store.history(INS["active"], limit=None) if entry.action == "export"]
-    assert audit.actor == f"patient:{INS['active']}" and audit.detail["documents"] == 1
+    assert audit.actor == f"patient:{INS['active']}" and audit.detail["documents"] == 2
