@@ -215,3 +215,4 @@ def test_the_web_page_downloads_the_zip_and_is_audited(space: WebSpace) -> None:
     assert archive.read("documents/0002-scanner.pdf") == scan
     (audit,) = [entry for entry in space.store.history(INS["active"], limit=None) if entry.action == "export"]
     assert audit.actor == f"patient:{INS['active']}" and audit.detail["documents"] == 2
+    assert "Vous avez téléchargé toutes les données de l'espace." in browser.get("/historique").text
