@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import json
 import logging
 import mimetypes
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -22,6 +25,7 @@ from mssante_base.patients.codes import MIN_PASSWORD
 from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 
+from .export import ExportRefused, write_export
 from .lifecycle import Change, ChangeRefused
 from .outgoing import BridgeSendError, PatientCannotSend, send_patient_message
 from .service import open_store, seed_patients
@@ -29,6 +33,7 @@ from .settings import BridgeSettings, load_bridge_settings
 from .store import (
     OVERRIDE_STATES,
     ActivationRefused,
+    Audience,
     BridgeStore,
     DocumentNotFound,
     NewPatient,
@@ -335,6 +340,46 @@ def patient_delete(ins: Ins, home: Path, by: str) -> None:
         except (PatientNotFound, ChangeRefused) as exc:
             raise click.ClickException(str(exc)) from exc
     _echo_state(record)
+
+
+@patient.command("export")
+@click.argument("ins", type=INS)
+@HOME_OPTION
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The ZIP file to write (readable by its owner only).")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@BY_OPTION
+def patient_export(ins: Ins, home: Path, out: Path, force: bool, by: str | None) -> None:
+    """The person's right to get everything back: one ZIP of every message (.eml), every document they may
+    see with its metadata, the history (JSON and HTML) and a manifest of hashes (audited; not for a deleted
+    space)."""
+    if out.exists() and not force:
+        raise click.ClickException(f"{out} exists: choose another file or add --force")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=".mes-export-", suffix=".zip")  # mode 0600
+    except OSError as exc:
+        raise click.ClickException(f"cannot write in {out.parent}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(descriptor, "w+b") as file, _store(home) as store:
+            summary = write_export(store, ins.value, Audience.PATIENT, file, actor=_actor(by))
+            file.flush()
+            os.fsync(file.fileno())
+            file.seek(0)
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        if force:
+            os.replace(temporary, out)
+        else:
+            os.link(temporary, out)  # never over a file that appeared meanwhile
+            os.unlink(temporary)
+    except ExportRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    except FileExistsError as exc:
+        raise click.ClickException(f"{out} exists: choose another file or add --force") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    _echo_json({"path": str(out), "messages": summary.messages, "documents": summary.documents,
+                "history": summary.history, "sha256": digest})
 
 
 @main.command()

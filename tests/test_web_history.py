@@ -8,9 +8,9 @@ import pytest
 from support.bridge_kit import INS
 from support.web_kit import LAB, WebSpace, deliver, mail, module_space, pdf_document
 
+from mes_bridge.sentences import PHRASES, Names, sentence
 from mes_bridge.store import AuditEntry
 from mes_bridge.web.pages import date_fr, size_fr
-from mes_bridge.web.sentences import PHRASES, Names, sentence
 
 OWN = INS["active"]
 NAMES = Names(documents={7: "Bilan sanguin"}, messages={3: "Vos résultats"})

@@ -7,7 +7,10 @@ would otherwise serve active content under its own origin.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
+from pathlib import PureWindowsPath
 from xml.parsers import expat
 
 import magic
@@ -31,6 +34,8 @@ _KINDS = {
 # text and are served as text/plain. Markup and scripts a browser could run are not.
 _ACTIVE_TEXT = frozenset({"text/html", "text/xml", "text/x-sgml", "text/xsl", "text/javascript", "text/x-php",
                           "text/x-xslt", "text/css", "text/vtt"})
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/;:*?<>|]+')
+MAX_NAME = 150  # characters of a file name handed out
 _XML_LEAD = (b"<", b"\xef\xbb\xbf<")  # possibly after a UTF-8 byte order mark and white space
 
 
@@ -89,3 +94,17 @@ def xml_root(data: bytes) -> str | None:
     except (expat.ExpatError, XdmError, ValueError):
         return None
     return names[0] if names else None
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A sender's or patient's file name made safe to hand out (Content-Disposition, a name in an export ZIP):
+    its last path segment only ("C:\\x\\y.pdf" and "../y.pdf" alike), no quote, separator or control
+    character, no leading or trailing dot or space, at most MAX_NAME characters (the extension kept);
+    ``fallback`` if nothing is left."""
+    base = PureWindowsPath(unicodedata.normalize("NFC", name or "").replace("\x00", "")).name
+    cleaned = _UNSAFE_NAME.sub("_", base).strip(" ._")
+    if len(cleaned) > MAX_NAME:  # cut the stem, keep a short extension
+        stem, dot, suffix = cleaned.rpartition(".")
+        keep = f"{dot}{suffix}" if stem and len(suffix) <= 10 else ""
+        cleaned = cleaned[:MAX_NAME - len(keep)].rstrip(" .") + keep
+    return cleaned or fallback

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageError
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.policy import default
+from email.policy import SMTP, default
 from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import PureWindowsPath
@@ -24,6 +25,8 @@ from mssante_base.patients.conversations import ends_exchange
 from .filetypes import DetectedType, detect_type
 from .mdn import parse_dnt
 
+WITHHELD_NOTICE = "Pièce jointe non disponible pour ce lecteur."
+WITHHELD_FILENAME = "piece-jointe-non-disponible.txt"
 _HEADER_ERRORS = (HeaderParseError, MessageError, ValueError, IndexError, LookupError, TypeError, AttributeError)
 
 
@@ -87,8 +90,7 @@ def read_message(raw: bytes) -> MessageView:
 def attachment(raw: bytes, index: int) -> AttachmentPart | None:
     """Attachment ``index`` of a raw message as :func:`read_message` numbers it, None when there is none."""
     message = _parse(raw)
-    body, alternatives = _body(message)
-    for part in _attachments(message, body, alternatives):
+    for part in _attachments(message, *_body(message)):
         if part.index == index:
             return part
     return None
@@ -122,24 +124,41 @@ def _contains(container: Message, part: Message) -> bool:
     return any(sub is part for sub in container.walk())
 
 
-def _attachments(message: EmailMessage, body: Message | None, skipped: set[int]) -> list[AttachmentPart]:
-    """Every leaf part but the body and its alternatives, in document order; a forwarded message is one part."""
-    found: list[AttachmentPart] = []
+def _numbered(message: EmailMessage, body: Message | None, skipped: set[int]) -> Iterator[tuple[int, Message, bytes]]:
+    """(index, part, bytes) of every leaf but the body and its alternatives, in document order; a forwarded
+    message is one part; an unreadable leaf gets no index. The one numbering of attachments."""
+    index = 0
     for part in _leaves(message):
         if part is body or id(part) in skipped:
             continue
         data = _payload(part)
         if data is None:
             continue
-        found.append(AttachmentPart(
-            index=len(found),
-            filename=_filename(part),
-            declared_type=part.get_content_type(),
-            data=data,
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-        ))
-    return found
+        yield index, part, data
+        index += 1
+
+
+def _attachments(message: EmailMessage, body: Message | None, skipped: set[int]) -> list[AttachmentPart]:
+    return [AttachmentPart(index=index, filename=_filename(part), declared_type=part.get_content_type(), data=data,
+                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            for index, part, data in _numbered(message, body, skipped)]
+
+
+def without_attachments(raw: bytes, indexes: set[int]) -> bytes:
+    """The message with attachments ``indexes`` (as :func:`read_message` numbers them) replaced by a short
+    text/plain attachment saying so: their bytes, names and headers are gone, the other parts and the
+    numbering stay (the placeholder keeps the index, so reading the result numbers the rest the same).
+    ``raw`` itself when there is nothing to withhold; otherwise the message is serialised again (CRLF)."""
+    message = _parse(raw)
+    withheld = [part for index, part, _ in _numbered(message, *_body(message)) if index in indexes]
+    if not withheld:
+        return raw
+    for part in withheld:
+        part.clear()
+        part.set_content(WITHHELD_NOTICE, disposition="attachment", filename=WITHHELD_FILENAME,
+                         cte="quoted-printable")
+        del part["MIME-Version"]  # set_content adds it to every EmailMessage; only the top level has one
+    return message.as_bytes(policy=SMTP)
 
 
 def _leaves(part: Message) -> list[Message]:

@@ -118,11 +118,14 @@ class DocumentStore(StoreCore):
             row = conn.execute(query).first()
         return None if row is None else rows.document(row)
 
-    def all_documents(self, ins: str) -> list[DocumentRecord]:
-        """Every document of the patient, hidden ones included (operator commands), oldest first."""
+    def all_documents(self, ins: str, *, audience: Audience | None = None) -> list[DocumentRecord]:
+        """Every document of the patient, oldest first: hidden ones included (operator commands), or only
+        those ``audience`` may see (the export)."""
+        query = select(_TABLE).where(_TABLE.c.ins == ins).order_by(_TABLE.c.id)
+        if audience is not None:
+            query = query.where(visible_to(audience))
         with self._engine.connect() as conn:
-            return [rows.document(row) for row in conn.execute(
-                select(_TABLE).where(_TABLE.c.ins == ins).order_by(_TABLE.c.id))]
+            return [rows.document(row) for row in conn.execute(query)]
 
     def file_document(self, ins: str, doc: NewDocument, *, actor: str) -> DocumentRecord:
         """The patient files a document (an attachment saved, or an upload): blob durable, row, audit."""

@@ -155,9 +155,11 @@ class MessageStore(DocumentStore, NotificationStore, OutboxStore):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def messages(self, ins: Ins, direction: str = "in") -> list[MessageRecord]:
-        """All of a patient's messages in one direction, oldest first (command line)."""
-        query = select(_TABLE).where(_TABLE.c.ins == ins.value, _TABLE.c.direction == direction).order_by(_TABLE.c.id)
+    def messages(self, ins: Ins, direction: str | None = "in") -> list[MessageRecord]:
+        """All of a patient's messages in one direction (None: both), oldest first (command line, export)."""
+        query = select(_TABLE).where(_TABLE.c.ins == ins.value).order_by(_TABLE.c.id)
+        if direction is not None:
+            query = query.where(_TABLE.c.direction == direction)
         with self._engine.connect() as conn:
             return [rows.message(row) for row in conn.execute(query)]
 

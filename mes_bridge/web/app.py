@@ -21,7 +21,15 @@ from mssante_base.trust.tls import server_context
 
 from ..settings import BridgeSettings
 from ..store import BridgeStore
-from . import auth_views, children_views, compose_views, document_views, history_views, message_views
+from . import (
+    auth_views,
+    children_views,
+    compose_views,
+    document_views,
+    export_views,
+    history_views,
+    message_views,
+)
 from .context import WEB, Sender, Web, WebOptions
 from .pages import FILTERS, error_pages
 from .ratelimit import LoginLimits
@@ -74,6 +82,7 @@ def _routes(app: web.Application) -> None:
         ("GET", f"/documents/{ID}/contenu", document_views.document_content),
         ("POST", f"/documents/{ID}/masquer", document_views.toggle_mask),
         ("GET", "/historique", history_views.history),
+        ("GET", "/mes-donnees", export_views.page), ("POST", "/mes-donnees/telecharger", export_views.download),
         ("GET", "/favicon.ico", _favicon),
     ]:
         add(method, path, handler)

@@ -16,12 +16,12 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from ..lifecycle import ALLOWED, Change
+from ..sentences import STATE_LABELS
 from ..store import ActivationRefused, Child
 from .auth_views import CODE_REFUSAL, CODE_TRIES, form_field, normal_ins, too_many
 from .context import WEB
 from .pages import render, viewer_of
 from .security import ACTING_FOR, flash, may_act_for
-from .sentences import STATE_LABELS
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..sentences import Names, dated, sentence
 from ..store import Audience, AuditEntry, BridgeStore
 from .context import WEB
 from .pages import audience_of, ins_of, page_of, render, viewer_of
-from .sentences import Names, dated, sentence
 
 
 def _ids(entries: list[AuditEntry], key: str) -> set[int]:

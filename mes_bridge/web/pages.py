@@ -1,6 +1,6 @@
 """Rendering: the common page context (the space shown and who reads it, navigation, CSRF token,
-flashes), French dates and
-sizes, pagination, and the error pages (404 for anything that is not the patient's, never 403)."""
+flashes), the template filters (French dates and sizes, from mes_bridge.french), pagination, and the
+error pages (404 for anything that is not the patient's, never 403)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,20 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
+from ..french import PARIS as PARIS  # re-exported: the views read dates in Paris time
+from ..french import date_fr, size_fr
 from ..store import Audience
 from .context import WEB
 from .security import ACTOR_KEY, AUDIENCE_KEY, INS_KEY, VIEWER_KEY, Handler, csrf_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PARIS = ZoneInfo("Europe/Paris")
-MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-          "novembre", "décembre")
-
-
-def date_fr(value: datetime | None, *, time: bool = True) -> str:
-    """« 3 mars 2024 à 10 h 05 » in Paris time (what the patient's clock says)."""
-    if value is None:
-        return ""
-    local = value.astimezone(PARIS)
-    day = f"{local.day} {MONTHS[local.month - 1]} {local.year}"
-    return f"{day} à {local.hour} h {local.minute:02d}" if time else day
-
-
-def size_fr(size: int) -> str:
-    if size < 1024:
-        return f"{size} octets"
-    if size < 1024 * 1024:
-        return f"{math.ceil(size / 1024)} Ko"
-    return f"{size / (1024 * 1024):.1f} Mo".replace(".", ",")
-
 
 FILTERS = {"date_fr": date_fr, "day_fr": lambda value: date_fr(value, time=False), "size_fr": size_fr}
 

@@ -9,22 +9,12 @@ directly gets no script, no forms and no access to the site's origin.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from urllib.parse import quote
 
 from aiohttp import web
 
-from ..filing.filetypes import SAFE_INLINE
+from ..filing.filetypes import SAFE_INLINE, safe_filename
 from .security import CONTENT_CSP
-
-_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/;:*?<>|]+')
-
-
-def safe_filename(name: str | None, fallback: str) -> str:
-    """A file name with no path, quote or control character (what Content-Disposition may carry)."""
-    cleaned = _UNSAFE_NAME.sub("_", unicodedata.normalize("NFC", name or "")).strip(" ._")
-    return cleaned[:150] or fallback
 
 
 def content_response(data: bytes, detected_type: str, filename: str | None, *, download: bool,

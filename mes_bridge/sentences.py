@@ -16,9 +16,9 @@ from typing import Any
 
 from mssante_base.patients.states import PatientState
 
-from ..filing.categories import Category
-from ..store import AuditEntry
-from .pages import date_fr
+from .filing.categories import Category
+from .french import date_fr
+from .store import AuditEntry
 
 STATE_LABELS = {PatientState.PENDING: "en attente (délai d'opposition)", PatientState.ACTIVE: "activé",
                 PatientState.NOT_ACTIVATED: "en attente d'activation",
