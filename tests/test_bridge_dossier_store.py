@@ -250,3 +250,18 @@ def test_a_database_from_before_migrations_is_upgraded_and_its_audit_chained(tmp
         assert store.verify_chain().ok
     finally:
         store.close()
+
+
+def test_an_archive_holding_a_hidden_document_is_withheld_with_the_pdf_filed_beside_it(store: BridgeStore) -> None:
+    """The readable PDF sent beside an IHE_XDM.ZIP is filed with the archive's metadata: when that says
+    INVISIBLE_REP_LEGAUX, the PDF and the archive (which holds the same document) are withheld alike."""
+    from mes_bridge.store import Audience
+
+    store.deliver(b"Subject: x\r\n\r\nx\r\n", [ACTIVE], meta("<xdm@labo>", LAB), actor="CN=op",
+                  attachments=[NewAttachment(0, "cr.pdf", "application/pdf", 14),
+                               NewAttachment(1, "IHE_XDM.ZIP", "application/zip", 900),
+                               NewAttachment(2, "notes.txt", "text/plain", 10)],
+                  documents={ACTIVE.value: [pdf("CR", hidden_from_legal_reps=True, xdm_unique_id="1.2.3")]})
+    message = store.messages_page(ACTIVE.value, limit=1)[0].id
+    assert store.withheld_attachments(ACTIVE.value, message, Audience.PATIENT) == set()
+    assert store.withheld_attachments(ACTIVE.value, message, Audience.REPRESENTATIVE) == {0, 1}

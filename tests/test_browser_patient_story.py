@@ -6,13 +6,21 @@ photo) through the operator's submission listener. The patient logs in with the 
 notification outbox, reads, opens, downloads and files, reads the history and answers; the doctor's
 INBOX gets the answer and the read receipt; the doctor ends the exchange and the answer is then closed.
 The kit files one document per message at most, so that the photo is left for the patient to file.
+Then Sophie activates her daughter Léa's space (the kit's child, her code from demo.json), the doctor
+writes to Léa, and Sophie reads Léa's report in Léa's space without seeing a document hidden from legal
+representatives; last, Sophie downloads all her data and deletes her space.
 The tests run in order and share the kit and two signed-in pages (phone, desktop).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.policy import default
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -232,3 +240,97 @@ def test_after_the_doctor_ends_the_exchange_the_answer_is_closed(desktop: Visit,
     assert page.get_by_role("alert").inner_text() == "Dr Claire Martin a mis fin à vos échanges."
     assert page.get_by_role("textbox").count() == 0
     assert [problem for problem in desktop.problems if "409 (Conflict)" not in problem] == []
+
+
+CHILD_SUBJECT = "Résultats de Léa"
+CHILD_TITLE = "Bilan sanguin de Léa"
+HIDDEN_SUBJECT = "Consultation de Léa"
+HIDDEN_TITLE = "Compte rendu de consultation confidentielle"
+
+
+def test_parent_activates_the_child_space_and_reads_her_report_but_not_what_is_hidden(phone: Visit,
+                                                                                      story: Story) -> None:
+    """Sophie activates her daughter Léa's space with Léa's code; Dr Martin then writes to Léa through the
+    operator (a report, and a consultation marked INVISIBLE_REP_LEGAUX); Sophie reads the report in Léa's
+    space and sees nothing of the hidden document, and her actions there are Léa's history in her name."""
+    kit, page = story.kit, phone.page
+    child = kit.child
+    phone.go("/enfants")
+    assert "en attente (délai d'opposition)" in page.locator("ul.children").inner_text()
+    _fits(page)
+    page.get_by_label("Code provisoire de Léa Lefèvre 12 caractères").fill(child["activation_code"])
+    page.get_by_role("button", name="Activer son espace").click()
+    assert "L'espace santé de Léa Lefèvre est activé" in page.get_by_role("status").inner_text()
+
+    doctor = story.doctor
+    doctor_sends(kit, doctor, lab_report(kit, doctor, lab_pdf(), subject=CHILD_SUBJECT, title=CHILD_TITLE,
+                                         patient=child), ins=child["ins"])
+    doctor_sends(kit, doctor, lab_report(kit, doctor, pdf("Confidentiel"), subject=HIDDEN_SUBJECT,
+                                         title=HIDDEN_TITLE, type_code="11488-4", filename="consultation.pdf",
+                                         patient=child, confidentiality=("N", "INVISIBLE_REP_LEGAUX")),
+                 ins=child["ins"])
+
+    phone.go("/enfants")
+    page.get_by_role("button", name="Ouvrir l'espace de Léa Lefèvre").click()
+    page.wait_for_url(kit.url + "/")
+    assert "Espace de Léa Lefèvre" in page.get_by_role("region", name="Espace affiché").inner_text()
+    _fits(page)
+    page.get_by_role("link", name=CHILD_SUBJECT).click()
+    names = page.locator("ul.attachments > li .name").all_inner_texts()
+    assert [name.split()[0] for name in names] == ["bilan.pdf", "IHE_XDM.ZIP"]
+    assert page.get_by_role("link", name="Répondre").count() == 0  # a parent reads, never writes as the child
+
+    phone.go("/")
+    page.get_by_role("link", name=HIDDEN_SUBJECT).click()
+    names = page.locator("ul.attachments > li .name").all_inner_texts()
+    assert [name.split()[0] for name in names] == []  # both carry the hidden document: withheld
+    _fits(page)
+
+    phone.go("/documents")
+    assert [row.split("\n")[0] for row in page.locator("ul.documents li").all_inner_texts()] == [CHILD_TITLE]
+    phone.go("/historique")
+    history = page.locator("ol.history").inner_text()
+    assert f"Vous avez lu le message « {CHILD_SUBJECT} »" in history and HIDDEN_TITLE not in history
+    assert "Vous avez activé l'espace santé." in history
+    assert page.get_by_role("link", name="Écrire").count() == 0
+    assert HIDDEN_TITLE not in page.content()
+
+    page.get_by_role("region", name="Espace affiché").get_by_role("button", name="Revenir à mon espace").click()
+    page.wait_for_url(kit.url + "/")
+    assert page.get_by_role("link", name=CHILD_SUBJECT).count() == 0  # her own inbox again
+    assert phone.problems == []
+
+
+def test_the_patient_downloads_all_her_data_then_deletes_her_space(desktop: Visit, story: Story,
+                                                                   tmp_path: Path) -> None:
+    kit, page = story.kit, desktop.page
+    desktop.go("/mes-donnees")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Télécharger toutes mes données").click()
+    saved = tmp_path / "mes-donnees.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["ins"] == kit.patient["ins"] and manifest["audience"] == "patient"
+        for item in manifest["files"]:
+            assert hashlib.sha256(archive.read(item["path"])).hexdigest() == item["sha256"]
+        subjects = [message_from_bytes(archive.read(name), policy=default)["subject"]
+                    for name in archive.namelist() if name.startswith("messages/")]
+        assert subjects[0] == "Bienvenue dans votre messagerie Mon espace santé" and LAB_SUBJECT in subjects
+        titles = [json.loads(archive.read(name))["title"] for name in archive.namelist()
+                  if name.startswith("documents/") and name.endswith(".json")]
+        assert LAB_TITLE in titles and "ordonnance-photo" in titles
+        assert f"Vous avez lu le message « {LAB_SUBJECT} »" in archive.read("historique.html").decode()
+
+    desktop.go("/supprimer-mon-espace")
+    page.get_by_label("Votre mot de passe").fill(kit.patient["password"])
+    page.get_by_label("J'ai compris que mon espace santé et tout son contenu seront supprimés.").check()
+    page.get_by_role("button", name="Supprimer définitivement mon espace").click()
+    page.wait_for_url(kit.url + "/connexion")
+    assert "supprimé" in page.locator("main").inner_text()
+    page.get_by_label("Matricule INS").fill(kit.patient["ins"])
+    page.get_by_label("Mot de passe").fill(kit.patient["password"])
+    page.get_by_role("button", name="Se connecter").click()
+    assert page.get_by_role("alert").inner_text() == "Identifiant ou mot de passe incorrect."
+    expected = ("401 (Unauthorized)", "409 (Conflict)")  # the refused login here, the closed answer before
+    assert [problem for problem in desktop.problems if not problem.endswith(expected)] == []

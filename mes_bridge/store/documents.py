@@ -22,6 +22,7 @@ from .schema import BridgeAttachment, BridgeDocument
 _TABLE = BridgeDocument.__table__
 NO_FILTER = DocumentFilter()
 PATIENT_AUTHOR = "patient"  # deposited_by / the documents filter for what the patient filed
+ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed")  # an IHE_XDM.ZIP, as python-magic names it
 
 
 class DocumentNotFound(LookupError):
@@ -163,13 +164,21 @@ class DocumentStore(StoreCore):
                             audience=audience)
 
     def withheld_attachments(self, ins: str, message_id: int, audience: Audience = Audience.PATIENT) -> set[int]:
-        """Indexes of the message's attachments that carry a document hidden from ``audience`` (an XDM ZIP
-        holding one, say): they are neither listed, served nor exported to that audience."""
-        query = select(_TABLE.c.attachment_index).where(
-            _TABLE.c.ins == ins, _TABLE.c.message == message_id, _TABLE.c.attachment_index.is_not(None),
-            hidden_from(audience))
+        """Indexes of the message's attachments that carry a document hidden from ``audience``: they are
+        neither listed, served nor exported to that audience. That is the attachment a hidden document was
+        filed from and, when it came out of an IHE XDM archive, every archive of the message (the readable
+        PDF sent beside the archive is the one filed, yet the archive holds the same document)."""
+        hidden = select(_TABLE.c.attachment_index, _TABLE.c.xdm_unique_id).where(
+            _TABLE.c.ins == ins, _TABLE.c.message == message_id, hidden_from(audience))
+        attachments = BridgeAttachment.__table__
         with self._engine.connect() as conn:
-            return {int(index) for index in conn.execute(query).scalars()}
+            found = conn.execute(hidden).all()
+            withheld = {int(index) for index, _ in found if index is not None}
+            if any(unique_id is not None for _, unique_id in found):
+                withheld |= set(conn.execute(select(attachments.c.idx).where(
+                    attachments.c.ins == ins, attachments.c.message == message_id,
+                    attachments.c.detected_type.in_(ARCHIVE_TYPES))).scalars())
+        return withheld
 
     def release(self, ins: str, document_id: int, *, actor: str) -> DocumentRecord:
         """Show the patient a document that was invisible to them (after the announcement consultation)."""

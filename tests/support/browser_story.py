@@ -66,6 +66,11 @@ class Kit:
         """The active patient (Sophie Lefèvre): INS, address, password, e-mail."""
         return next(patient for patient in self.manifest["patients"] if patient["state"] == "active")
 
+    @property
+    def child(self) -> dict[str, Any]:
+        """Sophie's daughter Léa: INS, address, her provisional code, Sophie as representative."""
+        return next(patient for patient in self.manifest["patients"] if "representatives" in patient)
+
     def mailbox(self, local_part: str) -> dict[str, Any]:
         """A mailbox of the kit by the part before "@" (address, kind, password …)."""
         return next(box for box in self.manifest["mailboxes"] if box["address"].startswith(local_part + "@"))
@@ -80,11 +85,11 @@ class Kit:
         """The bridge's chain (leaf and CA): the only keys the browser accepts for the web space."""
         return x509.load_pem_x509_certificates((self.home / self.manifest["bridge_cert"]).read_bytes())
 
-    def received(self) -> int:
-        """How many messages the active patient's space holds (read from the bridge's store)."""
+    def received(self, ins: str | None = None) -> int:
+        """How many messages a space (the active patient's by default) holds (read from the bridge's store)."""
         store = open_store(load_bridge_settings(self.home))
         try:
-            return len(store.messages(validate_ins(self.patient["ins"])))
+            return len(store.messages(validate_ins(ins or self.patient["ins"])))
         finally:
             store.close()
 
@@ -100,11 +105,12 @@ def wait_until(done: Callable[[], bool], what: str, timeout: float = 20.0, step:
 
 def doctor_message(kit: Kit, doctor: dict[str, Any], subject: str, body: str, *,
                    attachments: tuple[tuple[str, str, bytes], ...] = (),
-                   headers: dict[str, str] | None = None) -> EmailMessage:
-    """A professional's message to the active patient; attachments are (filename, Content-Type, bytes)."""
+                   headers: dict[str, str] | None = None, patient: dict[str, Any] | None = None) -> EmailMessage:
+    """A professional's message to a patient (the active one by default); attachments are (filename,
+    Content-Type, bytes)."""
     msg = EmailMessage()
     msg["From"] = doctor["address"]
-    msg["To"] = kit.patient["address"]
+    msg["To"] = (patient or kit.patient)["address"]
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain=kit.manifest["operator"]["domain"])
@@ -119,27 +125,30 @@ def doctor_message(kit: Kit, doctor: dict[str, Any], subject: str, body: str, *,
 
 def lab_report(kit: Kit, doctor: dict[str, Any], report: bytes, *, subject: str = LAB_SUBJECT,
                title: str = LAB_TITLE, type_code: str = "11502-2", filename: str = "bilan.pdf",
-               body: str = LAB_BODY) -> EmailMessage:
+               body: str = LAB_BODY, patient: dict[str, Any] | None = None,
+               confidentiality: tuple[str, ...] = ("N",)) -> EmailMessage:
     """A report as a PDF and an IHE_XDM.ZIP describing it (``type_code``, the patient's INS; the default
     11502-2 files it under "Résultats de biologie"), with a text body, asking for a read receipt."""
-    document = xdm_document(filename, report, title=title, type_code=type_code)  # author: Dr Claire MARTIN
-    archive = build_xdm(PatientId(kit.patient["ins"], NIR_OID), [document])
+    patient = patient or kit.patient
+    document = xdm_document(filename, report, title=title, type_code=type_code,  # author: Dr Claire MARTIN
+                            confidentiality=confidentiality)
+    archive = build_xdm(PatientId(patient["ins"], NIR_OID), [document])
     return doctor_message(
         kit, doctor, subject, body,
         attachments=((filename, "application/pdf", report), ("IHE_XDM.ZIP", "application/zip", archive)),
-        headers={"Disposition-Notification-To": doctor["address"]})
+        headers={"Disposition-Notification-To": doctor["address"]}, patient=patient)
 
 
-def doctor_sends(kit: Kit, doctor: dict[str, Any], msg: EmailMessage) -> None:
-    """Submit ``msg`` as ``doctor`` (SMTPS + AUTH) and wait until it is in the patient's space."""
-    before = kit.received()
+def doctor_sends(kit: Kit, doctor: dict[str, Any], msg: EmailMessage, *, ins: str | None = None) -> None:
+    """Submit ``msg`` as ``doctor`` (SMTPS + AUTH) and wait until it is in the patient's (``ins``) space."""
+    before = kit.received(ins)
     context = ssl.create_default_context(cafile=str(kit.home / kit.manifest["trust_ca"]))
     context.check_hostname = False  # the kit's certificates name the operator's host, we dial 127.0.0.1
     submissions = kit.manifest["listeners"]["submissions"]
     with smtplib.SMTP_SSL(submissions["host"], submissions["port"], context=context, timeout=30) as client:
         client.login(doctor["address"], doctor["password"])
         client.send_message(msg)
-    wait_until(lambda: kit.received() > before, "the doctor's message in the patient's space")
+    wait_until(lambda: kit.received(ins) > before, "the doctor's message in the patient's space")
 
 
 def _json_lines(*command: str) -> list[dict[str, Any]]:
