@@ -194,3 +194,15 @@ def test_plan_of_a_600_kb_message_files_its_one_document():
     views = [read_message(raw) for _ in range(10)]  # fresh views: nothing cached from an earlier plan
     results = [plan_filing(view, INS, author_address=SENDER, author_name=SENDER_NAME) for view in views]
     assert all(len(result.documents) == 1 for result in results)  # its speed: benchmarks/bridge.py
+
+
+def test_documents_hidden_by_their_sender_are_filed_beyond_the_limits():
+    """Only a filed document can be kept from the patient or their representatives (the attachment it came
+    from is then withheld too): a hidden document is never left as a plain attachment by a limit."""
+    hidden = xdm_document("SECRET.PDF", pdf("secret", padding=5000), confidentiality=("N", "INVISIBLE_REP_LEGAUX"))
+    files = [("a.pdf", "application/pdf", pdf("a")), ("b.pdf", "application/pdf", pdf("b")),
+             ("IHE_XDM.ZIP", "application/zip", xdm([hidden]))]
+    result = plan(message(files), FilingLimits(max_documents=1, max_document_size=1000, max_total=1000))
+    assert [(doc.filename, doc.hidden_from_legal_reps) for doc in result.documents] == [
+        ("a.pdf", False), ("SECRET.PDF", True)]
+    assert [problem.split(" is")[0] for problem in result.problems] == ["attachment 1"]

@@ -171,7 +171,11 @@ def _within_limits(candidates: list[_Candidate], limits: FilingLimits, problems:
     total = 0
     for candidate in candidates:
         size = len(candidate.document.data)
-        if size > limits.max_document_size:
+        document = candidate.document
+        if document.hidden_from_patient or document.hidden_from_legal_reps:
+            kept.append(document)  # only a filed document is kept from its readers: no limit leaves it out
+            total += size
+        elif size > limits.max_document_size:
             problems.append(f"{candidate.where} is larger than the {_size(limits.max_document_size)} a document "
                             "may have; left as an attachment")
         elif len(kept) >= limits.max_documents:
