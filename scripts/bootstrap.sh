@@ -32,11 +32,14 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Python dependencies come from the lock (exact versions, hash-checked; scripts/lock.sh remakes it),
+# then the project itself without resolving anything else.
+stamp=.venv/.installed-$(cat pyproject.toml requirements-dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "bootstrap: installing Python dependencies into .venv"
+  echo "bootstrap: installing Python dependencies into .venv from requirements-dev.lock"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q --require-hashes -r requirements-dev.lock
+  .venv/bin/python -m pip install -q --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
