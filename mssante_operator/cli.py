@@ -60,7 +60,18 @@ def init(home: Path, force: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     listeners = ", ".join(f"{name} {v['host']}:{v['port']}" for name, v in manifest["listeners"].items())
     click.echo(f"demo kit written to {home.resolve()} ({listeners})")
-    click.echo(f"start it with: mssante-operator serve --home {home}")
+    click.echo(f"start it with: {_this_command()} serve --home {home}")
+
+
+def _this_command() -> str:
+    """How to call this program again: its name when it is on PATH, else the venv's script by its path
+    (a newcomer who has not activated the virtualenv can paste it as it is)."""
+    import shutil
+
+    if shutil.which("mssante-operator"):
+        return "mssante-operator"
+    script = Path(sys.executable).parent / "mssante-operator"
+    return str(script) if script.exists() else f"{sys.executable} -m mssante_operator.cli"
 
 
 @main.command()
@@ -509,6 +520,48 @@ def demo_patient(home: Path) -> None:
         raise click.ClickException(str(exc)) from exc
     except (OSError, smtplib.SMTPException) as exc:
         raise click.ClickException(f"cannot play the story (is `serve --home {home}` running?): {exc}") from exc
+
+
+@demo.command("send")
+@HOME_OPTION
+@click.option("--as-peer", "peer", default=None, metavar="PEER",
+              help="A peer of demo.json (e.g. labo): MTA, mutual TLS with its certificate, DKIM-signed with its key.")
+@click.option("--as", "user", default=None, metavar="ADDRESS",
+              help="A mailbox of demo.json: submission (implicit TLS) with the kit's password.")
+@click.option("--from", "sender", default=None, help="With --as-peer: another address of the peer's domain.")
+@click.option("--to", "recipients", required=True, multiple=True, help="A recipient (repeatable).")
+@click.option("--subject", default="Message de démonstration", show_default=True)
+@click.option("--body", default="Bonjour,\nCeci est un message de démonstration.\n", show_default=False)
+@click.option("--attach", "attachments", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file to attach (repeatable).")
+def demo_send(home: Path, peer: str | None, user: str | None, sender: str | None, recipients: tuple[str, ...],
+              subject: str, body: str, attachments: tuple[Path, ...]) -> None:
+    """Send one message into the running kit, as a peer operator (--as-peer) or as one of our users (--as).
+
+    One line per recipient: `accepted ADDRESS <reply>` or `refused ADDRESS <reply>`; exit 1 if any was refused.
+    """
+    import smtplib
+
+    from .demo_send import SendRefused, send_as_peer, send_as_user
+
+    if (peer is None) == (user is None):
+        raise click.UsageError("say who sends: --as-peer PEER or --as ADDRESS")
+    try:
+        if peer is not None:
+            sent = send_as_peer(home, peer, recipients, subject, body, sender=sender, attachments=attachments)
+        else:
+            sent = send_as_user(home, str(user), recipients, subject, body, attachments=attachments)
+    except SendRefused as exc:
+        raise click.ClickException(f"refused: {exc}") from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        raise click.ClickException(f"cannot send (is `serve --home {home}` running?): {exc}") from exc
+    for address in recipients:
+        if address in sent.refused:
+            click.echo(f"refused {address} {sent.refused[address]}")
+        else:
+            click.echo(f"accepted {address} {sent.reply}")
+    if sent.refused:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ and the manifest are relative to HOME, so the folder can be moved as a whole.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -182,7 +183,7 @@ PATIENTS = (
 
 # What a kit consists of, so that --force removes exactly that (plus the store, see create_kit).
 _KIT_FILES = (CONFIG_FILE, MANIFEST_FILE, LISTE_BLANCHE_FILE, ANNUAIRE_FILE, CREDENTIALS_FILE, PATIENTS_FILE)
-_KIT_DIRS = ("dkim", "certs/peers", "certs/mailboxes")
+_KIT_DIRS = ("dkim", "certs/peers", "certs/mailboxes", "clients")
 _STORE_FILES = ("store.db", "store.db-wal", "store.db-shm", "store.db-journal",
                 "bridge.db", "bridge.db-wal", "bridge.db-shm", "bridge.db-journal", "bridge-web.key")
 _STORE_DIRS = ("blobs", "bridge-blobs")
@@ -252,8 +253,70 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
         "bridge_cert": BRIDGE_CERT,
         "bridge_key": BRIDGE_KEY,
     }
+    _write_clients(home, manifest)
     _write_json(home / MANIFEST_FILE, manifest, private=True)
     return manifest
+
+
+CLIENTS_DIR = "clients"
+CLIENT_MAILBOX = "dr.martin"
+
+
+def _write_clients(home: Path, manifest: dict[str, Any]) -> None:
+    """Ready-made configurations of two real mail clients for Dr Martin (0600: they hold the password),
+    trusting the kit's CA only: isync's ``mbsyncrc`` (a Maildir in clients/Maildir) and mutt's ``muttrc``.
+    Both dial "localhost", a DNS name of the kit's server certificate (isync matches DNS names only)."""
+    box = next(m for m in manifest["mailboxes"] if m["address"].startswith(CLIENT_MAILBOX + "@"))
+    folder = (home / CLIENTS_DIR).resolve()
+    folder.mkdir(exist_ok=True)
+    ca = (home / manifest["trust_ca"]).resolve()
+    imaps, submissions = manifest["listeners"]["imaps"]["port"], manifest["listeners"]["submissions"]["port"]
+    user = box["address"]
+    quoted = user.replace("@", "%40")
+    mbsyncrc = f"""\
+IMAPAccount demo
+Host localhost
+Port {imaps}
+User {user}
+Pass {box["password"]}
+SSLType IMAPS
+SSLVersions TLSv1.2 TLSv1.3
+CertificateFile {ca}
+SystemCertificates no
+
+IMAPStore demo-server
+Account demo
+
+MaildirStore demo-local
+Path {folder}/Maildir/
+Inbox {folder}/Maildir/INBOX
+SubFolders Verbatim
+
+Channel demo
+Far :demo-server:
+Near :demo-local:
+Patterns *
+Create Near
+SyncState *
+"""
+    muttrc = f"""\
+set from = "{user}"
+set folder = "imaps://{quoted}@localhost:{imaps}/"
+set spoolfile = "+INBOX"
+set imap_user = "{user}"
+set imap_pass = "{box["password"]}"
+set smtp_url = "smtps://{quoted}@localhost:{submissions}/"
+set smtp_pass = "{box["password"]}"
+set ssl_force_tls = yes
+set certificate_file = "{ca}"
+"""
+    for name, text in (("mbsyncrc", mbsyncrc), ("muttrc", muttrc)):
+        path = folder / name
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+    (folder / "Maildir").mkdir(exist_ok=True)
 
 
 def read_manifest(home: Path) -> dict[str, Any]:

@@ -40,6 +40,7 @@ INTEGRATION_MODULES = frozenset({
     "test_imap_clients", "test_imap_compliance", "test_imap_limits", "test_imap_mbsync", "test_imap_server",
     "test_imap_shutdown", "test_imap_stress", "test_ingress_smoke", "test_listening", "test_mta", "test_outbound",
     "test_outbound_crash", "test_outbound_e2e", "test_patient_flow", "test_postfix_peer", "test_process_footprint",
+    "test_readme_walkthrough",
     "test_smtp_abuse", "test_submission", "test_unsigned_reports", "test_web_auth", "test_web_documents",
     "test_web_history", "test_web_messages", "test_web_security",
 })
