@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from mssante_base.cli import HOME_OPTION  # the operator's HOME: the bridge reads its [bridge] table
+from mssante_base.cli import HOME_OPTION, report_recipients  # HOME: the operator's; the bridge reads its [bridge] table
 from mssante_base.errors import ConfigError
 from mssante_base.message.headers import summarise
 from mssante_base.patients.codes import MIN_PASSWORD
@@ -199,13 +199,7 @@ def send(home: Path, sender: Ins, recipients: tuple[str, ...], subject: str, bod
     except BridgeSendError as exc:
         click.echo(f"not sent: {exc.reply}", err=True)
         sys.exit(EX_UNAVAILABLE if exc.unreachable else EX_TEMPFAIL if exc.temporary else 1)
-    for address in recipients:
-        if address in outcome.refused:
-            click.echo(f"refused {address}: {outcome.refused[address]}")
-        else:
-            click.echo(f"accepted {address} {outcome.message_id}")
-    if outcome.refused:
-        sys.exit(1)
+    report_recipients(recipients, outcome.refused, outcome.message_id)
 
 
 def _actor(by: str | None) -> str:

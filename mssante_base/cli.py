@@ -1,7 +1,9 @@
-"""Command-line options both services' commands share."""
+"""Command-line pieces both services' commands share."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import click
@@ -11,3 +13,15 @@ HOME_OPTION = click.option(
     help="The operator's folder, holding config.toml.",
 )
 
+
+
+def report_recipients(recipients: Iterable[str], refused: Mapping[str, str], accepted: str) -> None:
+    """One line per recipient, `accepted ADDRESS <accepted>` or `refused ADDRESS: <reply>`, as both
+    services' sending commands print them; exit status 1 when any was refused."""
+    for address in recipients:
+        if address in refused:
+            click.echo(f"refused {address}: {refused[address]}")
+        else:
+            click.echo(f"accepted {address} {accepted}")
+    if refused:
+        sys.exit(1)

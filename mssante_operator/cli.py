@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
-from mssante_base.cli import HOME_OPTION
+from mssante_base.cli import HOME_OPTION, report_recipients
 from mssante_base.errors import ConfigError
 
 from .cli_common import migrated_store, settings_of, with_store
@@ -538,7 +538,7 @@ def demo_send(home: Path, peer: str | None, user: str | None, sender: str | None
               subject: str, body: str, attachments: tuple[Path, ...]) -> None:
     """Send one message into the running kit, as a peer operator (--as-peer) or as one of our users (--as).
 
-    One line per recipient: `accepted ADDRESS <reply>` or `refused ADDRESS <reply>`; exit 1 if any was refused.
+    One line per recipient: `accepted ADDRESS <reply>` or `refused ADDRESS: <reply>`; exit 1 if any was refused.
     """
     import smtplib
 
@@ -555,13 +555,7 @@ def demo_send(home: Path, peer: str | None, user: str | None, sender: str | None
         raise click.ClickException(f"refused: {exc}") from exc
     except (OSError, smtplib.SMTPException) as exc:
         raise click.ClickException(f"cannot send (is `serve --home {home}` running?): {exc}") from exc
-    for address in recipients:
-        if address in sent.refused:
-            click.echo(f"refused {address} {sent.refused[address]}")
-        else:
-            click.echo(f"accepted {address} {sent.reply}")
-    if sent.refused:
-        sys.exit(1)
+    report_recipients(recipients, sent.refused, sent.reply)
 
 
 if __name__ == "__main__":
