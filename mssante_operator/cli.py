@@ -84,8 +84,11 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
 
     from .app import Operator, check_start_up, prepare_store
     from .listening import inherited_listeners
+    from .trust_space.downloads import download_stale
 
     try:
+        if not worker:  # the supervisor's prepare child, or the single process: once per node and start
+            download_stale(settings)
         if prepare:
             check_start_up(settings)  # fail here, once, on a bad certificate or liste blanche
             prepare_store(settings)
