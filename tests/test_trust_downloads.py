@@ -3,11 +3,13 @@ one (checksum, garbage, rogue CA, expired, older, server down) leaves the last g
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from support.file_server import FileServers, file_servers
 from support.harness import configure, make_kit, running_operator
 
 from mssante_base.errors import ConfigError
+from mssante_base.listening import WorkerLoad
+from mssante_operator.app import Operator
 from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import LISTE_BLANCHE_FILE, TRUST_CA_CERT, TRUST_CA_CRL, TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
@@ -219,3 +223,28 @@ def test_serve_downloads_a_missing_liste_blanche_before_loading_it(kit, servers)
     assert result.returncode == 0, result.stderr
     assert (home / LISTE_BLANCHE_FILE).read_bytes() == xml
     assert "liste blanche downloaded from https://127.0.0.1:" in result.stderr
+
+
+def test_only_worker_0_downloads_and_it_has_the_supervisor_reload_every_process(kit, servers, monkeypatch):
+    """Worker 0 fetches; the others never do. A replaced file makes it SIGHUP its supervisor, which forwards the
+    reload to every worker and to mes_bridge (workers.Supervisor)."""
+    home, _ = kit
+    monkeypatch.setenv("SSL_CERT_FILE", str(servers.ca_file))
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: signals.append((pid, signum)))
+    _publish(servers, _new_liste_blanche(home))
+    servers.files["/trust-ca.crl"] = (home / TRUST_CA_CRL).read_bytes()
+    _age(home / LISTE_BLANCHE_FILE, 2 * 3600)
+    settings = load_settings(home)
+    shared = WorkerLoad.create(2)
+    workers = [Operator(settings, inherited={}, load=WorkerLoad(shared.fd, slot, 2)) for slot in (1, 0)]
+    try:
+        before = _unchanged(home, LISTE_BLANCHE_FILE)
+        asyncio.run(workers[0].download_trust_files())
+        assert _unchanged(home, LISTE_BLANCHE_FILE) == before and signals == []
+        asyncio.run(workers[1].download_trust_files())
+        assert parse_liste_blanche((home / LISTE_BLANCHE_FILE).read_bytes()).is_listed(NEW_DOMAIN)
+        assert signals == [(os.getppid(), signal.SIGHUP)]
+    finally:
+        for worker in workers:
+            worker.store.close()
