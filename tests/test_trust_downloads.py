@@ -29,6 +29,7 @@ from mssante_operator.app import Operator
 from mssante_operator.config import load_settings
 from mssante_operator.demo_kit import LISTE_BLANCHE_FILE, TRUST_CA_CERT, TRUST_CA_CRL, TRUST_CA_KEY
 from mssante_operator.trust_space import dev_pki
+from mssante_operator.trust_space import downloads as downloads_module
 from mssante_operator.trust_space.downloads import TrustDownloads
 from mssante_operator.trust_space.liste_blanche import ListedDomain, parse_liste_blanche, render_liste_blanche
 from mssante_operator.trust_space.space import TrustSpace
@@ -123,8 +124,8 @@ def test_a_fresh_file_is_not_downloaded_and_a_missing_one_is(kit, servers):
     assert outcome.replaced and (home / LISTE_BLANCHE_FILE).read_bytes() == xml
 
 
-@pytest.mark.parametrize("case", ["bad checksum", "truncated", "garbage", "older", "server down"])
-def test_a_bad_liste_blanche_leaves_the_last_good_copy(kit, servers, caplog, case):
+@pytest.mark.parametrize("case", ["bad checksum", "truncated", "garbage", "older", "too large", "server down"])
+def test_a_bad_liste_blanche_leaves_the_last_good_copy(kit, servers, caplog, monkeypatch, case):
     home, _ = kit
     good = _new_liste_blanche(home)
     if case == "bad checksum":
@@ -135,6 +136,9 @@ def test_a_bad_liste_blanche_leaves_the_last_good_copy(kit, servers, caplog, cas
         _publish(servers, b"\x00\x01 not xml at all \xff")
     elif case == "older":
         _publish(servers, _new_liste_blanche(home, dev_pki.now() - dt.timedelta(days=30)))
+    elif case == "too large":
+        _publish(servers, good)
+        monkeypatch.setattr(downloads_module, "MAX_BYTES", 1000)
     downloads = _downloads(home, servers)
     if case == "server down":
         downloads.sources[0] = downloads.sources[0].__class__(
@@ -150,7 +154,7 @@ def test_a_bad_liste_blanche_leaves_the_last_good_copy(kit, servers, caplog, cas
     assert "keeping the last good copy" in line
     expected = {"bad checksum": "differs from the published checksum", "truncated": "not a usable liste blanche",
                 "garbage": "not a usable liste blanche", "older": "before the copy in service",
-                "server down": "refused"}[case]
+                "too large": "larger than 1000 bytes", "server down": "refused"}[case]
     assert expected in line
     space = TrustSpace(load_settings(home))
     assert not space.liste_blanche().is_listed(NEW_DOMAIN)
