@@ -47,6 +47,7 @@ from .store.queue import OutboundEnvelope, QueuedRecipient
 from .store.submission import Submission, SubmissionResult, Submissions
 from .trust_space.dkim import DnsKeys, KeySource, StaticKeys
 from .trust_space.dkim_signing import DkimSigner
+from .trust_space.downloads import TrustDownloads
 from .trust_space.space import TrustSpace
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ class Operator:
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []
         self._refresher: asyncio.Task[None] | None = None
+        # One process per node downloads the trust files: a single process, or worker 0 of a supervisor.
+        downloads = TrustDownloads(settings) if load is None or load.slot == 0 else None
+        self._downloads = downloads if downloads is not None and downloads.sources else None
+        self._downloader: asyncio.Task[None] | None = None
         self._imap_limiter: ConnectionLimiter | None = None
         self._recipient_failures = recipient_failures(settings.limits)  # per peer certificate, both MTA listeners
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
@@ -334,6 +339,8 @@ class Operator:
             else:
                 await self._start_imap(name, listener)
         self._refresher = asyncio.create_task(self._refresh_periodically())
+        if self._downloads is not None:
+            self._downloader = asyncio.create_task(self._download_periodically())
         self.queue_runner.start()
 
     def reload(self) -> None:
@@ -346,11 +353,34 @@ class Operator:
             await asyncio.sleep(self.settings.trust_space.refresh_interval)
             self.reload()
 
+    async def _download_periodically(self) -> None:
+        assert self._downloads is not None
+        # `serve` has just tried the due files (download_stale): a failed one waits for its retry delay.
+        await asyncio.sleep(self._downloads.delay() or self._downloads.retry_delay)
+        while True:
+            await self.download_trust_files()
+            await asyncio.sleep(self._downloads.delay())
+
+    async def download_trust_files(self) -> None:
+        """Download the due trust files; when one was replaced, have every process of the node re-read them.
+
+        A worker asks its supervisor (SIGHUP), which forwards the reload to every worker and to mes_bridge.
+        """
+        if self._downloads is None:
+            return
+        outcomes = await asyncio.to_thread(self._downloads.refresh)
+        if any(outcome.replaced for outcome in outcomes):
+            if self._inherited is not None:
+                os.kill(os.getppid(), signal.SIGHUP)
+            else:
+                self.reload()
+
     async def stop(self) -> None:
         """Stop accepting, say BYE to IMAP clients, finish commits in progress, close the store."""
         self._stopping = True
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._downloader):
+            if task is not None:
+                task.cancel()
         for acceptor in self._acceptors:
             acceptor.close()
         await self._close_imap_sessions()

@@ -95,8 +95,11 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
 
     from .app import Operator, check_start_up, prepare_store
     from .listening import inherited_listeners
+    from .trust_space.downloads import download_stale
 
     try:
+        if not worker:  # the supervisor's prepare child, or the single process: once per node and start
+            download_stale(settings)
         if prepare:
             check_start_up(settings)  # fail here, once, on a bad certificate or liste blanche
             prepare_store(settings)
@@ -126,6 +129,27 @@ def _supervise(settings: Settings, home: Path, count: int, log_level: str) -> No
         sys.exit(Supervisor(home.resolve(), count, log_level, bind_listeners(settings), companions).run())
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
+
+
+@main.command()
+@HOME_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (status, item, detail).")
+@click.pass_context
+def check(ctx: click.Context, home: Path, as_json: bool) -> None:
+    """Check HOME: configuration, certificate, CRLs, liste blanche, DKIM key, store, annuaire, registry.
+
+    One line per item, `ok|warn|fail  item  detail`; exit status 0 when nothing failed (warnings
+    included), 1 otherwise: fit for cron or a monitoring probe. Reads only (no migration, no download).
+    """
+    from .health_check import run_checks
+
+    if ctx.parent is not None and ctx.parent.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        logging.getLogger().setLevel(logging.ERROR)  # the findings say it all; a cron job mails any stderr
+    failed = False
+    for finding in run_checks(home):
+        click.echo(finding.json() if as_json else finding.line())
+        failed = failed or finding.status == "fail"
+    sys.exit(1 if failed else 0)
 
 
 @main.group()

@@ -99,10 +99,29 @@ class TlsSettings(Section):
 
 
 class TrustSpaceSettings(Section):
+    """The trust CA bundle, its CRLs and the liste blanche; with URLs, downloaded every refresh_interval."""
+
     ca_bundle: Path
     crl_files: list[Path] = Field(default_factory=list)
     liste_blanche: Path
-    refresh_interval: Duration = 86400.0
+    refresh_interval: Duration = Field(default=86400.0, gt=0.0)
+    liste_blanche_url: str = ""  # https:// only, with its SHA-256 beside it; empty: the file is kept up to date by hand
+    liste_blanche_checksum_url: str = ""
+    crl_urls: list[str] = Field(default_factory=list)  # one per crl_files entry, same order ("": not downloaded)
+
+    @model_validator(mode="after")
+    def _sources_are_complete(self) -> TrustSpaceSettings:
+        if self.liste_blanche_url or self.liste_blanche_checksum_url:
+            for key in ("liste_blanche_url", "liste_blanche_checksum_url"):
+                if not getattr(self, key).startswith("https://"):
+                    raise ValueError(f"{key}: {getattr(self, key)!r} must be an https:// URL (both are needed)")
+        if self.crl_urls and len(self.crl_urls) != len(self.crl_files):
+            raise ValueError(f"crl_urls: {len(self.crl_urls)} URLs for {len(self.crl_files)} crl_files "
+                             "(one per file, same order; \"\" for a file not downloaded)")
+        for url in self.crl_urls:  # CRLs are signed: plain http is their usual distribution point
+            if url and not url.startswith(("https://", "http://")):
+                raise ValueError(f"crl_urls: {url!r} is not an http:// or https:// URL")
+        return self
 
 
 class DkimSettings(Section):

@@ -43,6 +43,7 @@ INTEGRATION_MODULES = frozenset({
     "test_readme_walkthrough",
     "test_smtp_abuse", "test_submission", "test_unsigned_reports", "test_web_auth", "test_web_documents",
     "test_web_history", "test_web_messages", "test_web_security",
+    "test_check", "test_trust_downloads",
 })
 # ... or it is one of these tests (module::function) that start a child or a server in a module of unit tests.
 INTEGRATION_TESTS = frozenset({

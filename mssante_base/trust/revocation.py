@@ -31,11 +31,34 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
         raise RevocationError(f"{path}: cannot read certificates: {exc}") from exc
 
 
-def _load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = path.read_bytes()
+def parse_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL in PEM or DER; raises ValueError when it is neither."""
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_crl(data)
     return x509.load_der_x509_crl(data)
+
+
+def verify_crl(crl: x509.CertificateRevocationList, authorities: Iterable[x509.Certificate]) -> x509.Certificate:
+    """The trust CA that signed ``crl``; raises RevocationError when none of ``authorities`` did."""
+    issuer = next((ca for ca in authorities if ca.subject == crl.issuer), None)
+    if issuer is None:
+        raise RevocationError(f"CRL issuer {crl.issuer.rfc4514_string()} is not a trust CA")
+    if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        raise RevocationError("CRL signature does not verify with its issuer's key")
+    return issuer
+
+
+def read_crl(path: Path, authorities: Iterable[x509.Certificate]) -> x509.CertificateRevocationList:
+    """The CRL of a file, its signature checked; raises RevocationError naming the file at fault."""
+    try:
+        crl = parse_crl(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RevocationError(f"{path}: cannot read CRL: {exc}") from exc
+    try:
+        verify_crl(crl, authorities)
+    except RevocationError as exc:
+        raise RevocationError(f"{path}: {exc}") from exc
+    return crl
 
 
 @dataclass(frozen=True)
@@ -48,19 +71,10 @@ class RevocationLists:
     @classmethod
     def load(cls, crl_files: Iterable[Path], authorities: list[x509.Certificate]) -> RevocationLists:
         """Read and verify CRL files; raises RevocationError naming the file at fault."""
-        by_name = {ca.subject: ca for ca in authorities}
         revoked: dict[x509.Name, set[int]] = {}
         next_updates: dict[x509.Name, datetime | None] = {}
         for path in crl_files:
-            try:
-                crl = _load_crl(path)
-            except (OSError, ValueError) as exc:
-                raise RevocationError(f"{path}: cannot read CRL: {exc}") from exc
-            issuer = by_name.get(crl.issuer)
-            if issuer is None:
-                raise RevocationError(f"{path}: CRL issuer {crl.issuer.rfc4514_string()} is not a trust CA")
-            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-                raise RevocationError(f"{path}: CRL signature does not verify with its issuer's key")
+            crl = read_crl(path, authorities)
             revoked.setdefault(crl.issuer, set()).update(item.serial_number for item in crl)
             next_updates[crl.issuer] = crl.next_update_utc
         return cls(

@@ -25,13 +25,13 @@ import logging
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mssante_base.errors import TemporaryFailure
+from mssante_base.fetch import http_get
 
 from .certificates import rpps_from_national_id
 
@@ -119,12 +119,7 @@ class JwksSource:
 
 
 def _http_get(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https or loopback http
-        data = response.read(MAX_JWKS_SIZE + 1)
-    if len(data) > MAX_JWKS_SIZE:
-        raise OSError(f"JWKS at {url} is larger than {MAX_JWKS_SIZE} bytes")
-    return data
+    return http_get(url, timeout=timeout, max_bytes=MAX_JWKS_SIZE, accept="application/json")
 
 
 def parse_jwks(data: bytes) -> dict[str | None, PyJWK]:

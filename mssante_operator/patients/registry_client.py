@@ -68,6 +68,21 @@ class PatientRegistry:
         return state
 
     def _fetch(self, ins: Ins) -> PatientState:
+        status, body = self._get(f"/v1/patients/{ins.value}")
+        if status not in (200, 404):
+            raise RegistryUnavailable(f"registry answered HTTP {status}")
+        try:
+            return PatientState(json.loads(body)["state"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryUnavailable("registry answered without a known state") from exc
+
+    def health(self) -> None:
+        """Ask ``/v1/health`` (for `check`); raises RegistryUnavailable unless the bridge answers 200."""
+        status, _ = self._get("/v1/health")
+        if status != 200:
+            raise RegistryUnavailable(f"registry answered HTTP {status}")
+
+    def _get(self, path: str) -> tuple[int, bytes]:
         """One GET on a fresh connection whose certificate is checked before the question is asked.
 
         (A blocking client in a thread: it lets us see the server's certificate before sending anything,
@@ -77,20 +92,14 @@ class PatientRegistry:
         try:
             connection.connect()
             self._check_server(connection.sock)
-            connection.request("GET", f"{self._base}/v1/patients/{ins.value}", headers={"Accept": "application/json"})
+            connection.request("GET", f"{self._base}{path}", headers={"Accept": "application/json"})
             response = connection.getresponse()
-            body = response.read(64 * 1024)
+            return response.status, response.read(64 * 1024)
         except (OSError, http.client.HTTPException) as exc:
             log.warning("patients' registry unreachable: %s", exc or type(exc).__name__)
             raise RegistryUnavailable(f"registry unreachable: {exc or type(exc).__name__}") from exc
         finally:
             connection.close()
-        if response.status not in (200, 404):
-            raise RegistryUnavailable(f"registry answered HTTP {response.status}")
-        try:
-            return PatientState(json.loads(body)["state"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryUnavailable("registry answered without a known state") from exc
 
     def _check_server(self, sock: ssl.SSLSocket) -> None:
         """The registry must be the bridge: its certificate's subject is ``bridge_dn``."""
