@@ -66,16 +66,22 @@ def refused(listener: str, stage: str, check: str | None) -> None:
     SMTP_REFUSED.labels(listener, stage, check or "commit").inc()
 
 
-async def timed_registry(question: Awaitable[_T]) -> _T:
-    """Await a registry question, timing it and counting its failure."""
+async def measured(question: Awaitable[_T], seconds: Histogram, errors: Counter,
+                   failures: tuple[type[BaseException], ...] = (Exception,)) -> _T:
+    """Await ``question``, observing its latency in ``seconds`` and counting in ``errors`` the ``failures``."""
     start = time.perf_counter()
     try:
         return await question
-    except Exception:
-        REGISTRY_ERRORS.inc()
+    except failures:
+        errors.inc()
         raise
     finally:
-        REGISTRY_SECONDS.observe(time.perf_counter() - start)
+        seconds.observe(time.perf_counter() - start)
+
+
+async def timed_registry(question: Awaitable[_T]) -> _T:
+    """A registry question, measured (any failure is an error: the registry could not say)."""
+    return await measured(question, REGISTRY_SECONDS, REGISTRY_ERRORS)
 
 
 class MeasuredAnnuaire(Annuaire):
@@ -85,14 +91,8 @@ class MeasuredAnnuaire(Annuaire):
         self.inner = inner
 
     async def _measured(self, operation: str, question: Awaitable[_T]) -> _T:
-        start = time.perf_counter()
-        try:
-            return await question
-        except AnnuaireUnavailable:
-            ANNUAIRE_ERRORS.labels(operation).inc()
-            raise
-        finally:
-            ANNUAIRE_SECONDS.labels(operation).observe(time.perf_counter() - start)
+        return await measured(question, ANNUAIRE_SECONDS.labels(operation), ANNUAIRE_ERRORS.labels(operation),
+                              (AnnuaireUnavailable,))
 
     async def lookup(self, address: str) -> MailboxEntry | None:
         return await self._measured("lookup", self.inner.lookup(address))
