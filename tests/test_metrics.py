@@ -124,7 +124,7 @@ def test_state_read_at_scrape_time(served):
     assert states <= {"scheduled", "deferred", "delivered", "failed"}
 
 
-def test_imap_sessions_gauge_follows_a_connected_client(served):
+def test_imap_sessions_and_idle_gauges_follow_a_connected_client(served):
     home, manifest, _ = served
     imaps = manifest["listeners"]["imaps"]
     doctor = next(m for m in manifest["mailboxes"] if m["address"] == DOCTOR)
@@ -133,6 +133,15 @@ def test_imap_sessions_gauge_follows_a_connected_client(served):
     try:
         client.login(DOCTOR, doctor["password"])
         wait_until(manifest, lambda s: total(s, "mssante_imap_sessions") == before + 1)
+        client.select("INBOX")
+        idle_before = total(scrape(manifest), "mssante_imap_idle_clients")
+        client.send(b"i1 IDLE\r\n")
+        assert client.readline().startswith(b"+")
+        wait_until(manifest, lambda s: total(s, "mssante_imap_idle_clients") == idle_before + 1)
+        client.send(b"DONE\r\n")
+        while not client.readline().startswith(b"i1 OK"):
+            pass
+        wait_until(manifest, lambda s: total(s, "mssante_imap_idle_clients") == idle_before)
     finally:
         client.logout()
     wait_until(manifest, lambda s: total(s, "mssante_imap_sessions") == before)
@@ -201,3 +210,17 @@ def test_a_killed_workers_sessions_stop_counting(served):
     holder.wait(30)
     client.shutdown()
     wait_until(manifest, lambda s: total(s, "mssante_imap_sessions") == before)
+
+
+def test_one_process_without_a_supervisor_serves_its_own_figures(running):
+    """No supervisor (the in-process harness, or `serve` with one worker and no bridge): the process's registry."""
+    labo = peer(running.manifest, "labo")
+    before = scrape(running.manifest)
+    with connect_process(running.home, running.manifest, labo) as client:
+        assert client.mail(labo["sender"])[0] == 250
+        assert client.rcpt(DOCTOR)[0] == 250
+        assert client.data(signed(running.home, labo, lab_report(labo["sender"], [DOCTOR])))[0] == 250
+    after = scrape(running.manifest)
+    name = "mssante_smtp_messages_accepted_total"
+    assert total(after, name, listener="mta") == total(before, name, listener="mta") + 1
+    assert total(after, "mssante_certificate_expiry_seconds") > 0
