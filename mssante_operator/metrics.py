@@ -4,8 +4,8 @@ Labels are small, bounded sets (a listener, a check's name, an outcome, a protoc
 file name): never an address, an INS or a subject, which would both leak and grow without bound.
 
 Several processes, one answer. Under the supervisor (``workers.py``) every worker and mes_bridge write their
-counters to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode), which the
-supervisor creates empty at start and inherits to them. The supervisor binds the metrics port like the
+counters to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode: HOME/.metrics), which the
+supervisor empties at start and hands down to them. The supervisor binds the metrics port like the
 mail ports and the workers share it: whichever worker accepts a scrape answers with every process's
 figures, summed by ``MultiProcessCollector``, plus what it reads at scrape time (:class:`StateCollector`:
 the queue, the ages of the certificate, CRLs and liste blanche). So the supervisor stays light (it never
