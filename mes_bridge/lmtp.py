@@ -21,6 +21,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
+from prometheus_client import Counter
 
 from mssante_base.annuaire import Annuaire
 from mssante_base.connection_limits import ConnectionLimiter
@@ -45,6 +46,11 @@ from .store import BridgeStore, MessageMeta, NewAttachment, NewDocument, Patient
 from .trust import OperatorGate
 
 log = logging.getLogger(__name__)
+
+# Under the operator's supervisor these go to its multiprocess directory: the operator's /metrics shows them.
+TAKEN = Counter("mssante_bridge_messages_taken", "Messages the LMTP intake stored in patients' spaces.")
+REFUSED = Counter("mssante_bridge_refusals", "LMTP intake refusals, by stage and check.", ["stage", "check"])
+FILED = Counter("mssante_bridge_documents_filed", "Documents filed in patients' spaces (one per space).")
 
 STORE_FAILED = Refusal(451, "4.3.0", "The patient's space cannot store the message now; please try again later")
 REGISTRY_FAILED = Refusal(451, "4.3.0", "The patient registry cannot answer now; please try again later")
@@ -254,6 +260,7 @@ class IntakeHandler:
             try:
                 await check(envelope, rcpt)
             except Refusal as refusal:
+                REFUSED.labels("rcpt", name).inc()
                 log.info("rcpt refused check=%s code=%d", name, refusal.code)  # no client text in the log
                 return refusal.reply
         assert rcpt.ins is not None
@@ -303,6 +310,7 @@ class IntakeHandler:
         addresses = list(envelope.rcpt_tos)
         refusal = check_line_endings(content)
         if refusal is not None:
+            REFUSED.labels("data", "line_endings").inc()
             return "\r\n".join([refusal.reply] * len(addresses))
         patients: list[Ins] = [parse_patient_address(address) for address in addresses]
         sender = envelope.mail_from or ""
@@ -317,8 +325,11 @@ class IntakeHandler:
                 self.store.deliver, content, patients, intake.meta, actor=actor, attachments=intake.attachments,
                 documents=intake.documents, reports=intake.reports)
         except Exception:
+            REFUSED.labels("data", "store").inc()
             log.exception("delivery failed message_id=%s size=%d", intake.meta.message_id, len(content))
             return "\r\n".join([STORE_FAILED.reply] * len(addresses))
+        TAKEN.inc()
+        FILED.inc(sum(len(docs) for docs in intake.documents.values()))
         log.info("delivered message_id=%s size=%d recipients=%d new=%d attachments=%d documents=%d problems=%d",
                  intake.meta.message_id, len(content), len(addresses), sum(stored.values()), len(intake.attachments),
                  sum(len(docs) for docs in intake.documents.values()), intake.problems)

@@ -29,7 +29,8 @@ from .config import ListenerSettings, Settings
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
-from .listening import MTA_LISTENERS, SUBMISSION_LISTENERS, configured_listeners
+from .listening import METRICS_LISTENER, MTA_LISTENERS, SUBMISSION_LISTENERS, configured_listeners
+from .metrics import MeasuredAnnuaire, MetricsEndpoint, StateCollector, scrape_registry
 from .patients.registry_client import PatientRegistry
 from .smtp.group_commit import GroupCommit
 from .smtp.lmtp_client import LmtpClient
@@ -126,7 +127,7 @@ class Operator:
         self._load = load
         self.store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
         self.trust = TrustSpace(settings)
-        self.annuaire = open_annuaire(settings.annuaire, settings.home)
+        self.annuaire = MeasuredAnnuaire(open_annuaire(settings.annuaire, settings.home))
         self.delivery = LocalDelivery(self.store)
         self.watcher = FolderWatcher(self.store)
         self.authenticator = self._authenticator()
@@ -309,12 +310,12 @@ class Operator:
                    "error_limits": True,
                    "tls_context": None if implicit else context, "require_starttls": not implicit, "loop": loop}
         if name in SUBMISSION_LISTENERS:
-            submission_handler = SubmissionHandler(self.submission_context)
+            submission_handler = SubmissionHandler(self.submission_context, listener=name)
 
             def factory() -> GuardedSMTP:
                 return SubmissionSMTP(submission_handler, **options)  # type: ignore[arg-type]
         else:
-            mta_handler = MtaHandler(self.mta_context)
+            mta_handler = MtaHandler(self.mta_context, listener=name)
 
             def factory() -> GuardedSMTP:
                 return GuardedSMTP(mta_handler, failures=self._recipient_failures, **options)  # type: ignore[arg-type]
@@ -324,6 +325,19 @@ class Operator:
         acceptor.start()
         self._acceptors.append(acceptor)
         log.info("listener %s up on %s:%d (%s TLS)", name, listener.host, acceptor.port, listener.tls)
+
+    def _start_metrics(self) -> None:
+        """``GET /metrics`` on [metrics] listen (a socket shared by the workers, as the mail ports are)."""
+        metrics = self.settings.metrics
+        if metrics is None:
+            return
+        endpoint = MetricsEndpoint(scrape_registry(StateCollector(self.settings, self.store)))
+        inherited = self._inherited.pop(METRICS_LISTENER, None) if self._inherited else None
+        sock = inherited or bind_listener(metrics.host, metrics.port)
+        acceptor = Acceptor(sock, endpoint.protocol)
+        acceptor.start()
+        self._acceptors.append(acceptor)
+        log.info("listener metrics up on %s:%d (plain HTTP)", metrics.host, acceptor.port)
 
     async def start(self, *, prepare_store: bool = True) -> None:
         """Migrate the store (unless a supervisor did: then only check the blob storage is the database's),
@@ -338,6 +352,7 @@ class Operator:
                 await self._start_smtp(name, listener)
             else:
                 await self._start_imap(name, listener)
+        self._start_metrics()
         self._refresher = asyncio.create_task(self._refresh_periodically())
         if self._downloads is not None:
             self._downloader = asyncio.create_task(self._download_periodically())

@@ -194,6 +194,28 @@ class PatientsSettings(Section):
         return self
 
 
+class MetricsSettings(Section):
+    """Prometheus text at ``http://LISTEN/metrics``: plain HTTP without authentication, so keep ``listen`` on
+    loopback or a private network (the numbers say how busy the operator is and who its peers are not)."""
+
+    listen: str  # "host:port"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @model_validator(mode="after")
+    def _host_port(self) -> MetricsSettings:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"listen: {self.listen!r} is not 'host:port'")
+        return self
+
+
 class Settings(Section):
     """Everything the operator reads from config.toml, with paths resolved against HOME."""
 
@@ -212,6 +234,7 @@ class Settings(Section):
     submission: SubmissionSettings = SubmissionSettings()
     outbound: OutboundSettings = OutboundSettings()
     patients: PatientsSettings | None = None
+    metrics: MetricsSettings | None = None  # absent: no metrics served
     # mes_bridge's own table (a separate service; `mes_bridge.settings` validates it): kept as data here.
     bridge: dict[str, Any] | None = None
 

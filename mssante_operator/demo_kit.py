@@ -224,7 +224,7 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
     _write_issued(home, bridge_cert, BRIDGE_CERT, BRIDGE_KEY)
     patients = _write_patients(home)
 
-    names = [*_LISTENER_TLS, *_BRIDGE_LISTENERS]
+    names = [*_LISTENER_TLS, *_BRIDGE_LISTENERS, "metrics"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     config = _config(operator_dkim_key, static_keys)
     config["listeners"] = {name: {"host": LOCALHOST, "port": ports[name], "tls": _LISTENER_TLS[name]}
@@ -236,6 +236,7 @@ def create_kit(home: Path, *, force: bool = False) -> dict[str, Any]:
         "state_cache_ttl": "30s",
     }
     config["bridge"] = _bridge_config(ports, operator_dn=operator_cert.dn)
+    config["metrics"] = {"listen": f"{LOCALHOST}:{ports['metrics']}"}  # Prometheus text, plain HTTP on loopback
     (home / CONFIG_FILE).write_text(_CONFIG_HEADER + tomli_w.dumps(config), encoding="utf-8")
 
     manifest = {

@@ -17,6 +17,7 @@ _FDS_VARIABLE = "MSSANTE_LISTEN_FDS"
 MTA_LISTENERS = ("mta", "mtas")
 IMAP_LISTENERS = ("imap", "imaps")
 SUBMISSION_LISTENERS = ("submission", "submissions")
+METRICS_LISTENER = "metrics"  # [metrics] listen: plain HTTP, bound and shared like the mail listeners
 
 
 def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
@@ -31,6 +32,8 @@ def bind_listeners(settings: Settings) -> dict[str, socket.socket]:
     try:
         for name, listener in configured_listeners(settings).items():
             bound[name] = bind_listener(listener.host, listener.port)
+        if settings.metrics is not None:
+            bound[METRICS_LISTENER] = bind_listener(settings.metrics.host, settings.metrics.port)
     except OSError:
         for sock in bound.values():
             sock.close()

@@ -9,6 +9,10 @@ and restarts a worker or a companion (mes_bridge) that dies: ``serve`` runs it, 
 count, whenever a companion is configured. Workers are tied to the supervisor's life (PR_SET_PDEATHSIG): if the
 supervisor is killed, they are killed too.
 
+With [metrics], the supervisor also binds the metrics port (the workers share it and each answers for all)
+and gives every child a fresh private directory for prometheus_client's multiprocess mode (see
+``metrics``); it forgets a dead worker's live gauges (``mark_process_dead``).
+
 The supervisor lives as long as the workers but only binds, waits and forwards signals, so it never
 imports the application (SQLAlchemy, cryptography, aiosmtpd, the IMAP server): 36 MB resident instead
 of 100. This module and what it imports must stay light (tests/test_process_footprint.py).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,11 +33,13 @@ from pathlib import Path
 
 from mssante_base.listening import WorkerLoad
 
-from .listening import export_listeners
+from .listening import METRICS_LISTENER, export_listeners
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+METRICS_DIRECTORY = ".metrics"  # in HOME: the children's metric files, emptied at each start
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's (metrics.py, not imported here)
 
 
 def _die_with_parent() -> None:
@@ -105,6 +112,22 @@ class Supervisor:
         self.workers: list[subprocess.Popen[bytes]] = []
         self._stopping = False
         self._reload = False
+        self.metrics_dir = home / METRICS_DIRECTORY if METRICS_LISTENER in sockets else None
+
+    def _prepare_metrics(self) -> None:
+        """An empty private directory for the children's metric files (a previous run's counters would add up)."""
+        if self.metrics_dir is None:
+            return
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(mode=0o700)
+        os.environ[MULTIPROC_VARIABLE] = str(self.metrics_dir)  # inherited by every child from now on
+
+    def _forget(self, pid: int) -> None:
+        """A dead child's live gauges (IMAP sessions) must not count any more; its counters stay in the sums."""
+        if self.metrics_dir is not None:
+            from prometheus_client import multiprocess  # only now: the supervisor stays light
+
+            multiprocess.mark_process_dead(pid, str(self.metrics_dir))
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         argv = _serve_argv(self.home, self.log_level, "--worker")
@@ -128,6 +151,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        self._prepare_metrics()
         self.companions = [start_companion(argv) for argv in self.companion_argvs]
         self.workers = [self._spawn(slot) for slot in range(self.count)]
         while not self._stopping:
@@ -138,6 +162,7 @@ class Supervisor:
             for index, worker in enumerate(self.workers):
                 if worker.poll() is not None and not self._stopping:
                     log.error("worker %d exited with %s; restarting it", worker.pid, worker.returncode)
+                    self._forget(worker.pid)
                     time.sleep(1)
                     self.workers[index] = self._spawn(index)
             for index, companion in enumerate(self.companions):
@@ -145,6 +170,7 @@ class Supervisor:
                     argv = self.companion_argvs[index]
                     log.error("%s (pid %d) exited with %s; restarting it", argv[2], companion.pid,
                               companion.returncode)
+                    self._forget(companion.pid)
                     time.sleep(1)
                     self.companions[index] = start_companion(argv)
             time.sleep(0.2)
@@ -155,5 +181,7 @@ class Supervisor:
     def _stop_workers(self, grace: float = 30.0) -> int:
         status = stop_processes(self.workers, grace)
         status = stop_processes(self.companions, grace) or status
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("operator stopped")
         return status

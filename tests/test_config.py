@@ -235,3 +235,17 @@ def test_an_anonymous_ldap_annuaire_must_be_asked_for() -> None:
     settings = AnnuaireSettings.model_validate({"backend": "ldap", "url": "ldap://127.0.0.1:389",
                                                 "base_dn": "dc=x", "allow_anonymous": True})
     assert settings.bind_dn == "" and settings.attributes.address == "mssanteAddress"
+
+
+def test_metrics_are_off_unless_a_listen_address_is_given(tmp_path):
+    _write(tmp_path, _minimal())
+    assert load_settings(tmp_path).metrics is None
+    _write(tmp_path, {**_minimal(), "metrics": {"listen": "127.0.0.1:9464"}})
+    metrics = load_settings(tmp_path).metrics
+    assert metrics is not None and (metrics.host, metrics.port) == ("127.0.0.1", 9464)
+
+
+def test_metrics_listen_must_be_host_and_port(tmp_path):
+    _write(tmp_path, {**_minimal(), "metrics": {"listen": "9464"}})
+    message = _error(tmp_path)
+    assert "metrics" in message and "host:port" in message

@@ -110,7 +110,7 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
     assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps",
-                              "bridge_lmtp", "bridge_registry", "web"}
+                              "bridge_lmtp", "bridge_registry", "web", "metrics"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
     assert len(set(ports)) == len(ports)
@@ -120,6 +120,10 @@ def test_listeners_have_distinct_ports(home, manifest):
     for name, listener in listeners.items():  # config.toml and demo.json agree, TLS style by contract name
         if name.startswith("bridge_") or name == "web":
             continue  # mes_bridge's, in [bridge] (test_patients_and_bridge_are_configured)
+        if name == "metrics":  # plain HTTP, in [metrics]
+            assert settings.metrics is not None
+            assert (settings.metrics.host, settings.metrics.port) == (listener["host"], listener["port"])
+            continue
         configured = getattr(settings.listeners, name)
         assert (configured.host, configured.port) == (listener["host"], listener["port"])
         assert configured.tls == ("implicit" if name.endswith("s") else "starttls")

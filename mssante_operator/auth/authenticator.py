@@ -58,10 +58,11 @@ CLIENT_MESSAGE = "authentication failed"
 class AuthenticationFailed(Exception):
     """Authentication refused. Clients get :data:`CLIENT_MESSAGE`; ``reason`` goes to the log only."""
 
-    def __init__(self, reason: str, *, delay: float = 0.0) -> None:
+    def __init__(self, reason: str, *, delay: float = 0.0, mechanism: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay  # seconds already waited before raising
+        self.mechanism = mechanism  # the SASL mechanism (or LOGIN) that failed: the protocols count failures by it
 
     @property
     def client_message(self) -> str:
@@ -232,7 +233,7 @@ class Authenticator:
         log.warning("authentication failed mechanism=%s ip=%s: %s", mechanism, ip, reason)
         if delay > 0:
             await self._sleep(delay)
-        raise AuthenticationFailed(reason, delay=delay)
+        raise AuthenticationFailed(reason, delay=delay, mechanism=mechanism)
 
 
 def _choose(candidates: list[MailboxEntry], wanted: str) -> tuple[MailboxEntry, str]:

@@ -21,6 +21,7 @@ from mssante_base.connection_limits import ConnectionLimiter, LimitReached
 from mssante_base.listening import handshake_failure
 from mssante_base.trust.tls import PeerTls, peer_tls
 
+from .. import metrics
 from . import handlers as _handlers  # noqa: F401 - importing registers the command handlers
 from .commands import Command, Idle, StartTLS
 from .parser import (
@@ -127,7 +128,8 @@ class ImapConnection:
             self.writer.close()
             return
         try:
-            await self._serve()
+            with metrics.IMAP_SESSIONS.track_inprogress():
+                await self._serve()
         finally:
             if self.limiter is not None:
                 self.limiter.release(self.peer_ip)
@@ -238,6 +240,7 @@ class ImapConnection:
         await self._write(b"+ idling\r\n")
         await session.refresh()
         done_line = asyncio.ensure_future(self._read_line(self.limits.idle_timeout))
+        metrics.IMAP_IDLE.inc()
         try:
             while True:
                 waiters: set[asyncio.Future[object]] = {done_line}  # type: ignore[arg-type]
@@ -254,5 +257,6 @@ class ImapConnection:
                     return
                 await session.refresh()
         finally:
+            metrics.IMAP_IDLE.dec()
             if not done_line.done():
                 done_line.cancel()

@@ -28,6 +28,8 @@ from mssante_base.patients.states import PatientState
 from mssante_base.single_flight import SingleFlight
 from mssante_base.trust.dn import NormalDn, name_to_dn
 
+from .. import metrics
+
 log = logging.getLogger(__name__)
 
 REGISTRY_DOWN = Refusal(
@@ -62,7 +64,8 @@ class PatientRegistry:
         """The state of ``ins``'s space; raises RegistryUnavailable when the registry cannot say."""
         if self._cache is not None and (cached := self._cache.get(ins.value)) is not None:
             return cached
-        state, fetched = await self._flights.run(ins.value, lambda: asyncio.to_thread(self._fetch, ins))
+        state, fetched = await self._flights.run(
+            ins.value, lambda: metrics.timed_registry(asyncio.to_thread(self._fetch, ins)))
         if fetched and self._cache is not None:
             self._cache[ins.value] = state
         return state

@@ -29,6 +29,7 @@ from mssante_base.smtp.replies import PrintableLog
 from mssante_base.trust.revocation import RevocationLists
 from mssante_operator.smtp import checks, policy
 
+from .. import metrics
 from ..store.facade import DeliveryOutcome, NewMessage
 from ..store.queue import OutboundEnvelope, QueuedRecipient, RelayedRecipient, new_queue_id
 from ..store.submission import Submission, SubmissionResult
@@ -78,8 +79,9 @@ DATA_CHECKS = (checks.tls_required, checks.line_endings, checks.from_header, che
 class MtaHandler:
     """aiosmtpd handler hooks for the trust-space MTA listener: its checks and a little glue."""
 
-    def __init__(self, context: MtaContext) -> None:
+    def __init__(self, context: MtaContext, *, listener: str = "mta") -> None:
         self.ctx = context
+        self.listener = listener  # its name in config.toml, the metrics' label
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -88,6 +90,7 @@ class MtaHandler:
         try:
             await run_checks(MAIL_CHECKS, self.ctx, tx)
         except Refusal as refusal:
+            metrics.refused(self.listener, "mail", refusal.check)
             log.info("mail refused peer_dn=%r sender_domain=%s check=%s reply=%r",
                      tx.peer.dn_text if tx.peer else "", policy.address_domain(address), refusal.check, refusal.reply)
             return refusal.reply
@@ -103,6 +106,7 @@ class MtaHandler:
         try:
             await run_checks(RCPT_CHECKS, self.ctx, tx, rcpt)
         except Refusal as refusal:
+            metrics.refused(self.listener, "rcpt", refusal.check)
             log.info("rcpt refused rcpt_domain=%s check=%s reply=%r", policy.address_domain(rcpt.address),
                      refusal.check, refusal.reply)
             return refusal.reply
@@ -118,6 +122,7 @@ class MtaHandler:
         try:
             await run_checks(DATA_CHECKS, self.ctx, tx)
         except Refusal as refusal:
+            metrics.refused(self.listener, "data", refusal.check)
             log.info("data refused id=%s check=%s reply=%r", tx.queue_id, refusal.check, refusal.reply)
             return refusal.reply
         message = self._message(session, tx)
@@ -127,9 +132,11 @@ class MtaHandler:
             else:
                 outcomes = await self.ctx.delivery.deliver(message, list(tx.recipients))
         except Refusal as refusal:
+            metrics.refused(self.listener, "data", refusal.check)
             log.info("data refused id=%s check=%s reply=%r", tx.queue_id, refusal.check, refusal.reply)
             return refusal.reply
         except Exception:
+            metrics.refused(self.listener, "data", None)
             log.exception("delivery failed id=%s", tx.queue_id)
             return policy.STORE_FAILED.reply
         stored = sum(1 for o in outcomes.values() if o is DeliveryOutcome.STORED)
@@ -138,6 +145,7 @@ class MtaHandler:
             tx.queue_id, tx.peer.dn_text if tx.peer else "", len(outcomes), stored,
             len(outcomes) - stored, len(message.raw),
         )
+        metrics.SMTP_ACCEPTED.labels(self.listener).inc()
         return f"250 2.0.0 Message accepted, id {tx.queue_id}"
 
     async def _commit_with_patients(self, message: NewMessage, tx: Transaction) -> dict[str, DeliveryOutcome]:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from mssante_base.message.dsn import wants_notice
 
+from .. import metrics
 from ..config import OutboundSettings
 from ..outcomes import Reply, ResultKind
 from ..store.facade import Store
@@ -200,6 +201,7 @@ class QueueRunner:
                 outcomes = [outcome_of(by_key[r.key], r, now=now, settings=self._settings) for r in results]
             await self._recorder.submit(outcomes)
             for outcome in outcomes:
+                metrics.DELIVERIES.labels(outcome.reply.kind.value).inc()
                 log.info("queue %s rcpt_domain=%s status=%s reply=%r", first.queue_id, first.domain,
                          outcome.status.value, outcome.reply.line[:200])
             if any(o.notice for o in outcomes):

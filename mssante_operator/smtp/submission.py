@@ -32,6 +32,7 @@ from mssante_base.smtp.replies import PrintableLog
 from mssante_base.smtp.server import GuardedSMTP
 from mssante_operator.smtp import checks, policy
 
+from .. import metrics
 from ..auth import sasl
 from ..auth.authenticator import AuthenticationFailed, Authenticator, Principal
 from ..store.facade import NewMessage
@@ -162,6 +163,7 @@ class SubmissionSMTP(GuardedSMTP):
         except _AlreadyAnswered:
             return None
         except AuthenticationFailed:  # the reason is logged by the authenticator, never told
+            metrics.LOGIN_FAILURES.labels("smtp", mechanism).inc()
             if mechanism in (sasl.OAUTHBEARER, sasl.XOAUTH2):  # RFC 7628 3.2.2: error challenge, then 535
                 error = sasl.oauthbearer_error() if mechanism == sasl.OAUTHBEARER else sasl.xoauth2_error()
                 await self.challenge_auth(error)
@@ -220,8 +222,9 @@ DATA_CHECKS = (checks.line_endings, checks.header_senders, checks.patient_from, 
 class SubmissionHandler:
     """aiosmtpd handler hooks for the submission listeners: their checks and a little glue."""
 
-    def __init__(self, context: SubmissionContext) -> None:
+    def __init__(self, context: SubmissionContext, *, listener: str = "submission") -> None:
         self.ctx = context
+        self.listener = listener  # its name in config.toml, the metrics' label
 
     async def handle_MAIL(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -231,6 +234,7 @@ class SubmissionHandler:
         try:
             await run_checks(MAIL_CHECKS, self.ctx, tx)
         except Refusal as refusal:
+            metrics.refused(self.listener, "mail", refusal.check)
             log.info("submission sender refused user=%s check=%s reply=%r",
                      tx.principal.login if tx.principal else "", refusal.check, refusal.reply)
             return refusal.reply
@@ -246,6 +250,7 @@ class SubmissionHandler:
         try:
             await run_checks(RCPT_CHECKS, self.ctx, tx, rcpt)
         except Refusal as refusal:
+            metrics.refused(self.listener, "rcpt", refusal.check)
             log.info("submission rcpt refused domain=%s check=%s reply=%r", policy.address_domain(rcpt.address),
                      refusal.check, refusal.reply)
             return refusal.reply
@@ -264,6 +269,7 @@ class SubmissionHandler:
         try:
             await run_checks(DATA_CHECKS, self.ctx, tx)
         except Refusal as refusal:
+            metrics.refused(self.listener, "data", refusal.check)
             log.info("submission data refused id=%s user=%s check=%s reply=%r", tx.queue_id, principal.login,
                      refusal.check, refusal.reply)
             return refusal.reply
@@ -271,6 +277,7 @@ class SubmissionHandler:
         try:
             result = await self.ctx.commit(submission)
         except Exception:
+            metrics.refused(self.listener, "data", None)
             log.exception("submission commit failed id=%s", tx.queue_id)
             return policy.STORE_FAILED.reply
         outbound = submission.outbound.recipients if submission.outbound else ()
@@ -282,6 +289,7 @@ class SubmissionHandler:
         wanted = [a for a in submission.local_recipients if dsn.wants_notice(tx.recipients[a].dsn.notify, "success")]
         if wanted:
             self.ctx.on_local_success(tx.mail_from, submission.message, wanted, tx.dsn.envid)
+        metrics.SMTP_ACCEPTED.labels(self.listener).inc()
         return f"250 2.0.0 Message accepted, id {tx.queue_id}"
 
     async def _submission(self, server: SubmissionSMTP, session: Session, tx: Transaction,

@@ -147,6 +147,14 @@ class RelayedRecipient:
 
 
 @dataclass(frozen=True)
+class QueueDepth:
+    """The queue at a glance (metrics): recipients by status, and when the oldest message still pending came."""
+
+    recipients: dict[str, int]
+    oldest_pending: datetime | None
+
+
+@dataclass(frozen=True)
 class QueueEntry:
     """A queued message as `queue ls` and `queue show` present it."""
 
@@ -363,6 +371,16 @@ class OutboundQueue:
             return [RelayedRecipient(queue_id=row.queue_id, sender=row.sender, message_id=row.message_id,
                                      envid=row.envid, address=row.address, orcpt=row.orcpt,
                                      status=RecipientStatus(row.status)) for row in conn.execute(query)]
+
+    def depth(self) -> QueueDepth:
+        """Recipients by status and the oldest pending message's arrival: one grouped query, cheap enough for
+        every scrape."""
+        query = (select(R.status, func.count(R.id), type_coerce(func.min(M.created_at), UTCDateTime()))
+                 .join(M, M.id == R.outbound_message_id).group_by(R.status))
+        with self._store.reading() as conn:
+            rows = conn.execute(query).all()
+        pending = [oldest for status, _, oldest in rows if status in PENDING and oldest is not None]
+        return QueueDepth({status: count for status, count, _ in rows}, min(pending, default=None))
 
     # -- operators (`queue` command) ---------------------------------------------------------
 

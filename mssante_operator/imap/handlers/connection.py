@@ -12,6 +12,7 @@ import logging
 from mssante_base.annuaire import AnnuaireUnavailable
 from mssante_base.errors import TemporaryFailure
 
+from ... import metrics
 from ...auth import sasl
 from ...auth.authenticator import AuthenticationFailed, Principal
 from .. import wire
@@ -88,6 +89,7 @@ async def _attempt(session: Session, login: object) -> Reply:
     try:
         principal = await login  # type: ignore[misc]
     except AuthenticationFailed as exc:  # the reason is logged, never told: it would reveal which accounts exist
+        metrics.LOGIN_FAILURES.labels("imap", exc.mechanism or "unknown").inc()
         return no(exc.client_message, "AUTHENTICATIONFAILED")
     except (AnnuaireUnavailable, TemporaryFailure) as exc:
         log.warning("login could not be checked now: %s", exc)
