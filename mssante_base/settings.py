@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -63,6 +63,13 @@ class LimitsSettings(Section):
     # taken the oldest such session gives its slot to the new connection.
     stress_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     stress_idle_timeout: Duration = Field(default=10.0, gt=0.0)
+
+
+class LoggingSettings(Section):
+    """How ``serve`` writes its log lines (operator, workers, mes_bridge): "text" as ever, or "json", one
+    object per line for a log collector (mssante_base.logs)."""
+
+    format: Literal["text", "json"] = "text"
 
 
 def format_errors(file: Path, error: ValidationError) -> str:
