@@ -93,3 +93,18 @@ def read_config(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: not found") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{file}: cannot be read as TOML: {exc}") from exc
+
+
+class _LoggingOnly(BaseModel):
+    """Only to have pydantic name errors ``logging.<key>``: the rest of the file is the services' own."""
+
+    logging: LoggingSettings = LoggingSettings()
+
+
+def load_logging_settings(home: Path) -> LoggingSettings:
+    """HOME/config.toml's [logging] table alone (mes_bridge's ``serve``; the operator reads it with the rest)."""
+    file = Path(home).resolve() / CONFIG_FILE
+    try:
+        return _LoggingOnly.model_validate(read_config(file)).logging
+    except ValidationError as exc:
+        raise ConfigError(format_errors(file, exc)) from exc

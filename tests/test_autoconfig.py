@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.harness import RunningOperator, configure, make_kit, running_operator
+from support.harness import RunningOperator, configure, make_kit, running_operator, serve_process
 
 from mssante_operator.autoconfig import AUTOCONFIG_PATHS, ClientSetup, MailServer, render_client_config
 from mssante_operator.config import load_settings
@@ -34,12 +34,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperato
         yield operator
 
 
-def _get(running: RunningOperator, path: str, *, host: str | None = None,
+def _get(running: RunningOperator | tuple[Path, dict], path: str, *, host: str | None = None,
          context: ssl.SSLContext | None = None) -> tuple[int, str, bytes]:
-    """(status, content type, body) of a GET on the autoconfig listener, the chain verified to the kit's CA."""
-    listener = running.manifest["listeners"]["autoconfig"]
-    connection = http.client.HTTPSConnection(listener["host"], listener["port"], timeout=30,
-                                             context=context or running.tls_context(check_hostname=True))
+    """(status, content type, body) of a GET on the autoconfig listener of a running operator or of a kit's
+    (home, manifest), the chain verified to the kit's CA (and the certificate's name to the address)."""
+    home, manifest = (running.home, running.manifest) if isinstance(running, RunningOperator) else running
+    listener = manifest["listeners"]["autoconfig"]
+    context = context or ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
+    connection = http.client.HTTPSConnection(listener["host"], listener["port"], timeout=30, context=context)
     try:
         connection.request("GET", path, headers={"Host": host} if host else {})
         response = connection.getresponse()
@@ -155,3 +157,11 @@ def test_only_configured_listeners_are_listed() -> None:
     assert _servers(document, "incomingServer") == [
         ("imap", "mail.example.test", 993, "SSL", "%EMAILADDRESS%", ["password-cleartext", "TLS-client-cert"])]
     assert _servers(document, "outgoingServer") == []
+
+
+def test_served_workers_answer_on_the_socket_the_supervisor_bound(tmp_path: Path) -> None:
+    manifest = make_kit(tmp_path, server={"workers": 2})
+    with serve_process(tmp_path, manifest):
+        for _ in range(4):
+            status, _, body = _get((tmp_path, manifest), AUTOCONFIG_PATHS[1] + _query(f"ines.secretaire@{DOMAIN}"))
+            assert status == 200 and fromstring(body).find("emailProvider").get("id") == DOMAIN
