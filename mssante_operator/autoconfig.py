@@ -124,7 +124,8 @@ def _dot_atom(text: str, allowed: frozenset[str]) -> bool:
 async def _client_config(request: web.Request) -> web.Response:
     setup = request.app[_SETUP_KEY]
     try:
-        domain = requested_domain(setup, request.query.get("emailaddress"), request.host)
+        # The Host header itself: aiohttp's request.host would look up our own name in the DNS without one.
+        domain = requested_domain(setup, request.query.get("emailaddress"), request.headers.get("Host", ""))
     except NotAnAddress as exc:
         return web.Response(status=400, text=f"{exc}\n")
     if domain is None:

@@ -4,6 +4,7 @@ client that verifies our chain to the kit's CA, for our domains only, whatever t
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -165,3 +166,16 @@ def test_served_workers_answer_on_the_socket_the_supervisor_bound(tmp_path: Path
         for _ in range(4):
             status, _, body = _get((tmp_path, manifest), AUTOCONFIG_PATHS[1] + _query(f"ines.secretaire@{DOMAIN}"))
             assert status == 200 and fromstring(body).find("emailProvider").get("id") == DOMAIN
+
+
+def test_a_request_without_host_names_no_domain(running: RunningOperator) -> None:
+    """HTTP/1.0 needs no Host header: no domain is named, none is guessed."""
+    listener = running.manifest["listeners"]["autoconfig"]
+    context = running.tls_context(check_hostname=True)
+    with socket.create_connection((listener["host"], listener["port"]), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=listener["host"]) as tls:
+        tls.sendall(f"GET {AUTOCONFIG_PATHS[1]} HTTP/1.0\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 404 ") or answer.startswith(b"HTTP/1.1 404 ")
