@@ -33,8 +33,6 @@ MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets, angle brackets in
 _SETUP_KEY: web.AppKey[ClientSetup] = web.AppKey("client_setup")
 # (listener name, protocol), implicit TLS first (RFC 8314 3: preferred over STARTTLS).
 _LISTENERS = (("imaps", "imap"), ("imap", "imap"), ("submissions", "smtp"), ("submission", "smtp"))
-
-
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-")  # RFC 5322 3.2.3
 _LABEL = frozenset(string.ascii_letters + string.digits + "-")
 

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from support.harness import RunningOperator, configure, make_kit, running_operator, serve_process
 
 from mssante_operator.autoconfig import AUTOCONFIG_PATHS, ClientSetup, MailServer, render_client_config
-from mssante_operator.config import load_settings
+from mssante_operator.config import ListenersSettings, load_settings
 
 try:  # the document comes from a server: parse it as untrusted input where defusedxml is installed
     from defusedxml.ElementTree import fromstring
@@ -179,3 +180,10 @@ def test_a_request_without_host_names_no_domain(running: RunningOperator) -> Non
         while chunk := tls.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.0 404 ") or answer.startswith(b"HTTP/1.1 404 ")
+
+
+def test_the_listener_is_https_from_the_first_byte() -> None:
+    listeners = ListenersSettings.model_validate({"autoconfig": {"host": "0.0.0.0", "port": 443}})
+    assert listeners.autoconfig is not None and listeners.autoconfig.tls == "implicit"
+    with pytest.raises(ValidationError, match=r"autoconfig\.tls"):
+        ListenersSettings.model_validate({"autoconfig": {"port": 443, "tls": "starttls"}})
