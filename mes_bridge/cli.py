@@ -20,10 +20,12 @@ import click
 
 from mssante_base.cli import HOME_OPTION, report_recipients  # HOME: the operator's; the bridge reads its [bridge] table
 from mssante_base.errors import ConfigError
+from mssante_base.logs import TEXT_FORMAT, use_log_format
 from mssante_base.message.headers import summarise
 from mssante_base.patients.codes import MIN_PASSWORD
 from mssante_base.patients.ins import Ins, InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
+from mssante_base.settings import load_logging_settings
 
 from .export import ExportRefused, write_export
 from .lifecycle import Change, ChangeRefused
@@ -62,8 +64,7 @@ def _echo_json(value: dict) -> None:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def main(log_level: str) -> None:
     """mes_bridge: the patients' side (Mon espace santé) of the MSSanté operator."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format=TEXT_FORMAT)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-line chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plug-in list at every start
 
@@ -75,6 +76,10 @@ def serve(home: Path) -> None:
     from .service import BridgeService
 
     settings = _settings(home)
+    try:
+        use_log_format(load_logging_settings(home).format)  # HOME's [logging], as the operator's
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         service = BridgeService(settings)
     except (OSError, ValueError, ConfigError) as exc:

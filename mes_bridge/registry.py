@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from mssante_base.https import start_https
 from mssante_base.patients.ins import InvalidIns, validate_ins
 from mssante_base.patients.states import PatientState
 from mssante_base.trust.tls import peer_tls
@@ -78,8 +79,5 @@ def make_app(store: BridgeStore, gate: OperatorGate) -> web.Application:
 
 
 async def start_registry(app: web.Application, sock: socket.socket, tls: ssl.SSLContext) -> web.AppRunner:
-    """Serve ``app`` over HTTPS on an already bound socket; clean up with ``await runner.cleanup()``."""
-    runner = web.AppRunner(app, access_log=None)  # request paths hold INS: our own log lines say enough
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=tls).start()
-    return runner
+    """Serve ``app`` over HTTPS on an already bound socket (no access log: request paths hold INS)."""
+    return await start_https(app, sock, tls)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -65,6 +65,13 @@ class LimitsSettings(Section):
     stress_idle_timeout: Duration = Field(default=10.0, gt=0.0)
 
 
+class LoggingSettings(Section):
+    """How ``serve`` writes its log lines (operator, workers, mes_bridge): "text" as ever, or "json", one
+    object per line for a log collector (mssante_base.logs)."""
+
+    format: Literal["text", "json"] = "text"
+
+
 def format_errors(file: Path, error: ValidationError) -> str:
     """A validation error as the file, then one line per dotted key and what is wrong with it."""
     lines = [f"{file}: invalid configuration"]
@@ -86,3 +93,18 @@ def read_config(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: not found") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{file}: cannot be read as TOML: {exc}") from exc
+
+
+class _LoggingOnly(BaseModel):
+    """Only to have pydantic name errors ``logging.<key>``: the rest of the file is the services' own."""
+
+    logging: LoggingSettings = LoggingSettings()
+
+
+def load_logging_settings(home: Path) -> LoggingSettings:
+    """HOME/config.toml's [logging] table alone (mes_bridge's ``serve``; the operator reads it with the rest)."""
+    file = Path(home).resolve() / CONFIG_FILE
+    try:
+        return _LoggingOnly.model_validate(read_config(file)).logging
+    except ValidationError as exc:
+        raise ConfigError(format_errors(file, exc)) from exc

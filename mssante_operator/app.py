@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter
@@ -29,7 +30,13 @@ from .config import ListenerSettings, Settings
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
-from .listening import METRICS_LISTENER, MTA_LISTENERS, SUBMISSION_LISTENERS, configured_listeners
+from .listening import (
+    HTTPS_LISTENERS,
+    METRICS_LISTENER,
+    MTA_LISTENERS,
+    SUBMISSION_LISTENERS,
+    configured_listeners,
+)
 from .metrics import MeasuredAnnuaire, MetricsEndpoint, StateCollector, scrape_registry
 from .patients.registry_client import PatientRegistry
 from .smtp.group_commit import GroupCommit
@@ -51,6 +58,9 @@ from .trust_space.dkim_signing import DkimSigner
 from .trust_space.downloads import TrustDownloads
 from .trust_space.space import TrustSpace
 
+if TYPE_CHECKING:
+    from aiohttp.web import AppRunner
+
 log = logging.getLogger(__name__)
 
 # At shutdown, IMAP sessions get this long to finish the command they are running once told BYE.
@@ -64,10 +74,9 @@ def dkim_key_source(settings: Settings) -> KeySource:
     return DnsKeys(timeout=dkim.dns_timeout)
 
 
-def _server_tls(settings: Settings) -> ssl.SSLContext:
-    return server_context(
-        settings.path(settings.tls.cert), settings.path(settings.tls.key), settings.path(settings.trust_space.ca_bundle)
-    )
+def _server_tls(settings: Settings, *, client_cert: bool = True) -> ssl.SSLContext:
+    return server_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
+                          settings.path(settings.trust_space.ca_bundle), client_cert=client_cert)
 
 
 def _dkim_signer(settings: Settings) -> DkimSigner:
@@ -133,6 +142,7 @@ class Operator:
         self.authenticator = self._authenticator()
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []
+        self._https: list[AppRunner] = []  # the autoconfig listener
         self._refresher: asyncio.Task[None] | None = None
         # One process per node downloads the trust files: a single process, or worker 0 of a supervisor.
         downloads = TrustDownloads(settings) if load is None or load.slot == 0 else None
@@ -339,6 +349,15 @@ class Operator:
         self._acceptors.append(acceptor)
         log.info("listener metrics up on %s:%d (plain HTTP)", metrics.host, acceptor.port)
 
+    async def _start_autoconfig(self, name: str, listener: ListenerSettings) -> None:
+        """Thunderbird's autoconfig document over HTTPS: our chain, no client certificate asked."""
+        from .autoconfig import start_autoconfig  # aiohttp's server: only in a worker that serves it
+
+        sock = self._inherited.pop(name) if self._inherited else bind_listener(listener.host, listener.port)
+        port = sock.getsockname()[1]
+        self._https.append(await start_autoconfig(self.settings, sock, _server_tls(self.settings, client_cert=False)))
+        log.info("listener %s up on %s:%d (HTTPS)", name, listener.host, port)
+
     async def start(self, *, prepare_store: bool = True) -> None:
         """Migrate the store (unless a supervisor did: then only check the blob storage is the database's),
         then open every configured listener."""
@@ -350,6 +369,8 @@ class Operator:
         for name, listener in configured_listeners(self.settings).items():
             if name in MTA_LISTENERS or name in SUBMISSION_LISTENERS:
                 await self._start_smtp(name, listener)
+            elif name in HTTPS_LISTENERS:
+                await self._start_autoconfig(name, listener)
             else:
                 await self._start_imap(name, listener)
         self._start_metrics()
@@ -398,6 +419,8 @@ class Operator:
                 task.cancel()
         for acceptor in self._acceptors:
             acceptor.close()
+        for runner in self._https:
+            await runner.cleanup()
         await self._close_imap_sessions()
         await self.queue_runner.stop()
         if self._background:

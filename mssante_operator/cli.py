@@ -16,6 +16,7 @@ import click
 
 from mssante_base.cli import HOME_OPTION, report_recipients
 from mssante_base.errors import ConfigError
+from mssante_base.logs import TEXT_FORMAT, use_log_format
 
 from .cli_common import migrated_store, settings_of, with_store
 from .cli_conversation import conversation
@@ -39,10 +40,7 @@ T = TypeVar("T")
 def main(ctx: click.Context, log_level: str) -> None:
     """A secure health-messaging mail operator in the style of MSSanté."""
     ctx.obj = {"log_level": log_level.upper()}
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format=TEXT_FORMAT)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-line chatter
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -87,6 +85,7 @@ def serve(ctx: click.Context, home: Path, worker: bool, prepare: bool) -> None:
     With [bridge], the supervisor runs (even for one worker) to restart mes_bridge should it die.
     """
     settings = settings_of(home)
+    use_log_format(settings.logging.format)  # the supervisor, each worker and --prepare alike
     count = settings.server.worker_count
     if (count > 1 or settings.bridge is not None) and not worker and not prepare:
         _supervise(settings, home, count, ctx.obj["log_level"])

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from mssante_base.annuaire.settings import AnnuaireSettings
 from mssante_base.errors import ConfigError
-from mssante_base.settings import CONFIG_FILE, Duration, LimitsSettings, Section, format_errors
+from mssante_base.settings import CONFIG_FILE, Duration, LimitsSettings, LoggingSettings, Section, format_errors
 
 
 class OperatorSettings(Section):
@@ -56,6 +56,12 @@ class ListenerSettings(Section):
     tls: Literal["starttls", "implicit"] = "starttls"
 
 
+class HttpsListenerSettings(ListenerSettings):
+    """An HTTPS listener: TLS at once (our server certificate, no client certificate asked)."""
+
+    tls: Literal["implicit"] = "implicit"
+
+
 class ListenersSettings(Section):
     mta: ListenerSettings | None = None
     mtas: ListenerSettings | None = None
@@ -63,6 +69,7 @@ class ListenersSettings(Section):
     imaps: ListenerSettings | None = None
     submission: ListenerSettings | None = None  # 587-style: STARTTLS, then AUTH
     submissions: ListenerSettings | None = None  # 465-style: implicit TLS (RFC 8314)
+    autoconfig: HttpsListenerSettings | None = None  # mail clients' autoconfig document (docs/client-setup.md)
 
 
 class ImapSettings(Section):
@@ -235,6 +242,7 @@ class Settings(Section):
     outbound: OutboundSettings = OutboundSettings()
     patients: PatientsSettings | None = None
     metrics: MetricsSettings | None = None  # absent: no metrics served
+    logging: LoggingSettings = LoggingSettings()
     # mes_bridge's own table (a separate service; `mes_bridge.settings` validates it): kept as data here.
     bridge: dict[str, Any] | None = None
 

@@ -511,7 +511,7 @@ _CONFIG_HEADER = (
 
 # Contract names of the listeners (demo.json) and how each starts TLS.
 _LISTENER_TLS = {"mta": "starttls", "mtas": "implicit", "submission": "starttls", "submissions": "implicit",
-                 "imap": "starttls", "imaps": "implicit"}
+                 "imap": "starttls", "imaps": "implicit", "autoconfig": "implicit"}  # autoconfig: HTTPS
 # mes_bridge's listeners (demo.json names): LMTP over implicit TLS, the registry over HTTPS.
 # The patient web space is "web" (HTTPS for browsers, no client certificate).
 _BRIDGE_LISTENERS = ("bridge_lmtp", "bridge_registry", "web")

@@ -18,11 +18,12 @@ MTA_LISTENERS = ("mta", "mtas")
 IMAP_LISTENERS = ("imap", "imaps")
 SUBMISSION_LISTENERS = ("submission", "submissions")
 METRICS_LISTENER = "metrics"  # [metrics] listen: plain HTTP, bound and shared like the mail listeners
+HTTPS_LISTENERS = ("autoconfig",)
 
 
 def configured_listeners(settings: Settings) -> dict[str, ListenerSettings]:
     """The listeners HOME/config.toml enables, by contract name."""
-    names = MTA_LISTENERS + SUBMISSION_LISTENERS + IMAP_LISTENERS
+    names = MTA_LISTENERS + SUBMISSION_LISTENERS + IMAP_LISTENERS + HTTPS_LISTENERS
     return {name: getattr(settings.listeners, name) for name in names if getattr(settings.listeners, name)}
 
 

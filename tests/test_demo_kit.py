@@ -109,7 +109,7 @@ def test_kit_files_exist_and_keys_are_private(home, manifest):
 
 def test_listeners_have_distinct_ports(home, manifest):
     listeners = manifest["listeners"]
-    assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps",
+    assert set(listeners) == {"mta", "mtas", "submission", "submissions", "imap", "imaps", "autoconfig",
                               "bridge_lmtp", "bridge_registry", "web", "metrics"}
     ports = [listener["port"] for listener in listeners.values()]
     assert all(isinstance(port, int) and 0 < port < 65536 for port in ports)
@@ -126,7 +126,7 @@ def test_listeners_have_distinct_ports(home, manifest):
             continue
         configured = getattr(settings.listeners, name)
         assert (configured.host, configured.port) == (listener["host"], listener["port"])
-        assert configured.tls == ("implicit" if name.endswith("s") else "starttls")
+        assert configured.tls == ("implicit" if name.endswith("s") or name == "autoconfig" else "starttls")
 
 
 def test_every_kit_certificate_chains_to_trust_ca(home, manifest):

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from mssante_base.annuaire import Annuaire
+from mssante_base.https import start_https
 from mssante_base.trust.tls import server_context
 
 from ..settings import BridgeSettings
@@ -117,8 +118,5 @@ def web_tls(settings: BridgeSettings) -> ssl.SSLContext:
 
 
 async def start_web(app: web.Application, sock: socket.socket, tls: ssl.SSLContext) -> web.AppRunner:
-    """Serve ``app`` over HTTPS on an already bound socket; clean up with ``await runner.cleanup()``."""
-    runner = web.AppRunner(app, access_log=None)  # paths hold ids; our own log lines say what matters
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=tls).start()
-    return runner
+    """Serve ``app`` over HTTPS on an already bound socket (no access log: paths hold ids)."""
+    return await start_https(app, sock, tls)
