@@ -17,7 +17,14 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from support.harness import OPERATOR_DOMAIN, RunningOperator, make_kit, running_operator
+from support.harness import (
+    OPERATOR_DOMAIN,
+    RunningOperator,
+    make_kit,
+    running_operator,
+    serve_process,
+    wait_for_log,
+)
 
 from mssante_base.passwords import password_hasher
 from mssante_operator.app import prepare_store
@@ -155,9 +162,9 @@ def test_add_prompts_twice_without_echo(running: RunningOperator) -> None:
 class RawImap:
     """An IMAP session over a plain TLS socket, to read what the server sends unasked (BYE)."""
 
-    def __init__(self, running: RunningOperator) -> None:
-        raw = socket.create_connection(("127.0.0.1", running.port("imaps")), timeout=30)
-        self.sock = running.tls_context().wrap_socket(raw)
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = context.wrap_socket(raw)
         self.lines = self.sock.makefile("rb")
         assert self.line().startswith("* OK")
 
@@ -183,7 +190,7 @@ class RawImap:
 
 
 def test_disabling_closes_the_accounts_open_imap_sessions(running: RunningOperator) -> None:
-    sessions = [RawImap(running) for _ in range(3)]
+    sessions = [RawImap(running.port("imaps"), running.tls_context()) for _ in range(3)]
     try:
         idling, waiting, other = sessions
         for session, address in ((idling, INES), (waiting, INES), (other, DOCTOR)):
@@ -198,6 +205,36 @@ def test_disabling_closes_the_accounts_open_imap_sessions(running: RunningOperat
         for session in sessions:
             session.close()
         account(running, "enable", INES)
+
+
+def test_a_worker_process_closes_the_sessions_of_an_account_disabled_elsewhere(tmp_path: Path,
+                                                                             store_url: str) -> None:
+    """Two workers (on SQLite and on PostgreSQL, as nodes share it); the command runs in another process."""
+    home = tmp_path / "home"
+    manifest = make_kit(home, store_url=store_url, server={"workers": 2})
+    secret = next(m["password"] for m in manifest["mailboxes"] if m["address"] == INES)
+    context = ssl.create_default_context(cafile=str(home / manifest["trust_ca"]))
+    context.check_hostname = False
+    port = int(manifest["listeners"]["imaps"]["port"])
+    with serve_process(home, manifest):
+        wait_for_log(home / "serve.log", f"operator {OPERATOR_DOMAIN} ready", count=2)
+        sessions = [RawImap(port, context) for _ in range(4)]
+        try:
+            for n, session in enumerate(sessions):
+                assert session.command(f'a LOGIN "{INES}" "{secret}"')[-1].startswith("a OK")
+                assert session.command("b SELECT INBOX")[-1].startswith("b OK")
+                if n % 2:
+                    assert session.command("c IDLE")[-1].startswith("+ ")
+            result = CliRunner().invoke(main, ["account", "disable", INES, "--home", str(home)])
+            assert result.exit_code == 0, result.output
+            for session in sessions:
+                assert "* BYE account disabled" in session.until_closed()
+            late = RawImap(port, context)
+            assert late.command(f'a LOGIN "{INES}" "{secret}"')[-1].startswith("a NO [AUTHENTICATIONFAILED]")
+            late.close()
+        finally:
+            for session in sessions:
+                session.close()
 
 
 def issue_lab_certificate(running: RunningOperator, folder: Path) -> tuple[Path, Path]:
