@@ -2,7 +2,7 @@
 
 The hashes are the ``password_hash`` column of the store's accounts (``mssante-operator account``), so
 every node of one database checks the same passwords; HOME's ``credentials.json`` (what the demo kit
-writes: address -> PHC string) is imported once, at the first start (see mssante_operator/accounts.py),
+writes: address -> PHC string) is imported once, at the first start (``app.import_credentials``),
 and not read afterwards. An unreachable store is a temporary failure (:class:`CredentialsUnavailable`).
 
 Verification is deliberately slow (argon2): callers await :meth:`CredentialStore.verify_async`,
