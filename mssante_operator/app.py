@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mssante_base.annuaire import Annuaire
 from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter
 from mssante_base.listening import Acceptor, WorkerLoad, bind_listener
@@ -27,6 +29,7 @@ from .auth.authenticator import Authenticator
 from .auth.passwords import CredentialStore
 from .auth.tokens import TokenValidator
 from .config import ListenerSettings, Settings
+from .imap.guard import AccountGuard
 from .imap.server import ImapConnection, ImapLimits
 from .imap.session import ServerContext
 from .imap.watcher import FolderWatcher
@@ -50,6 +53,7 @@ from .smtp.patient_path import PatientPath
 from .smtp.queue import QueueRunner
 from .smtp.submission import SubmissionContext, SubmissionHandler, SubmissionSMTP
 from .smtp.targets import DeliveryTargets
+from .store.accounts import ImportedAccount
 from .store.facade import NewMessage, Store
 from .store.queue import OutboundEnvelope, QueuedRecipient
 from .store.submission import Submission, SubmissionResult, Submissions
@@ -104,12 +108,55 @@ def check_start_up(settings: Settings) -> None:
 
 
 def prepare_store(settings: Settings) -> None:
-    """Schema migrations, the blob storage check and orphan clean-up, done once before any worker starts."""
+    """Schema migrations, the blob storage check and orphan clean-up, the one-time import of credentials.json:
+    done once before any worker starts."""
     store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
     try:
         _prepare(store)
+        if _credentials_to_import(settings, store) is not None:
+            asyncio.run(_import_with_annuaire(settings, store))
     finally:
         store.close()
+
+
+def _credentials_to_import(settings: Settings, store: Store) -> Path | None:
+    """HOME's credentials.json when it exists and the store has no account yet (the first start)."""
+    path = settings.path(settings.auth.credentials)
+    return path if path.is_file() and not store.accounts.exist() else None
+
+
+async def _import_with_annuaire(settings: Settings, store: Store) -> None:
+    annuaire = open_annuaire(settings.annuaire, settings.home)
+    try:
+        await import_credentials(settings, store, annuaire)
+    finally:
+        await annuaire.close()
+
+
+async def import_credentials(settings: Settings, store: Store, annuaire: Annuaire) -> None:
+    """First start only: HOME's credentials.json (address -> argon2 hash, what the demo kit writes) becomes
+    the store's accounts, each with the kind the annuaire gives it (audited). The file is not read again:
+    ``mssante-operator account`` manages the accounts. Raises ValueError on a file that is not that mapping."""
+    path = await asyncio.to_thread(_credentials_to_import, settings, store)
+    if path is None:
+        return
+    try:
+        hashes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"credentials file {path} cannot be imported: {exc}") from exc
+    if not isinstance(hashes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise ValueError(f"credentials file {path} must map addresses to hash strings")
+    entries = []
+    for address, password_hash in hashes.items():
+        entry = await annuaire.lookup(address.strip().lower())
+        if entry is None:
+            log.warning("credentials file %s: %s is not in the annuaire, not imported", path, address)
+            continue
+        entries.append(ImportedAccount(entry.address, entry.kind.value, password_hash))
+    count = await asyncio.to_thread(store.accounts.import_once, entries, source=path.name, at=store.now())
+    if count is not None:
+        log.info("imported %d accounts from %s; the file is no longer read (see mssante-operator account)",
+                 count, path)
 
 
 def _prepare(store: Store) -> None:
@@ -139,6 +186,7 @@ class Operator:
         self.annuaire = MeasuredAnnuaire(open_annuaire(settings.annuaire, settings.home))
         self.delivery = LocalDelivery(self.store)
         self.watcher = FolderWatcher(self.store)
+        self.guard = AccountGuard(self.store.accounts)
         self.authenticator = self._authenticator()
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self._acceptors: list[Acceptor] = []
@@ -265,7 +313,7 @@ class Operator:
             remote = auth.token_jwks.startswith("https://")
             jwks = auth.token_jwks if remote else self.settings.path(Path(auth.token_jwks))
             tokens = TokenValidator(auth.token_issuer, auth.token_audience, jwks, rpps_claim=auth.token_rpps_claim)
-        credentials = CredentialStore(self.settings.path(auth.credentials), cache_ttl=auth.cache_ttl)
+        credentials = CredentialStore(self.store.accounts, cache_ttl=auth.cache_ttl)
         patients = self.settings.patients
         return Authenticator(self.annuaire, credentials, tokens, FailureLimiter(),
                              bridge_dn=parse_dn(patients.bridge_dn) if patients is not None else None)
@@ -279,7 +327,7 @@ class Operator:
         limiter = self._imap_limiter
         ctx = ServerContext(store=self.store, authenticator=self.authenticator, watcher=self.watcher,
                             hostname=self.settings.operator.hostname, append_limit=imap.append_limit,
-                            user_connections=self._imap_users)
+                            user_connections=self._imap_users, guard=self.guard)
         limits = ImapLimits(max_line=imap.max_line, max_literal=imap.append_limit, login_timeout=imap.login_timeout,
                             autologout=imap.autologout, idle_timeout=imap.idle_timeout)
 
@@ -363,9 +411,11 @@ class Operator:
         then open every configured listener."""
         if prepare_store:
             await asyncio.to_thread(_prepare, self.store)
+            await import_credentials(self.settings, self.store, self.annuaire)
         else:
             await asyncio.to_thread(self.store.check_blob_storage)
         await self.watcher.start()
+        self.guard.start()
         for name, listener in configured_listeners(self.settings).items():
             if name in MTA_LISTENERS or name in SUBMISSION_LISTENERS:
                 await self._start_smtp(name, listener)
@@ -427,6 +477,7 @@ class Operator:
             await asyncio.wait(self._background, timeout=10)
         await self.delivery.close()
         await self.watcher.stop()
+        await self.guard.stop()
         self.cpu.shutdown(wait=False, cancel_futures=True)
         await self.annuaire.close()
         self.store.close()

@@ -8,7 +8,6 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -18,14 +17,13 @@ from mssante_base.cli import HOME_OPTION, report_recipients
 from mssante_base.errors import ConfigError
 from mssante_base.logs import TEXT_FORMAT, use_log_format
 
-from .cli_common import migrated_store, settings_of, with_store
+from .cli_accounts import account
+from .cli_common import EX_TEMPFAIL, annuaire_call, migrated_store, settings_of, with_store
 from .cli_conversation import conversation
 from .config import Settings
 
 if TYPE_CHECKING:
     from datetime import datetime
-
-    from mssante_base.annuaire import Annuaire
 
     from .outcomes import Reply
     from .store.facade import Store
@@ -174,9 +172,6 @@ def mailbox_ls(address: str, home: Path) -> None:
             }, ensure_ascii=False))
 
 
-EX_TEMPFAIL = 75  # sysexits: try again later (the directory is down)
-
-
 def _is_json(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(64).lstrip().startswith(b"{")
@@ -185,27 +180,6 @@ def _is_json(path: Path) -> bool:
 @main.group()
 def annuaire() -> None:
     """Import the national extraction, look mailboxes up."""
-
-
-def _annuaire_call(settings: Settings, question: Callable[[Annuaire], Awaitable[T]]) -> T:
-    """Ask the configured annuaire one question, outside any server."""
-    from mssante_base.annuaire import AnnuaireUnavailable
-    from mssante_base.annuaire.factory import open_annuaire
-
-    async def ask() -> T:
-        directory = open_annuaire(settings.annuaire, settings.home)
-        try:
-            return await question(directory)
-        finally:
-            await directory.close()
-
-    try:
-        return asyncio.run(ask())
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except AnnuaireUnavailable as exc:
-        click.echo(f"annuaire unavailable: {exc}", err=True)
-        sys.exit(EX_TEMPFAIL)
 
 
 @annuaire.command("import")
@@ -272,7 +246,7 @@ def annuaire_import(file: Path, home: Path, prune: bool, progress: bool | None) 
 @HOME_OPTION
 def annuaire_show(address: str, home: Path) -> None:
     """Print the annuaire entry of ADDRESS as JSON (liste rouge entries included: this is an operator's tool)."""
-    entry = _annuaire_call(settings_of(home), lambda directory: directory.lookup(address))
+    entry = annuaire_call(settings_of(home), lambda directory: directory.lookup(address))
     if entry is None:
         click.echo(f"{address}: no such mailbox in the annuaire", err=True)
         sys.exit(1)
@@ -285,7 +259,7 @@ def annuaire_show(address: str, home: Path) -> None:
 @click.option("--limit", default=50, show_default=True)
 def annuaire_search(text: str, home: Path, limit: int) -> None:
     """Published mailboxes whose address or name contains TEXT, one JSON object per line (no liste rouge)."""
-    for entry in _annuaire_call(settings_of(home), lambda directory: directory.search(text, limit)):
+    for entry in annuaire_call(settings_of(home), lambda directory: directory.search(text, limit)):
         click.echo(json.dumps(entry.to_json(), ensure_ascii=False))
 
 
@@ -522,6 +496,7 @@ def _stop(message: str, status: int) -> NoReturn:
 
 
 main.add_command(conversation)
+main.add_command(account)
 
 
 @main.group()

@@ -90,7 +90,7 @@ class ImapSettings(Section):
 class AuthSettings(Section):
     """Who may log in: hashed passwords, and (optional) OAuth2 bearer tokens of an identity provider."""
 
-    credentials: Path = Path("credentials.json")
+    credentials: Path = Path("credentials.json")  # imported into the store's accounts at the first start only
     token_issuer: str = ""  # e.g. Pro Santé Connect's issuer URL; empty: OAUTHBEARER/XOAUTH2 refused
     token_audience: str = ""
     token_jwks: str = ""  # a file path (relative to HOME) or an https URL

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -21,7 +21,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from mssante_base.annuaire import Annuaire, AnnuaireUnavailable, BalKind, MailboxEntry
 from mssante_base.ratelimit import FailureLimiter, Limits
-from mssante_base.trust.tls import PeerTls
+from mssante_base.trust.tls import PeerTls, certificate_fingerprint
 from mssante_operator.auth import (
     CLIENT_MESSAGE,
     AuthenticationFailed,
@@ -32,6 +32,8 @@ from mssante_operator.auth import (
     TokenKeysUnavailable,
     TokenValidator,
 )
+from mssante_operator.store import Store
+from mssante_operator.store.accounts import AccountState
 from mssante_operator.trust_space import dev_pki
 
 D = "hopital-demo.mssante.fr"
@@ -116,11 +118,20 @@ def jwks(tmp_path, signing_key) -> Path:
 
 
 @pytest.fixture
-def credentials(tmp_path) -> CredentialStore:
-    path = tmp_path / "credentials.json"
-    path.write_text(json.dumps({a: FAST.hash(p) for a, p in PASSWORDS.items()}), encoding="utf-8")
-    path.chmod(0o600)
-    return CredentialStore(path, hasher=FAST)
+def store(tmp_path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "blobs")
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def credentials(store) -> CredentialStore:
+    kinds = {e.address: e.kind.value for e in ENTRIES}
+    for address, password in PASSWORDS.items():
+        store.accounts.add(address, kinds.get(address, "PER"), actor="test", at=store.now(),
+                           password_hash=FAST.hash(password))
+    return CredentialStore(store.accounts, hasher=FAST)
 
 
 class Clock:
@@ -195,13 +206,13 @@ def test_password_app(s):
 
 def test_password_runs_off_the_event_loop(s, monkeypatch):
     threads = []
-    original = s.auth.credentials.verify
+    original = s.auth.credentials.verify_hash
 
-    def verify(address, password):
+    def verify(address, password, stored):
         threads.append(threading.current_thread())
-        return original(address, password)
+        return original(address, password, stored)
 
-    monkeypatch.setattr(s.auth.credentials, "verify", verify)
+    monkeypatch.setattr(s.auth.credentials, "verify_hash", verify)
     s.run(s.auth.password(MARTIN, "pw-martin", "ip"))
     assert threads and threads[0] is not threading.main_thread()
 
@@ -293,10 +304,10 @@ def test_annuaire_unavailable_is_temporary_and_not_counted(s):
     assert s.run(s.auth.password(MARTIN, "pw-martin", "ip")).login == MARTIN
 
 
-def test_credentials_unavailable_is_temporary(s):
-    s.auth.credentials.path.write_text("{broken", encoding="utf-8")
-    later = time.time() + 5
-    os.utime(s.auth.credentials.path, (later, later))
+def test_credentials_unavailable_is_temporary(s, store):
+    store.engine.dispose()
+    Path(store.engine.url.database).unlink()
+    Path(store.engine.url.database).mkdir()  # the store cannot be read
     with pytest.raises(CredentialsUnavailable):
         s.run(s.auth.password(MARTIN, "pw-martin", "ip"))
 
@@ -471,3 +482,32 @@ def test_bearer_keys_unavailable_is_temporary(credentials, tmp_path, signing_key
     with pytest.raises(TokenKeysUnavailable):
         setup.run(setup.auth.bearer(token(signing_key), "ip"))
     assert setup.slept == []
+
+
+# -- the store's accounts: disabled, bound certificate, last login -------------------------------------
+
+
+def test_a_disabled_account_cannot_log_in_by_any_mechanism(s, store, ca, leaf_key, signing_key):
+    store.accounts.set_state(MARTIN, AccountState.DISABLED, actor="test", at=store.now())
+    s.fails(s.auth.password(MARTIN, "pw-martin", "ip"), "account disabled")
+    s.fails(s.auth.certificate(mailbox_cert(ca, leaf_key, MARTIN), "ip"), "account disabled")
+    s.fails(s.auth.bearer(token(signing_key), "ip", user_hint=MARTIN), "account disabled")
+    store.accounts.set_state(MARTIN, AccountState.ENABLED, actor="test", at=store.now())
+    s.clock.now += 3600  # past the lockout the failures above earned
+    assert s.run(s.auth.password(MARTIN, "pw-martin", "ip2")).login == MARTIN
+    assert s.run(s.auth.certificate(mailbox_cert(ca, leaf_key, MARTIN), "ip2")).login == MARTIN
+
+
+def test_an_app_account_bound_to_a_certificate_refuses_another(tmp_path, store, jwks, ca, leaf_key):
+    credentials = CredentialStore(store.accounts, hasher=FAST)
+    bound, other = mailbox_cert(ca, leaf_key, LABO), mailbox_cert(ca, dev_pki.make_key(), LABO)
+    store.accounts.add(LABO, "APP", actor="test", at=store.now(), cert_sha256=certificate_fingerprint(bound))
+    setup = Setup(credentials, jwks)
+    assert setup.run(setup.auth.certificate(bound, "ip")).login == LABO
+    setup.fails(setup.auth.certificate(other, "ip"), "not the certificate bound")
+
+
+def test_a_login_records_the_last_login(s, store):
+    assert store.accounts.get(MARTIN).last_login_at is None
+    s.run(s.auth.password(MARTIN, "pw-martin", "ip"))
+    assert store.accounts.get(MARTIN).last_login_at is not None

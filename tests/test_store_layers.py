@@ -17,7 +17,8 @@ LAYERS = {
     "folders": {"models", "database", "write_unit"},
     "queue": {"models", "blob_refs", "database", "write_unit"},
     "conversations": {"models", "database", "write_unit"},
-    "facade": {"models", "conversations", "database", "folders", "queue", "write_unit"},
+    "accounts": {"models", "database", "write_unit"},
+    "facade": {"models", "accounts", "conversations", "database", "folders", "queue", "write_unit"},
     "submission": {"models", "facade", "queue", "write_unit"},
     "notifications": {"facade", "write_unit"},
 }

@@ -18,7 +18,6 @@ import re
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, TLSSetupException
-from cryptography.hazmat.primitives import hashes
 
 from mssante_base.connection_limits import ConnectionLimiter, LimitReached
 from mssante_base.listening import handshake_failure
@@ -28,7 +27,7 @@ from mssante_base.smtp import guards
 from mssante_base.smtp.aiosmtpd_adapter import AdaptedSMTP, BareLineEnding, LineTooLong, keeps_syntax
 from mssante_base.smtp.peer import peer_of, set_peer
 from mssante_base.smtp.replies import PrintableLog, printable, with_enhanced_code
-from mssante_base.trust.tls import peer_tls
+from mssante_base.trust.tls import certificate_fingerprint, peer_tls
 
 log = logging.getLogger(__name__)
 log.addFilter(PrintableLog())
@@ -289,7 +288,7 @@ class GuardedSMTP(AdaptedSMTP):
         peer = peer_of(self.session) if self.session is not None else None
         if self._failures is None or peer is None or peer.certificate is None:
             return None
-        return peer.certificate.fingerprint(hashes.SHA256()).hex()
+        return certificate_fingerprint(peer.certificate)
 
     def _certificate_over_budget(self) -> bool:
         key = self._certificate_key()

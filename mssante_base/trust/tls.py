@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from mssante_base.trust.dn import NormalDn, name_to_dn
 
@@ -65,6 +66,11 @@ class PeerTls:
     @property
     def dn_text(self) -> str:
         return "" if self.certificate is None else self.certificate.subject.rfc4514_string()
+
+
+def certificate_fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER, lower-case hex: what identifies one exact certificate."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
 
 
 def peer_tls(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerTls:

@@ -14,6 +14,9 @@ Rules:
   this way (they are opened by their delegates).
 - A bearer token maps its RPPS to the professional's PER mailboxes the same way (``user_hint``, the
   OAUTHBEARER authzid or the XOAUTH2 user, chooses among them or names a delegated ORG mailbox).
+- The store's account of the login decides last, whatever the mechanism: a disabled account cannot log
+  in; an APP account bound to a certificate (``account add ADDRESS --cert PEM``) logs in with that very
+  certificate only. A mailbox without an account may still log in with a certificate or a token.
 - Every failure is counted by the FailureLimiter and answered after its delay; password attempts on a
   locked account or IP are refused without checking the password. Certificates and tokens cannot be
   guessed, so a lockout does not block them (that would let anyone lock a doctor out), but their
@@ -39,8 +42,9 @@ from mssante_base.annuaire import Annuaire, BalKind, MailboxEntry
 from mssante_base.patients.ins import PATIENT_DOMAIN, is_patient_address
 from mssante_base.ratelimit import FailureLimiter
 from mssante_base.trust.dn import NormalDn, name_to_dn
-from mssante_base.trust.tls import PeerTls
+from mssante_base.trust.tls import PeerTls, certificate_fingerprint
 
+from ..store.accounts import AccountRecord
 from .certificates import allows_client_auth, as_certificate, certificate_identity
 from .passwords import CredentialStore, normalize_address
 from .sasl import EXTERNAL, OAUTHBEARER, PLAIN
@@ -141,12 +145,13 @@ class Authenticator:
         entry = await self.annuaire.lookup(login) if login else None
         # Always verify, even for an unknown login: the answer takes the same time either way (argon2 runs
         # on the store's own small pool; a login verified moments ago answers from its cache).
-        matches = await self.credentials.verify_async(login, password)
+        account = await self.credentials.lookup(login)
+        matches = await self.credentials.verify_async(login, password, account)
         if entry is None:
             await self._fail(f"{login}: no such mailbox", login, ip, mechanism)
         if not matches:
             await self._fail(f"{login}: wrong password", login, ip, mechanism)
-        return await self._principal(entry, mechanism, authzid, ip)
+        return await self._principal(entry, mechanism, authzid, ip, account=account)
 
     async def certificate(self, cert: PeerTls | x509.Certificate, ip: str, authzid: str = "", *,
                           gateway: bool = False) -> Principal:
@@ -182,7 +187,7 @@ class Authenticator:
         if not candidates:
             await self._fail(f"certificate {identity.dn} names no mailbox that can log in", "", ip, EXTERNAL)
         own, authzid = _choose(candidates, authzid)
-        return await self._principal(own, EXTERNAL, authzid, ip)
+        return await self._principal(own, EXTERNAL, authzid, ip, certificate=certificate)
 
     async def bearer(self, token: str, ip: str, user_hint: str = "", *, mechanism: str = OAUTHBEARER) -> Principal:
         """OAUTHBEARER / XOAUTH2: a valid token's RPPS names the professional's PER mailbox(es)."""
@@ -197,7 +202,7 @@ class Authenticator:
         if not candidates:
             await self._fail(f"token subject (RPPS {identity.rpps}) has no PER mailbox", "", ip, mechanism)
         own, authzid = _choose(candidates, user_hint)
-        return await self._principal(own, mechanism, authzid, ip)
+        return await self._principal(own, mechanism, authzid, ip, account=await self.credentials.lookup(own.address))
 
     # -- shared rules ----------------------------------------------------------------------------
 
@@ -209,10 +214,20 @@ class Authenticator:
         entries = await self.annuaire.by_structure(structure_id)
         return sorted((e for e in entries if e.kind is BalKind.APP), key=lambda e: e.address)
 
-    async def _principal(self, own: MailboxEntry, mechanism: str, authzid: str, ip: str) -> Principal:
-        """Check that ``own`` may log in and may act as ``authzid``; then the Principal."""
+    async def _principal(self, own: MailboxEntry, mechanism: str, authzid: str, ip: str, *,
+                         account: AccountRecord | None = None, certificate: x509.Certificate | None = None,
+                         ) -> Principal:
+        """Check that ``own`` may log in (its account: enabled, its bound certificate) and may act as
+        ``authzid``; then the Principal. A certificate login reads the account here."""
         if own.kind not in LOGIN_KINDS:
             await self._fail(f"{own.address}: a {own.kind.value} mailbox cannot log in", own.address, ip, mechanism)
+        if certificate is not None:
+            account = await self.credentials.lookup(own.address)
+        if account is not None and not account.enabled:
+            await self._fail(f"{own.address}: account disabled", own.address, ip, mechanism)
+        if certificate is not None and account is not None and account.cert_sha256 is not None \
+                and certificate_fingerprint(certificate) != account.cert_sha256:
+            await self._fail(f"{own.address}: not the certificate bound to the account", own.address, ip, mechanism)
         delegated = tuple(sorted(
             (e for e in await self.annuaire.delegated_to(own.address) if e.kind is BalKind.ORG),
             key=lambda e: e.address,
@@ -222,6 +237,7 @@ class Authenticator:
         if authzid and authzid not in {e.address for e in delegated}:
             await self._fail(f"{own.address}: not a delegate of {authzid}", own.address, ip, mechanism)
         self.limiter.succeeded(own.address, ip)
+        await self.credentials.logged_in(own.address)
         log.info("authenticated %s mechanism=%s ip=%s%s", own.address, mechanism, ip,
                  f" as {authzid}" if authzid else "")
         return Principal(login=own.address, mechanism=mechanism, own=own, delegated=delegated, authzid=authzid)

@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mssante_base.connection_limits import ConnectionLimiter, LimitReached
@@ -80,6 +81,7 @@ class ImapConnection:
                                peer_tls=self._peer_certificate(ssl_object))
         self.session.read_response = self._read_response
         self.framer = CommandFramer(max_line=limits.max_line, max_literal=limits.max_literal)
+        self._unguard: Callable[[], None] | None = None  # stops the account guard watching this session
 
     @staticmethod
     def _peer_certificate(ssl_object: ssl.SSLObject | None) -> PeerTls | None:
@@ -134,15 +136,16 @@ class ImapConnection:
             if self.limiter is not None:
                 self.limiter.release(self.peer_ip)
 
-    async def shutdown(self, close_timeout: float = 2.0) -> None:
-        """The server stops: say BYE (RFC 3501 7.1.5) and close; serve() then ends at its next read, normally.
+    async def shutdown(self, close_timeout: float = 2.0, *, reason: str = "server shutting down") -> None:
+        """The server stops (or the account was disabled): say BYE (RFC 3501 7.1.5) and close; serve() then
+        ends at its next read, normally.
 
         A command already running finishes first (its reply goes nowhere). BYE is left out when a
         response is still on its way out: written then, it could land inside that response's literal.
         """
         await asyncio.sleep(0)  # a session whose write just resumed writes on first, so the buffer is current
         if not self.writer.is_closing() and self.writer.transport.get_write_buffer_size() == 0:
-            self.writer.write(b"* BYE server shutting down\r\n")
+            self.writer.write(f"* BYE {reason}\r\n".encode())
         self.reader.feed_eof()  # as if the client had gone: no further command is read
         await self._close(close_timeout)
 
@@ -172,6 +175,8 @@ class ImapConnection:
         except ConnectionError:  # the client went away mid-write
             pass
         finally:
+            if self._unguard is not None:
+                self._unguard()
             await self.session.close()
             await self._close(CLOSE_GRACE)
 
@@ -213,6 +218,18 @@ class ImapConnection:
         else:
             reply = await self.session.execute(command)
             await self._write(reply.line(command.tag))
+        self._watch_account()
+
+    def _watch_account(self) -> None:
+        """Once logged in: the account guard closes this session should the account be disabled."""
+        guard, principal = self.session.ctx.guard, self.session.principal
+        if guard is not None and principal is not None and self._unguard is None:
+            self._unguard = guard.register(principal.login, self._account_disabled)
+
+    async def _account_disabled(self) -> None:
+        log.info("imap session closed peer=%s user=%s: account disabled", self.peer_ip,
+                 self.session.principal.login if self.session.principal else "?")
+        await self.shutdown(reason="account disabled")
 
     async def _starttls(self, command: StartTLS) -> None:
         if self.session.tls or self.tls_context is None:

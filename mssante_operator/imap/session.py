@@ -24,6 +24,7 @@ from ..store import Store
 from ..store.folders import DELIMITER, Folder, MessageMeta, NoSuchFolder, canonical_name
 from . import wire
 from .commands import Command, Create, List, Lsub, Rename
+from .guard import AccountGuard
 from .selected import SelectedFolder, Updates
 from .watcher import FolderWatcher, Watch
 
@@ -87,6 +88,8 @@ class ServerContext:
     capabilities_extra: tuple[str, ...] = ()
     # Logged-in sessions per login, shared by every IMAP listener of the process.
     user_connections: KeyedCounter = field(default_factory=lambda: KeyedCounter(20))
+    # Closes the sessions of an account disabled after login (None: nobody watches, as in unit tests).
+    guard: AccountGuard | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Everything that touches SQL lives in this package; the rest of the operator uses `Store`. Inside it, the
 layers are: models and blobs; the database (database.py) and its write unit (write_unit.py), through
-which every change to mail goes; the parts over them (folders, queue, conversations); the `Store` facade
+which every change to mail goes; the parts over them (folders, queue, conversations, accounts); the `Store` facade
 (facade.py) that holds them with delivery; submissions (submission.py) over the facade.
 """
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from mssante_base.storage.blobs import CLUSTER_MARKER, BlobFile
 
+from .accounts import Accounts
 from .conversations import Conversations
 from .database import INBOX, Database, now
 from .folders import Folders
@@ -60,13 +61,15 @@ class StoredMessage:
 
 class Store(Database):
     """Mail storage over SQLite (embedded default) or PostgreSQL (shared by several nodes): the database
-    (write units, change listeners), delivery, and the folders, the queue and the conversations over it."""
+    (write units, change listeners), delivery, and the folders, the queue, the conversations and the accounts
+    over it."""
 
     def __init__(self, url: str, blob_dir: Path) -> None:
         super().__init__(url, blob_dir)
         self.folders = Folders(self)
         self.queue = OutboundQueue(self)
         self.conversations = Conversations(self)
+        self.accounts = Accounts(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -33,16 +33,28 @@ class Base(DeclarativeBase):
 
 
 class Account(Base):
-    """One mailbox address of the annuaire (a BAL)."""
+    """One mailbox address of the annuaire (a BAL): its folders, and how (whether) it may log in.
+
+    A first delivery creates the row with ``kind`` NULL (mail only, no login of its own); ``account add``
+    (or the one-time import of credentials.json) sets the login columns. Every node of one database sees
+    the same accounts.
+    """
 
     __tablename__ = "accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    address: Mapped[str] = mapped_column(String(320), unique=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower case
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Last UIDVALIDITY given to a folder of this account: a folder deleted and created again within
     # the same second still gets a new one (RFC 3501 2.3.1.1).
     uidvalidity_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    kind: Mapped[str | None] = mapped_column(String(3))  # PER | ORG | APP as the annuaire said; NULL: mail only
+    state: Mapped[str] = mapped_column(String(8), default="enabled", server_default="enabled")  # or disabled
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2 PHC string
+    cert_sha256: Mapped[str | None] = mapped_column(String(64))  # an APP mailbox's bound certificate (DER)
+    cert_pem: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Mailbox(Base):
