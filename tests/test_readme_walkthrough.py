@@ -80,4 +80,5 @@ def test_the_quick_start_and_the_walkthrough_run_as_written(tmp_path: Path) -> N
     assert '"subject": "Avis"' in output  # step 3: in the colleague's INBOX
     assert '"subject": "Vos résultats"' in output  # step 4: in the patient's space
     assert '"kind": ' in output  # step 5: the newest notice of her outbox
-    assert "ok    registry" in done.stdout or "ok  registry" in done.stdout  # step 6: the bridge answers
+    assert '"address": "dr.martin@hopital-demo.mssante.fr"' in done.stdout  # step 6: the imported accounts
+    assert "ok    registry" in done.stdout  # and the health check reaches the bridge
