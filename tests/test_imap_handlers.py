@@ -914,11 +914,11 @@ def test_a_message_appended_while_refresh_reads_keeps_its_recent_flag(
     """The mirror gap: refresh claims only what it has read, so a message appended just after its read
     is claimed (and shown \\Recent) by the next refresh, not claimed unseen and lost."""
     put(store, raw_message(1))
-    read_changes = store.folders.changed_since
+    read_changes = store.folders.changes
     appended: list[int] = []
 
-    def changes_then_a_delivery(folder_id: int, modseq: int) -> list:
-        found = read_changes(folder_id, modseq)
+    def changes_then_a_delivery(folder_id: int, seen: tuple[int, int], *, force: bool = False) -> object:
+        found = read_changes(folder_id, seen, force=force)
         if not appended:
             appended.append(put(store, raw_message(3)))
         return found
@@ -927,7 +927,7 @@ def test_a_message_appended_while_refresh_reads_keeps_its_recent_flag(
         client = Client(store)
         await client.select()
         put(store, raw_message(2))
-        monkeypatch.setattr(store.folders, "changed_since", changes_then_a_delivery)
+        monkeypatch.setattr(store.folders, "changes", changes_then_a_delivery)
         assert await client.updates() == b"* 2 EXISTS\r\n* 2 RECENT\r\n"
         assert await client.updates() == b"* 3 EXISTS\r\n* 3 RECENT\r\n"
         assert client.session.selected is not None and client.session.selected.recent == {1, 2, 3}

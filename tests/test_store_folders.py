@@ -125,7 +125,10 @@ def test_flags_change_atomically_with_a_new_modseq(store: Store) -> None:
     assert [m.uid for m in changed] == [1, 2]
     changed, _ = store.folders.store_flags(box, [3], FlagMode.REPLACE, ["\\Flagged"])
     assert changed[0].flags == {"\\Flagged"}
-    assert {m.uid for m in store.folders.changed_since(box, modseq)} == {1, 2, 3}
+    found = store.folders.changes(box, (0, modseq))
+    assert found is not None and {m.uid for m in found.changed or ()} == {1, 2, 3} and found.count == 3
+    assert store.folders.changes(box, (found.uidnext, found.highestmodseq)).changed is None  # nothing moved
+    assert store.folders.changes(box, (found.uidnext, found.highestmodseq), force=True).changed == []
 
 
 def test_unchangedsince_refuses_messages_changed_after_it(store: Store) -> None:
@@ -249,7 +252,7 @@ def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: St
     assert sorted(scattered) == [1, 20, 40] and scattered[1].flags == {"\\Seen"}
     assert store.folders.first_unseen(box) == 6
     assert store.folders.keywords(box) == {"$Urgent", "Dossier"}  # $urgent is the same keyword
-    assert store.folders.message_count(box) == 40 and len(store.folders.uids(box)) == 40
+    assert store.folders.changes(box, (0, 0)).count == 40 and len(store.folders.uids(box)) == 40
     first = store.folders.claim_recent(box, 41)
     assert first == 1 and store.folders.claim_recent(box, 41) == 41  # nothing new: nothing claimed
 

@@ -276,17 +276,15 @@ class Session:
         if view is None:
             return
         store = self.ctx.store.folders
-        counters = await self.run(store.counters, view.folder.id)
-        if counters is None:
+        found = await self.run(store.changes, view.folder.id, (view.uidnext, view.highestmodseq),
+                               force=expunges_allowed and view.has_pending_expunges)
+        if found is None:
             return  # the folder was deleted under us; the next SELECT will say so
-        uidnext, highestmodseq = counters
-        if uidnext == view.uidnext and highestmodseq == view.highestmodseq and not (
-                expunges_allowed and view.has_pending_expunges):
+        if found.changed is None:
             return
-        changed = await self.run(store.changed_since, view.folder.id, view.highestmodseq)
+        uidnext, highestmodseq, changed = found.uidnext, found.highestmodseq, found.changed
         # The full UID list is read only when the count says something was expunged.
-        current = None if await self.run(store.message_count, view.folder.id) == view.count_after(changed) else \
-            await self.run(store.uids, view.folder.id)
+        current = None if found.count == view.count_after(changed) else await self.run(store.uids, view.folder.id)
         recent = None
         to = view.next_uid(uidnext, changed)
         if to > view.uidnext:  # claimed after the read, up to what was read (see Folders.claim_recent)

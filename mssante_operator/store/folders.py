@@ -59,6 +59,16 @@ class MessageMeta:
 
 
 @dataclass(frozen=True)
+class FolderChanges:
+    """A folder's counters and, when asked or when they moved, what changed since a MODSEQ."""
+
+    uidnext: int
+    highestmodseq: int
+    changed: list[MessageMeta] | None = None  # None: nothing moved (the counters are the session's)
+    count: int = 0
+
+
+@dataclass(frozen=True)
 class FolderStatus:
     messages: int
     recent: int  # not yet claimed as \Recent by any session
@@ -321,13 +331,6 @@ class Folders:
         with self._store.reading() as conn:
             return [_meta(row) for row in conn.execute(query)]
 
-    def changed_since(self, folder_id: int, modseq: int) -> list[MessageMeta]:
-        """Messages whose MODSEQ is above ``modseq``: new ones and flag changes."""
-        query = (select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
-                 .where(Message.mailbox_id == folder_id, Message.modseq > modseq).order_by(Message.uid))
-        with self._store.reading() as conn:
-            return [_meta(row) for row in conn.execute(query)]
-
     def uids(self, folder_id: int) -> list[int]:
         """Every UID of a folder, ascending: a session's view at SELECT (its metas are read per command)."""
         with self._store.reading() as conn:
@@ -365,10 +368,6 @@ class Folders:
             texts = conn.scalars(select(Message.flags).where(Message.mailbox_id == folder_id).distinct())
             return {flag for text in texts for flag in text.split() if not flag.startswith("\\")}
 
-    def message_count(self, folder_id: int) -> int:
-        with self._store.reading() as conn:
-            return int(conn.scalar(select(func.count(Message.id)).where(Message.mailbox_id == folder_id)) or 0)
-
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """(uidnext, highestmodseq) of several folders in one query (the change poller's question)."""
         ids = list(folder_ids)
@@ -378,6 +377,24 @@ class Folders:
             rows = conn.execute(select(Mailbox.id, Mailbox.uidnext, Mailbox.highestmodseq)
                                 .where(Mailbox.id.in_(ids)))
             return {row.id: (row.uidnext, row.highestmodseq) for row in rows}
+
+    def changes(self, folder_id: int, seen: tuple[int, int], *, force: bool = False) -> FolderChanges | None:
+        """What an IMAP session needs to bring its view up to date, in one read: the folder's counters and,
+        when they moved from ``seen`` (uidnext, highestmodseq) or ``force``, the messages changed since the
+        session's HIGHESTMODSEQ and the message count. None once the folder is gone."""
+        with self._store.reading() as conn:
+            row = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq)
+                               .where(Mailbox.id == folder_id)).one_or_none()
+            if row is None:
+                return None
+            counters = (row.uidnext, row.highestmodseq)
+            if counters == seen and not force:
+                return FolderChanges(*counters)
+            changed = [_meta(meta) for meta in conn.execute(
+                select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
+                .where(Message.mailbox_id == folder_id, Message.modseq > seen[1]).order_by(Message.uid))]
+            count = int(conn.scalar(select(func.count(Message.id)).where(Message.mailbox_id == folder_id)) or 0)
+        return FolderChanges(*counters, changed=changed, count=count)
 
     def counters(self, folder_id: int) -> tuple[int, int] | None:
         """(uidnext, highestmodseq): cheap enough to poll; None once the folder is gone."""
