@@ -225,6 +225,20 @@ def test_our_contexts_offer_tls_1_2_only_aead_suites(tmp_path):
         assert suites and all(suite["aead"] for suite in suites), [s["name"] for s in suites if not s["aead"]]
 
 
+def test_our_contexts_trust_the_trust_space_only(tmp_path):
+    """The system's public CAs never vouch for a peer: a context's trust store is the ca_bundle."""
+    manifest = make_kit(tmp_path)
+    cert, key, ca = (tmp_path / manifest[name] for name in ("operator_cert", "operator_key", "trust_ca"))
+    bundle = ssl.create_default_context(cafile=str(ca))  # what the file alone holds
+    expected = {item["serialNumber"] for item in bundle.get_ca_certs() if item["serialNumber"]} - {
+        item["serialNumber"] for item in ssl.create_default_context().get_ca_certs()}
+    for context in (server_context(cert, key, ca), client_context(cert, key, ca)):
+        assert {item["serialNumber"] for item in context.get_ca_certs()} == expected
+        assert context.cert_store_stats()["x509_ca"] == len(expected)
+    assert client_context(cert, key, ca).check_hostname and client_context(cert, key, ca).verify_mode == \
+        ssl.CERT_REQUIRED
+
+
 def _cbc_only(running: RunningOperator) -> ssl.SSLContext:
     labo = peer(running.manifest, "labo")
     context = client_tls(running.home, running.manifest, labo["cert"], labo["key"])

@@ -26,7 +26,11 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 
 
 def _base_context(purpose: ssl.Purpose, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(purpose)
+    """A context that trusts nothing yet. Not ``ssl.create_default_context``: it loads the system's public
+    CAs, and only the trust space's CAs (``ca_bundle``) may vouch for a peer (and loading ~140 CAs per
+    context costs each worker's start-up)."""
+    server = purpose is ssl.Purpose.CLIENT_AUTH
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
