@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "mssante_write"
+_LAZY_OPTION = "mssante_lazy_commit"  # a write that may be lost in a power cut, never half-done
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -39,7 +40,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        options = conn.get_execution_options()
+        immediate = options.get(_WRITE_OPTION, False)
+        if immediate:  # per transaction: the connection may have served a lazy write before
+            conn.exec_driver_sql("PRAGMA synchronous = NORMAL" if options.get(_LAZY_OPTION) else
+                                 "PRAGMA synchronous = FULL")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -87,11 +92,23 @@ class Engines:
     writer: Engine
     write_lock: WriterLock
     dialect: str
+    lazy_writer: Engine  # commits without waiting for the disk: see lazy_commit()
 
 
 def open_engines(url: str) -> Engines:
     engine = _build_engine(url)
     parsed = make_url(url)
-    return Engines(engine, engine.execution_options(**{_WRITE_OPTION: True}),
-                   WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None), engine.dialect.name)
+    writer = engine.execution_options(**{_WRITE_OPTION: True})
+    return Engines(engine, writer,
+                   WriterLock(parsed.database if parsed.get_backend_name() == "sqlite" else None), engine.dialect.name,
+                   writer.execution_options(**{_LAZY_OPTION: True}))
+
+
+def lazy_commit(conn: Connection) -> None:
+    """Inside a transaction of ``Engines.lazy_writer``: its commit does not wait for the disk. SQLite
+    (WAL, synchronous=NORMAL: set by the begin event) and PostgreSQL (synchronous_commit off) keep the
+    database whole; a power cut loses at most the last such commits. For state a client can set again
+    (IMAP flags, \\Recent claims), as Dovecot's ``mail_fsync = optimized`` does — never for mail."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 

@@ -169,8 +169,8 @@ class Accounts:
                 .values(password_hash=new)).rowcount)
 
     def record_login(self, address: str, at: datetime) -> None:
-        """Note a successful login (callers throttle: this is a write)."""
-        with _available(), self._store.writing() as conn:
+        """Note a successful login (callers throttle: this is a write; not fsync'd: see lazy_commit)."""
+        with _available(), self._store.writing(durable=False) as conn:
             conn.execute(update(A).where(A.address == normalize_address(address), A.kind.is_not(None))
                          .values(last_login_at=at))
 

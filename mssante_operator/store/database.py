@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, select, update
 
 from mssante_base.storage.blobs import BlobFile, BlobStore
-from mssante_base.storage.engines import open_engines
+from mssante_base.storage.engines import lazy_commit, open_engines
 
 from .models import Account, Mailbox
 from .write_unit import CHANGED_FOLDERS, WriteStatements, WriteUnit, normalize_address
@@ -41,6 +41,7 @@ class Database:
         engines = open_engines(url)
         self.engine, self.writer, self._write_lock, self._dialect = (
             engines.engine, engines.writer, engines.write_lock, engines.dialect)
+        self._lazy_writer = engines.lazy_writer
         self._statements = WriteStatements(self._dialect)
         self._insert = self._statements.insert  # INSERT with ON CONFLICT, for the engine in use
         self.blobs = BlobStore(blob_dir)
@@ -74,10 +75,14 @@ class Database:
             yield conn
 
     @contextmanager
-    def writing(self) -> Iterator[Connection]:
+    def writing(self, *, durable: bool = True) -> Iterator[Connection]:
         """One write transaction (SQLite: queued on the cross-process writer lock, BEGIN IMMEDIATE).
-        Folders a write unit changed are announced to the change listeners after the commit."""
-        with self._write_lock.held(), self.writer.begin() as conn:
+        Folders a write unit changed are announced to the change listeners after the commit.
+        ``durable=False``: the commit does not wait for the disk (``lazy_commit``): only for what a client
+        can set again (flags, \\Recent claims, last logins), never for mail."""
+        with self._write_lock.held(), (self.writer if durable else self._lazy_writer).begin() as conn:
+            if not durable:
+                lazy_commit(conn)
             conn.info.pop(CHANGED_FOLDERS, None)
             yield conn
             changed: set[int] = conn.info.pop(CHANGED_FOLDERS, set())
@@ -86,9 +91,10 @@ class Database:
                 listener(changed)
 
     @contextmanager
-    def transaction(self) -> Iterator[WriteUnit]:
-        """One write transaction that changes mail: the :class:`WriteUnit` over it."""
-        with self.writing() as conn:
+    def transaction(self, *, durable: bool = True) -> Iterator[WriteUnit]:
+        """One write transaction that changes mail: the :class:`WriteUnit` over it (``durable``: see
+        :meth:`writing`)."""
+        with self.writing(durable=durable) as conn:
             unit = WriteUnit(conn, self._statements)
             yield unit
             unit.announce()

@@ -433,7 +433,7 @@ class Folders:
             first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
             if peek or first >= to:
                 return first
-        with self._store.transaction() as tx:
+        with self._store.transaction(durable=False) as tx:  # lost in a power cut: recent again, harmless
             conn = tx.conn
             tx.lock_folders([folder_id])
             first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
@@ -450,7 +450,7 @@ class Folders:
         wanted = list(flags)
         changed_rows: list[tuple[int, str]] = []
         failed: list[int] = []
-        with self._store.transaction() as tx:
+        with self._store.transaction(durable=False) as tx:  # flags, as Dovecot: not fsync'd (lazy_commit)
             conn = tx.conn
             tx.lock_folders([folder_id])
             rows = conn.execute(select(Message.id, Message.uid, Message.modseq, Message.flags).where(
