@@ -85,6 +85,7 @@ def test_the_format_is_validated(tmp_path: Path) -> None:
 def test_use_log_format_switches_the_root_handlers() -> None:
     handler = logging.StreamHandler()
     root = logging.getLogger()
+    before = {other: other.formatter for other in root.handlers}  # pytest's capturing handlers among them
     root.addHandler(handler)
     try:
         use_log_format("text")
@@ -93,6 +94,8 @@ def test_use_log_format_switches_the_root_handlers() -> None:
         assert isinstance(handler.formatter, JsonFormatter)
     finally:
         root.removeHandler(handler)
+        for other, formatter in before.items():
+            other.setFormatter(formatter)
 
 
 def test_a_served_operator_logs_json_lines_for_a_delivery(tmp_path: Path) -> None:
