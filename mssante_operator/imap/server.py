@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # After LOGOUT (or BYE), how long a TLS client gets to answer our close_notify before the socket is
 # cut: many clients never answer, and asyncio would hold the socket for 30 s (ssl_shutdown_timeout).
 CLOSE_GRACE = 1.0
+# Untagged responses are gathered and written together, at the tagged line or once this many bytes wait:
+# one TLS record and one send for many small responses, yet never more than this held in memory.
+OUTPUT_FLUSH_AT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ class ImapConnection:
         peer = writer.get_extra_info("peername")
         ssl_object = writer.get_extra_info("ssl_object")
         self.peer_ip = peer[0] if peer else "?"
-        self.session = Session(ctx, write=self._write, peer_ip=self.peer_ip, tls=ssl_object is not None,
+        self._output: list[bytes] = []
+        self._output_size = 0
+        self.session = Session(ctx, write=self._emit, peer_ip=self.peer_ip, tls=ssl_object is not None,
                                peer_tls=self._peer_certificate(ssl_object))
         self.session.read_response = self._read_response
         self.framer = CommandFramer(max_line=limits.max_line, max_literal=limits.max_literal)
@@ -90,9 +95,24 @@ class ImapConnection:
         found = peer_tls(ssl_object)
         return found if found.certificate is not None else None
 
+    async def _emit(self, data: bytes) -> None:
+        """An untagged response (what handlers write): sent with the next flush."""
+        self._output.append(data)
+        self._output_size += len(data)
+        if self._output_size >= OUTPUT_FLUSH_AT:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._output:
+            output, self._output, self._output_size = self._output, [], 0
+            self.writer.writelines(output)
+            await self.writer.drain()
+
     async def _write(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        """What ends an exchange (a tagged line, a continuation, BYE): everything pending, then ``data``."""
+        self._output.append(data)
+        self._output_size += len(data)
+        await self._flush()
 
     def _timeout(self) -> float:
         return self.limits.login_timeout if self.session.state is State.NOT_AUTHENTICATED else self.limits.autologout
@@ -144,7 +164,7 @@ class ImapConnection:
         response is still on its way out: written then, it could land inside that response's literal.
         """
         await asyncio.sleep(0)  # a session whose write just resumed writes on first, so the buffer is current
-        if not self.writer.is_closing() and self.writer.transport.get_write_buffer_size() == 0:
+        if not self.writer.is_closing() and not self._output and self.writer.transport.get_write_buffer_size() == 0:
             self.writer.write(f"* BYE {reason}\r\n".encode())
         self.reader.feed_eof()  # as if the client had gone: no further command is read
         await self._close(close_timeout)
@@ -256,6 +276,7 @@ class ImapConnection:
             return
         await self._write(b"+ idling\r\n")
         await session.refresh()
+        await self._flush()
         done_line = asyncio.ensure_future(self._read_line(self.limits.idle_timeout))
         metrics.IMAP_IDLE.inc()
         try:
@@ -273,6 +294,7 @@ class ImapConnection:
                     await self._write(reply.line(command.tag))
                     return
                 await session.refresh()
+                await self._flush()  # IDLE: each update goes out as it happens
         finally:
             metrics.IMAP_IDLE.dec()
             if not done_line.done():
