@@ -3,16 +3,17 @@
 Also the helpers the other message commands share: turning a sequence set into the UIDs of the
 session's view, and CONDSTORE enabling (RFC 7162 3.1).
 
-Each message's FETCH response is written as soon as it is built, so a FETCH of hundreds of large
-messages never holds more than one message in memory. A message file is read only when an item
-needs its content (ENVELOPE, BODY[STRUCTURE], RFC822*, BODY[...]), once per message and command.
+Message files are read and parsed in a thread a run at a time (up to LOAD_BYTES, or one larger
+message), and each response is written as soon as it is built, so a FETCH of hundreds of large
+messages never holds more than that run in memory. A message file is read only when an item needs
+its content (ENVELOPE, BODY[STRUCTURE], RFC822*, BODY[...]), once per message and command.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ...store.folders import FlagMode, MessageMeta
 from .. import wire
@@ -31,7 +32,8 @@ INVALID_SEQUENCE = "invalid message sequence number"
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})  # RFC822.HEADER is BODY.PEEK[HEADER]
 _MODSEQ = FetchAttribute("MODSEQ")
-_PARSE_IN_THREAD = 1 << 20  # larger messages are parsed off the event loop
+LOAD_BYTES = 1 << 20  # message files read and parsed in one thread hand-off, at most (or one message)
+LOAD_MESSAGES = 64
 _JOIN_LIMIT = 1 << 16  # responses above this size are written piece by piece, not joined
 UID_BATCH = 10_000  # UIDs per store call: each is one SQL IN list, and bind parameters are limited
 
@@ -148,16 +150,33 @@ async def _send(session: Session, pieces: list[bytes]) -> None:
         await session.write(piece)
 
 
-async def _load(session: Session, meta: MessageMeta) -> MessageStructure | None:
-    """The parsed message, or None when its file is gone (expunged by another session meanwhile)."""
-    try:
-        raw = await session.run(session.ctx.store.folders.read, meta.blob_key)
-    except OSError:
-        log.info("message file %s is gone (expunged meanwhile?)", meta.blob_key)
-        return None
-    if len(raw) > _PARSE_IN_THREAD:
-        return await session.run(MessageStructure.parse, raw)
-    return MessageStructure.parse(raw)
+def _load(read: Callable[[str], bytes], metas: list[MessageMeta]) -> list[MessageStructure | None]:
+    """The parsed messages (in a thread: one hand-off for several), None for one whose file is gone
+    (expunged by another session meanwhile)."""
+    loaded: list[MessageStructure | None] = []
+    for meta in metas:
+        try:
+            loaded.append(MessageStructure.parse(read(meta.blob_key)))
+        except OSError:
+            log.info("message file %s is gone (expunged meanwhile?)", meta.blob_key)
+            loaded.append(None)
+    return loaded
+
+
+def _chunks(uids: list[int], metas: dict[int, MessageMeta]) -> Iterator[list[int]]:
+    """``uids`` in runs whose message files are loaded together: up to LOAD_BYTES (or one message)."""
+    chunk: list[int] = []
+    size = 0
+    for uid in uids:
+        meta = metas.get(uid)
+        weight = meta.size if meta is not None else 0
+        if chunk and (size + weight > LOAD_BYTES or len(chunk) >= LOAD_MESSAGES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(uid)
+        size += weight
+    if chunk:
+        yield chunk
 
 
 @handles(Fetch, SELECTED_ONLY)
@@ -206,31 +225,35 @@ async def fetch(session: Session, command: Fetch) -> Reply:
 
     content = any(_needs_content(item) for item in items)
     missing = 0
-    for uid in uids:
-        seq = view.seq_of(uid)
-        if seq is None:
-            continue
-        meta = metas.get(uid)
-        if meta is None:
-            if uid_only:
-                await session.untagged(b"%d FETCH (UID %d)" % (seq, uid))
-            else:
-                missing += 1
-            continue
-        structure = None
+    for chunk in _chunks(uids, metas) if content else [uids]:
+        structures: dict[int, MessageStructure | None] = {}
         if content:
-            structure = await _load(session, meta)
-            if structure is None:
+            present = [metas[uid] for uid in chunk if uid in metas and view.seq_of(uid) is not None]
+            loaded = await session.run(_load, folders.read, present)
+            structures = {meta.uid: structure for meta, structure in zip(present, loaded, strict=True)}
+        for uid in chunk:
+            seq = view.seq_of(uid)
+            if seq is None:
+                continue
+            meta = metas.get(uid)
+            if meta is None:
+                if uid_only:
+                    await session.untagged(b"%d FETCH (UID %d)" % (seq, uid))
+                else:
+                    missing += 1
+                continue
+            structure = structures.get(uid)
+            if content and structure is None:
                 missing += 1
                 continue
-        wanted = (*items, *implied) if uid in seen_now else items
-        pieces = [b"* %d FETCH (" % seq]
-        for index, item in enumerate(wanted):
-            if index:
-                pieces.append(b" ")
-            pieces.append(_item(item, meta, structure, view.recent))
-        pieces.append(b")\r\n")
-        await _send(session, pieces)
+            wanted = (*items, *implied) if uid in seen_now else items
+            pieces = [b"* %d FETCH (" % seq]
+            for index, item in enumerate(wanted):
+                if index:
+                    pieces.append(b" ")
+                pieces.append(_item(item, meta, structure, view.recent))
+            pieces.append(b")\r\n")
+            await _send(session, pieces)
     if missing:
         # RFC 2180 4.1.2: the data of a message expunged meanwhile cannot be returned.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
