@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.harness import make_kit
+import psutil
+import pytest
+from support.harness import make_kit, serve_process
+
+from mssante_operator.workers import MALLOC_ENVIRONMENT
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
 
@@ -45,3 +49,20 @@ def test_a_worker_loads_only_what_its_configuration_uses(tmp_path: Path) -> None
                       f"Operator(load_settings(Path({str(tmp_path)!r}))).store.close()")
     assert "sqlalchemy" in loaded
     assert not loaded & set(HEAVY)
+
+
+def test_the_supervisor_tunes_malloc_for_its_children_unless_the_environment_says_otherwise(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers and mes_bridge get glibc malloc settings (see workers.MALLOC_ENVIRONMENT); a value already
+    in the environment wins."""
+    manifest = make_kit(tmp_path)  # two workers and mes_bridge
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with serve_process(tmp_path, manifest) as process:
+        children = psutil.Process(process.pid).children()
+        environments = {" ".join(child.cmdline()[2:3]): child.environ() for child in children}
+    assert set(environments) == {"mes_bridge", "mssante_operator.cli"} and len(children) == 3
+    for environment in environments.values():
+        assert environment["MALLOC_ARENA_MAX"] == "4"
+        assert environment["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+
