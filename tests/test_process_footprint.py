@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support.harness import make_kit, serve_process
+from support.harness import make_kit, serve_process, wait_for_log
 
 from mssante_operator.workers import MALLOC_ENVIRONMENT
 
@@ -66,3 +66,17 @@ def test_the_supervisor_tunes_malloc_for_its_children_unless_the_environment_say
         assert environment["MALLOC_ARENA_MAX"] == "4"
         assert environment["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
 
+
+def _maps(process: psutil.Process, fragment: str) -> bool:
+    """Whether ``process`` has a file whose path holds ``fragment`` mapped (an imported C extension)."""
+    return any(fragment in mapped.path for mapped in process.memory_maps())
+
+
+def test_only_the_first_worker_serves_autoconfig_and_loads_aiohttp(tmp_path: Path) -> None:
+    """aiohttp's server (~12 MB) in one worker, not in each: Thunderbird asks for its setup once."""
+    manifest = make_kit(tmp_path)  # two workers, an autoconfig listener
+    with serve_process(tmp_path, manifest) as process:
+        workers = [child for child in psutil.Process(process.pid).children() if "--worker" in child.cmdline()]
+        wait_for_log(tmp_path / "serve.log", f"operator {manifest['operator']['domain']} ready", count=2)
+        assert len(workers) == 2
+        assert sorted(_maps(worker, "aiohttp/_http_parser") for worker in workers) == [False, True]
