@@ -44,9 +44,9 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's (metrics.
 # environment wins. A LOGIN's argon2 hash takes 19 MiB: with glibc's default, a freed block that large raises
 # the mmap threshold to its size, so later hashes come from the heap and stay resident once freed (tens of
 # MB per worker after a burst of logins). A fixed threshold keeps every block of 1 MiB and more in its own
-# mapping, returned on free; two arenas instead of eight per core stop the worker's threads (store reads,
-# hashing) from each keeping a heap. Measured with 1,000 IDLE TLS clients: docs/benchmarks.md, Memory.
-MALLOC_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
+# mapping, returned on free. (MALLOC_ARENA_MAX=2 made no measurable difference once this is set.) Measured
+# with 1,000 IDLE TLS clients: docs/benchmarks.md, Memory.
+MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 
 
 def _die_with_parent() -> None:

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from support.harness import make_kit, serve_process, wait_for_log
 
-from mssante_operator.workers import MALLOC_ENVIRONMENT
+from mssante_operator.workers import MALLOC_ENVIRONMENT, child_environment
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
 
@@ -51,19 +51,24 @@ def test_a_worker_loads_only_what_its_configuration_uses(tmp_path: Path) -> None
     assert not loaded & set(HEAVY)
 
 
-def test_the_supervisor_tunes_malloc_for_its_children_unless_the_environment_says_otherwise(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers and mes_bridge get glibc malloc settings (see workers.MALLOC_ENVIRONMENT); a value already
-    in the environment wins."""
-    manifest = make_kit(tmp_path)  # two workers and mes_bridge
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+def test_the_children_get_a_fixed_mmap_threshold_unless_the_environment_sets_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert child_environment({"X": "1"})["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4194304")
+    assert child_environment()["MALLOC_MMAP_THRESHOLD_"] == "4194304"
+
+
+def test_the_supervisor_gives_its_malloc_settings_to_the_workers_and_mes_bridge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers and mes_bridge get workers.MALLOC_ENVIRONMENT (glibc reads it at exec)."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    manifest = make_kit(tmp_path)  # two workers and mes_bridge
     with serve_process(tmp_path, manifest) as process:
         children = psutil.Process(process.pid).children()
         environments = {" ".join(child.cmdline()[2:3]): child.environ() for child in children}
     assert set(environments) == {"mes_bridge", "mssante_operator.cli"} and len(children) == 3
     for environment in environments.values():
-        assert environment["MALLOC_ARENA_MAX"] == "4"
         assert environment["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
 
 
