@@ -11,6 +11,7 @@ import psutil
 import pytest
 from support.harness import make_kit, serve_process, wait_for_log
 
+from mssante_base.storage.engines import SQLITE_CACHE_KIB, open_engines
 from mssante_operator.workers import MALLOC_ENVIRONMENT, child_environment
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
@@ -85,3 +86,12 @@ def test_only_the_first_worker_serves_autoconfig_and_loads_aiohttp(tmp_path: Pat
         wait_for_log(tmp_path / "serve.log", f"operator {manifest['operator']['domain']} ready", count=2)
         assert len(workers) == 2
         assert sorted(_maps(worker, "aiohttp/_http_parser") for worker in workers) == [False, True]
+
+
+def test_each_sqlite_connection_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """Every pooled connection of every process has its own page cache: 256 KiB each, not SQLite's 2 MB."""
+    engines = open_engines(f"sqlite:///{tmp_path / 'store.db'}")
+    with engines.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
+    assert SQLITE_CACHE_KIB <= 256
+    engines.engine.dispose()
