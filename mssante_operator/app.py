@@ -422,7 +422,7 @@ class Operator:
             elif name in HTTPS_LISTENERS:
                 if self._load is None or self._load.slot == 0:
                     await self._start_autoconfig(name, listener)
-                elif self._inherited:  # the first worker answers: aiohttp's server (~12 MB) stays out of the others
+                elif self._inherited:  # the first worker answers: aiohttp's server (~7 MB) stays out of the others
                     self._inherited.pop(name).close()
             else:
                 await self._start_imap(name, listener)

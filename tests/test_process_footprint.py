@@ -79,7 +79,7 @@ def _maps(process: psutil.Process, fragment: str) -> bool:
 
 
 def test_only_the_first_worker_serves_autoconfig_and_loads_aiohttp(tmp_path: Path) -> None:
-    """aiohttp's server (~12 MB) in one worker, not in each: Thunderbird asks for its setup once."""
+    """aiohttp's server (~7 MB) in one worker, not in each: Thunderbird asks for its setup once."""
     manifest = make_kit(tmp_path)  # two workers, an autoconfig listener
     with serve_process(tmp_path, manifest) as process:
         workers = [child for child in psutil.Process(process.pid).children() if "--worker" in child.cmdline()]
