@@ -420,7 +420,10 @@ class Operator:
             if name in MTA_LISTENERS or name in SUBMISSION_LISTENERS:
                 await self._start_smtp(name, listener)
             elif name in HTTPS_LISTENERS:
-                await self._start_autoconfig(name, listener)
+                if self._load is None or self._load.slot == 0:
+                    await self._start_autoconfig(name, listener)
+                elif self._inherited:  # the first worker answers: aiohttp's server (~7 MB) stays out of the others
+                    self._inherited.pop(name).close()
             else:
                 await self._start_imap(name, listener)
         self._start_metrics()

@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from asyncio import sslproto
 from pathlib import Path
 from typing import ClassVar
@@ -15,7 +16,14 @@ from typing import ClassVar
 import pytest
 from support.harness import make_kit
 
-from mssante_base.listening import TLS_READ_BUFFER, Acceptor, WorkerLoad, bind_listener, limit_tls_read_buffer
+from mssante_base.listening import (
+    TLS_READ_BUFFER,
+    Acceptor,
+    WorkerLoad,
+    bind_listener,
+    limit_tls_read_buffer,
+    shared_tls_read_buffer,
+)
 from mssante_base.trust.tls import server_context
 from mssante_operator.config import load_settings
 from mssante_operator.listening import export_listeners, inherited_listeners
@@ -134,6 +142,57 @@ def test_tls_connections_read_into_a_small_buffer_and_still_carry_large_messages
 
 
 def test_the_tls_buffer_limit_gives_up_quietly_without_the_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(sslproto.SSLProtocol, "max_size")
+    bare = type("SSLProtocol", (), {})  # another Python's protocol, without the attribute
+    monkeypatch.setattr(sslproto, "SSLProtocol", bare)
     assert limit_tls_read_buffer() is False
-    assert not hasattr(sslproto.SSLProtocol, "max_size")
+    assert sslproto.SSLProtocol is bare and not hasattr(bare, "max_size")
+
+
+def test_tls_connections_of_one_thread_share_one_read_buffer_and_keep_their_bytes_apart(tmp_path: Path) -> None:
+    """An idle TLS connection holds no read buffer of its own: the bytes read are copied out at once."""
+    make_kit(tmp_path)
+    settings = load_settings(tmp_path)
+    tls = server_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
+                         settings.path(settings.trust_space.ca_bundle), client_cert=False)
+    client_tls = ssl.create_default_context(cafile=str(settings.path(settings.trust_space.ca_bundle)))
+    client_tls.check_hostname = False
+    messages = [os.urandom(150_000) for _ in range(3)]  # sent at once: their reads interleave
+
+    async def echo(port: int, message: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+        writer.write(message)
+        echoed = await reader.readexactly(len(message))
+        writer.close()
+        return echoed
+
+    async def scenario() -> tuple[list[bytes], set[int]]:
+        acceptor = Acceptor(bind_listener("127.0.0.1", 0), _Echo, tls=tls)
+        acceptor.start()
+        echoed = await asyncio.gather(*(echo(acceptor.port, message) for message in messages))
+        buffers = {id(getattr(getattr(t, "_ssl_protocol", None), "_ssl_buffer", None)) for t in _Echo.transports}
+        acceptor.close()
+        return list(echoed), buffers
+
+    _Echo.transports.clear()
+    echoed, buffers = asyncio.run(scenario())
+    assert echoed == messages
+    if sys.version_info[:2] == (3, 11):  # CPython 3.11's layout: one buffer for the three server connections
+        assert len(buffers) == 1
+
+
+def test_threads_running_their_own_event_loop_get_their_own_tls_read_buffer() -> None:
+    """Two loops in two threads may read at the same time: each thread reads into its own buffer."""
+    limit_tls_read_buffer()
+    seen: list[int] = []
+
+    def buffer_of_this_thread() -> None:
+        seen.append(id(shared_tls_read_buffer()))
+
+    threads = [threading.Thread(target=buffer_of_this_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    buffer_of_this_thread()
+    buffer_of_this_thread()
+    assert len(set(seen[:2])) == 2 and seen[2] == seen[3] and seen[2] not in seen[:2]

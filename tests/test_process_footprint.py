@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.harness import make_kit
+import psutil
+import pytest
+from support.harness import make_kit, serve_process, wait_for_log
+
+from mssante_base.storage.engines import SQLITE_CACHE_KIB, open_engines
+from mssante_operator.workers import MALLOC_ENVIRONMENT, child_environment
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
 
@@ -45,3 +50,48 @@ def test_a_worker_loads_only_what_its_configuration_uses(tmp_path: Path) -> None
                       f"Operator(load_settings(Path({str(tmp_path)!r}))).store.close()")
     assert "sqlalchemy" in loaded
     assert not loaded & set(HEAVY)
+
+
+def test_the_children_get_a_fixed_mmap_threshold_unless_the_environment_sets_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert child_environment({"X": "1"})["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4194304")
+    assert child_environment()["MALLOC_MMAP_THRESHOLD_"] == "4194304"
+
+
+def test_the_supervisor_gives_its_malloc_settings_to_the_workers_and_mes_bridge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers and mes_bridge get workers.MALLOC_ENVIRONMENT (glibc reads it at exec)."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    manifest = make_kit(tmp_path)  # two workers and mes_bridge
+    with serve_process(tmp_path, manifest) as process:
+        children = psutil.Process(process.pid).children()
+        environments = {" ".join(child.cmdline()[2:3]): child.environ() for child in children}
+    assert set(environments) == {"mes_bridge", "mssante_operator.cli"} and len(children) == 3
+    for environment in environments.values():
+        assert environment["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+
+
+def _maps(process: psutil.Process, fragment: str) -> bool:
+    """Whether ``process`` has a file whose path holds ``fragment`` mapped (an imported C extension)."""
+    return any(fragment in mapped.path for mapped in process.memory_maps())
+
+
+def test_only_the_first_worker_serves_autoconfig_and_loads_aiohttp(tmp_path: Path) -> None:
+    """aiohttp's server (~7 MB) in one worker, not in each: Thunderbird asks for its setup once."""
+    manifest = make_kit(tmp_path)  # two workers, an autoconfig listener
+    with serve_process(tmp_path, manifest) as process:
+        workers = [child for child in psutil.Process(process.pid).children() if "--worker" in child.cmdline()]
+        wait_for_log(tmp_path / "serve.log", f"operator {manifest['operator']['domain']} ready", count=2)
+        assert len(workers) == 2
+        assert sorted(_maps(worker, "aiohttp/_http_parser") for worker in workers) == [False, True]
+
+
+def test_each_sqlite_connection_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """Every pooled connection of every process has its own page cache: 256 KiB each, not SQLite's 2 MB."""
+    engines = open_engines(f"sqlite:///{tmp_path / 'store.db'}")
+    with engines.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
+    assert SQLITE_CACHE_KIB <= 256
+    engines.engine.dispose()

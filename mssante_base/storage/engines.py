@@ -15,6 +15,12 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Each pooled connection (one per thread that reads, in every worker and in mes_bridge) has its own page cache,
+# 2 MB by default, and keeps it full: ~10 MB per worker after a burst of IMAP logins and SELECTs. Its pages
+# are worth little here: another process's commit makes SQLite drop them, and a page read again comes from
+# the kernel's file cache (shared by every process). 256 KiB each: about 20 MB less for the tree with 1,000
+# IDLE clients (docs/benchmarks.md, Memory).
+SQLITE_CACHE_KIB = 256
 _WRITE_OPTION = "mssante_write"
 _LAZY_OPTION = "mssante_lazy_commit"  # a write that may be lost in a power cut, never half-done
 
@@ -35,6 +41,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")  # negative: in KiB
         finally:
             cursor.close()
 
