@@ -403,7 +403,8 @@ def command_rows(servers: dict[str, Server]) -> list[dict[str, Any]]:
     """Per command: ops/s, p50, p99 of each server, and the ratios operator/Dovecot."""
     rows = []
     operator, dovecot = servers["operator"], servers["dovecot"]
-    for name in operator.stats.latencies:
+    names = list(operator.stats.latencies) + [n for n in dovecot.stats.latencies if n not in operator.stats.latencies]
+    for name in names:
         row: dict[str, Any] = {"op": name}
         for server in (operator, dovecot):
             values = sorted(server.stats.latencies.get(name, []))
