@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -209,22 +210,28 @@ def configure(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def load_mailboxes(home: Path, accounts: list[Account], size: int, batch: int = 500) -> int:
+def mailbox_messages(index: int, account: Account, size: int, now: datetime) -> Iterator[tuple[bytes, datetime]]:
+    """The lab reports of the ``index``-th account, oldest first, with their arrival times: the same bytes
+    for the same arguments (a seeded generator), so that another server can be loaded with them too."""
+    rng = random.Random(index)
+    for n in range(account.messages):
+        when = now - timedelta(minutes=37 * (account.messages - n))
+        yield lab_report(rng, account.address, n, size, when), when
+
+
+def load_mailboxes(home: Path, accounts: list[Account], size: int, batch: int = 500,
+                   now: datetime | None = None) -> int:
     """Fill each account's INBOX with its lab reports through the Store (group commits), in-process."""
     settings = load_settings(home)
     store = Store(settings.database_url, settings.path(settings.storage.blob_dir))
     loaded = 0
     try:
         store.migrate()
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         for index, account in enumerate(accounts):
-            rng = random.Random(index)
-            for start in range(0, account.messages, batch):
-                items = []
-                for n in range(start, min(account.messages, start + batch)):
-                    when = now - timedelta(minutes=37 * (account.messages - n))
-                    items.append((new_message(lab_report(rng, account.address, n, size, when), when),
-                                  [account.address]))
+            messages = mailbox_messages(index, account, size, now)
+            while items := [(new_message(raw, when), [account.address])
+                            for raw, when in itertools.islice(messages, batch)]:
                 store.deliver_many(items)
                 loaded += len(items)
             store.folders.ensure_account(account.address)  # the special-use folders, as a first login would
@@ -294,7 +301,7 @@ def serving(home: Path, port: int, log: Path, part: str, pyspy: str | None) -> I
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         spy: subprocess.Popen[bytes] | None = None
         try:
-            _wait_for_port(port)
+            wait_for_port(port)
             time.sleep(2)  # let every worker reach accept()
             memory = ServerMemory(process.pid)
             if pyspy:
@@ -311,15 +318,20 @@ def serving(home: Path, port: int, log: Path, part: str, pyspy: str | None) -> I
                     spy.send_signal(signal.SIGINT)
                     spy.wait(60)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
-def _wait_for_port(port: int, timeout: float = 60.0) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, a minute to stop, then SIGKILL."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
     import socket
 
     deadline = time.monotonic() + timeout
@@ -408,7 +420,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _login(account: Account) -> str:
+def login_command(account: Account) -> str:
     return f"LOGIN {_quote(account.address)} {_quote(account.password)}"
 
 
@@ -417,7 +429,7 @@ _APPENDUID = re.compile(rb"APPENDUID \d+ (\d+)")
 _EXISTS = re.compile(rb"^\* (\d+) EXISTS")
 
 
-def _expect(response: Response, what: str) -> Response:
+def expect_ok(response: Response, what: str) -> Response:
     if not response.ok:
         raise ImapError(f"{what}: {response.status} {response.text.decode(errors='replace')}")
     return response
@@ -450,9 +462,9 @@ async def mixed_session(index: int, target: Target, account: Account, deadline: 
 
 async def _mixed_loop(client: ImapClient, rng: random.Random, account: Account, stats: Stats,
                       appends: list[bytes], loop: int) -> None:
-    _expect(await stats.timed("LOGIN", client.command(_login(account))), "LOGIN")
-    _expect(await stats.timed("SELECT INBOX", client.command("SELECT INBOX")), "SELECT")
-    listing = _expect(await stats.timed("FETCH 1:* (FLAGS UID)", client.command("FETCH 1:* (FLAGS UID)", keep=True)),
+    expect_ok(await stats.timed("LOGIN", client.command(login_command(account))), "LOGIN")
+    expect_ok(await stats.timed("SELECT INBOX", client.command("SELECT INBOX")), "SELECT")
+    listing = expect_ok(await stats.timed("FETCH 1:* (FLAGS UID)", client.command("FETCH 1:* (FLAGS UID)", keep=True)),
                       "FETCH 1:*")
     uids = [int(m.group(1)) for line in listing.untagged if (m := _UID.search(line))]
     if len(uids) < WINDOW:
@@ -467,7 +479,7 @@ async def _mixed_loop(client: ImapClient, rng: random.Random, account: Account, 
         await stats.timed("UID FETCH 1 x BODY.PEEK[] (full)", client.command(f"UID FETCH {uid} (BODY.PEEK[])"))
     change = "+FLAGS.SILENT (\\Seen \\Flagged)" if loop % 2 == 0 else "-FLAGS.SILENT (\\Flagged)"
     await stats.timed("UID STORE +/-FLAGS", client.command(f"UID STORE {','.join(map(str, read))} {change}"))
-    appended = _expect(await stats.timed("APPEND ~50 KB (LITERAL+)",
+    appended = expect_ok(await stats.timed("APPEND ~50 KB (LITERAL+)",
                                          client.command("APPEND INBOX (\\Seen)", literal=rng.choice(appends))),
                        "APPEND")
     match = _APPENDUID.search(appended.text)
@@ -492,7 +504,7 @@ async def connect_session(target: Target, account: Account | None, deadline: flo
         stats.add("connect+TLS", time.perf_counter() - started)
         try:
             if account is not None:
-                await stats.timed("LOGIN", client.command(_login(account)))
+                await stats.timed("LOGIN", client.command(login_command(account)))
             await stats.timed("LOGOUT", client.command("LOGOUT"))
         except (ImapError, OSError) as exc:
             stats.errors["loop aborted"] += 1
@@ -506,8 +518,8 @@ async def fetch_session(index: int, target: Target, account: Account, deadline: 
     rng = random.Random(2000 + index)
     client = await target.connect()
     try:
-        _expect(await client.command(_login(account)), "LOGIN")
-        _expect(await client.command("SELECT INBOX"), "SELECT")
+        expect_ok(await client.command(login_command(account)), "LOGIN")
+        expect_ok(await client.command("SELECT INBOX"), "SELECT")
         listing = await client.command("UID FETCH 1:* (UID)", keep=True)
         uids = [int(m.group(1)) for line in listing.untagged if (m := _UID.search(line))]
         while time.perf_counter() < deadline:
@@ -605,24 +617,24 @@ async def _scale(target: Target, accounts: list[Account], rounds: int) -> list[d
         client = await target.connect()
         times: dict[str, list[float]] = defaultdict(list)
         try:
-            _expect(await client.command(_login(account)), "LOGIN")
+            expect_ok(await client.command(login_command(account)), "LOGIN")
             uids: list[int] = []
             exists = 0
             for _ in range(rounds):
                 started = time.perf_counter()
-                selected = _expect(await client.command("SELECT INBOX", keep=True), "SELECT")
+                selected = expect_ok(await client.command("SELECT INBOX", keep=True), "SELECT")
                 times["select"].append(time.perf_counter() - started)
                 exists = next(int(m.group(1)) for line in selected.untagged if (m := _EXISTS.match(line)))
                 first = rng.randrange(1, max(2, exists - SCALE_WINDOW + 2))
                 started = time.perf_counter()
-                _expect(await client.command(f"FETCH {first}:{first + SCALE_WINDOW - 1} (FLAGS ENVELOPE)"), "FETCH")
+                expect_ok(await client.command(f"FETCH {first}:{first + SCALE_WINDOW - 1} (FLAGS ENVELOPE)"), "FETCH")
                 times["window"].append(time.perf_counter() - started)
                 if not uids:
                     listing = await client.command("UID SEARCH ALL", keep=True)
                     uids = [int(u) for line in listing.untagged if line.startswith(b"* SEARCH")
                             for u in line.split()[2:]]
                 started = time.perf_counter()
-                _expect(await client.command(f"UID FETCH {rng.choice(uids)} (BODY.PEEK[])"), "FETCH BODY")
+                expect_ok(await client.command(f"UID FETCH {rng.choice(uids)} (BODY.PEEK[])"), "FETCH BODY")
                 times["body"].append(time.perf_counter() - started)
             await client.command("LOGOUT")
         finally:
@@ -666,15 +678,15 @@ class Idler:
     tag: bytes
 
 
-async def _open_idler(target: Target, account: Account, mailbox: int, gate: asyncio.Semaphore,
+async def open_idler(target: Target, account: Account, mailbox: int, gate: asyncio.Semaphore,
                       login_times: list[float]) -> Idler:
     async with gate:
         client = await target.connect()
         try:
             started = time.perf_counter()
-            _expect(await client.command(_login(account)), "LOGIN")
+            expect_ok(await client.command(login_command(account)), "LOGIN")
             login_times.append(time.perf_counter() - started)
-            _expect(await client.command("SELECT INBOX"), "SELECT")
+            expect_ok(await client.command("SELECT INBOX"), "SELECT")
             tag = await client.idle()
         except BaseException:
             await client.close()
@@ -702,12 +714,12 @@ async def _idle(args: argparse.Namespace, target: Target, accounts: list[Account
     deliverers = []
     for account in accounts:
         client = await target.connect()
-        _expect(await client.command(_login(account)), "LOGIN")
+        expect_ok(await client.command(login_command(account)), "LOGIN")
         deliverers.append(client)
     gate = asyncio.Semaphore(args.idle_concurrency)
     login_times: list[float] = []
     started = time.perf_counter()
-    opening = [asyncio.ensure_future(_open_idler(target, accounts[i % len(accounts)], i % len(accounts), gate,
+    opening = [asyncio.ensure_future(open_idler(target, accounts[i % len(accounts)], i % len(accounts), gate,
                                                  login_times)) for i in range(args.idle)]
     idlers: list[Idler] = []
     failures = 0
@@ -823,14 +835,30 @@ def _arguments() -> argparse.Namespace:
                         help="[auth] cache_ttl = \"0\": every LOGIN verifies argon2 (the cold rate)")
     parser.add_argument("--pyspy", default=os.environ.get("BENCH_PYSPY"), help="record each part with py-spy")
     parser.add_argument("--keep", type=Path, help="build the kit in this folder and keep it")
-    args = parser.parse_args()
-    for key, value in (QUICK if args.quick else FULL).items():
+    return with_defaults(parser.parse_args(), FULL, QUICK)
+
+
+def with_defaults(args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]) -> argparse.Namespace:
+    """The options not given take the --quick or the full run's value."""
+    for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
 
 
-def _raise_fd_limit(needed: int) -> None:
+@contextlib.contextmanager
+def work_folder(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """A fresh folder for the run: ``keep`` (emptied, kept afterwards), or a temporary one."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+        return
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    yield keep
+
+
+def raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if hard == resource.RLIM_INFINITY else max(soft, min(hard, max(needed, 65536)))
     if soft < wanted:
@@ -842,19 +870,11 @@ def _raise_fd_limit(needed: int) -> None:
 
 def main() -> None:
     args = _arguments()
-    _raise_fd_limit(2 * args.idle + 200)  # the server (a child) inherits the limit
+    raise_fd_limit(2 * args.idle + 200)  # the server (a child) inherits the limit
     scale_sizes = [] if args.skip_scale else [int(s) for s in args.scale.split(",") if s.strip()]
     results: dict[str, Any] = {"cpus": os.cpu_count(), "args": {k: v for k, v in vars(args).items()
                                                                 if isinstance(v, int | float | str | bool)}}
-    tmp = None
-    if args.keep is not None:
-        base = args.keep
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="mss-imap-bench-")
-        base = Path(tmp.name)
-    try:
+    with work_folder(args.keep, "mss-imap-bench-") as base:
         home = base / "kit"
         started = time.perf_counter()
         manifest = create_kit(home)
@@ -909,9 +929,6 @@ def main() -> None:
         _summary(results)
         _server_errors(log, args.keep is None)
         print(json.dumps(results))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def _server_errors(log: Path, temporary: bool) -> None:

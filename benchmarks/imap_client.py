@@ -31,6 +31,7 @@ class Response:
     text: bytes
     untagged: list[bytes] = field(default_factory=list)
     received: int = 0
+    literals: list[bytes] = field(default_factory=list)  # the literals' data, when asked for
 
     @property
     def ok(self) -> bool:
@@ -70,11 +71,12 @@ class ImapClient:
         await asyncio.wait_for(writer.start_tls(context), timeout)
         return client
 
-    async def read_item(self, keep: bool = False) -> tuple[bytes, int]:
+    async def read_item(self, keep: bool = False, literals: list[bytes] | None = None) -> tuple[bytes, int]:
         """One response (a line, with the literals it announces): (its line text, bytes received).
 
         With ``keep`` the literals' data are left out of the returned text (replaced by ``{n}``), which
-        is all the benchmark looks at; without it only the first line is returned.
+        is all the benchmark looks at; without it only the first line is returned. The literals' data
+        are appended to ``literals`` when given (to check what a FETCH returned).
         """
         line = await self.reader.readuntil(b"\n")
         received = len(line)
@@ -82,36 +84,42 @@ class ImapClient:
         first = line
         while (match := _LITERAL_AT_END.search(line)) is not None:
             size = int(match.group(1))
-            await self.reader.readexactly(size)
+            data = await self.reader.readexactly(size)
+            if literals is not None:
+                literals.append(data)
             line = await self.reader.readuntil(b"\n")
             received += size + len(line)
             if keep:
                 pieces.append(line)
         return (b"".join(pieces) if keep else first), received
 
-    async def command(self, text: str | bytes, *, literal: bytes | None = None, keep: bool = False) -> Response:
-        """Send one command (with a LITERAL+ literal at its end when given); read until its tagged reply."""
+    async def command(self, text: str | bytes, *, literal: bytes | None = None, keep: bool = False,
+                      data: bool = False) -> Response:
+        """Send one command (with a LITERAL+ literal at its end when given); read until its tagged reply.
+
+        With ``data`` the response keeps the data of the literals it received."""
         tag = b"b%d" % next(self._tags)
         payload = text.encode() if isinstance(text, str) else text
         if literal is None:
             self.writer.write(tag + b" " + payload + b"\r\n")
         else:
             self.writer.write(tag + b" " + payload + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
-        return await self.read_until_tagged(tag, keep=keep)
+        return await self.read_until_tagged(tag, keep=keep, data=data)
 
-    async def read_until_tagged(self, tag: bytes, *, keep: bool = False) -> Response:
+    async def read_until_tagged(self, tag: bytes, *, keep: bool = False, data: bool = False) -> Response:
         prefix = tag + b" "
         untagged: list[bytes] = []
+        literals: list[bytes] | None = [] if data else None
         total = 0
         while True:
             try:
-                item, received = await self.read_item(keep)
+                item, received = await self.read_item(keep, literals)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 raise ImapError(f"connection lost waiting for {tag.decode()}") from exc
             total += received
             if item.startswith(prefix):
                 status, _, rest = item[len(prefix):].partition(b" ")
-                return Response(status.decode(), rest.rstrip(b"\r\n"), untagged, total)
+                return Response(status.decode(), rest.rstrip(b"\r\n"), untagged, total, literals or [])
             if keep:
                 untagged.append(item)
 

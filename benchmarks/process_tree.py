@@ -60,13 +60,15 @@ class ServerMemory:
         return user + system
 
     def cpu_split(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of the whole tree so far."""
+        """(user, system) CPU seconds of the whole tree so far, processes that ended included: a process's
+        time moves to its parent's children_* times when the parent reaps it (Dovecot's imap and login
+        processes end with their connection)."""
         user = system = 0.0
         for proc in self.tree():
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                user += times.user
-                system += times.system
+                user += times.user + times.children_user
+                system += times.system + times.children_system
         return user, system
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(libmagic1 postgresql slapd ldap-utils ca-certificates isync libsasl2-modules chromium fonts-dejavu-core
-          postfix opendkim opendkim-tools)
+          postfix opendkim opendkim-tools dovecot-imapd)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,8 +19,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Where a package started the system-wide daemons anyway (no policy-rc.d), stop them: the tests run
-# their own instances on free ports, and nothing of ours listens on port 25.
-for service in postfix opendkim; do
+# their own instances on free ports (Dovecot: benchmarks/imap_vs_dovecot.py runs a private one), and
+# nothing of ours listens on port 25 or 143.
+for service in postfix opendkim dovecot; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
     ${SUDO:-} systemctl disable --now "$service" >/dev/null 2>&1 || true
   elif [ -x "/etc/init.d/$service" ] && "/etc/init.d/$service" status >/dev/null 2>&1; then

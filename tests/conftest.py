@@ -50,6 +50,7 @@ INTEGRATION_TESTS = frozenset({
     "test_auth_tokens::test_jwks_over_loopback_http",
     "test_store::test_several_processes_share_one_store",
     "test_schema::test_schema_file_passes_slaptest",
+    "test_imap_vs_dovecot::test_quick_run_against_both_servers",  # the operator and Dovecot, side by side
 })
 
 
