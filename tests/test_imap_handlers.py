@@ -983,3 +983,44 @@ def test_names_that_are_not_modified_utf7_get_no_and_list_answers_nothing(store:
         assert (await client.do(f"b COPY 1:* {name}"))[1].startswith(b"b NO ")
 
     run(scenario)
+
+
+def test_structures_fetched_again_come_from_the_cache_without_reading_the_file(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored message never changes: its ENVELOPE and BODYSTRUCTURE, once built, answer the next FETCH
+    (of any session of the process) without reading and parsing the file again; a section still reads it."""
+    from mssante_operator.imap.handlers import fetch as fetch_module
+
+    monkeypatch.setattr(fetch_module, "STRUCTURES", fetch_module.StructureCache())
+    raw = raw_message(1)
+    put(store, raw)
+    reads: list[str] = []
+    read = store.folders.read
+    monkeypatch.setattr(store.folders, "read", lambda key: reads.append(key) or read(key))
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        first, _ = await client.do("a FETCH 1 (ENVELOPE BODYSTRUCTURE)")
+        again, _ = await client.do("b FETCH 1 (BODYSTRUCTURE ENVELOPE BODY)")
+        structure = MessageStructure.parse(raw)
+        assert first == (b"* 1 FETCH (ENVELOPE " + wire.encode(structure.envelope()) + b" BODYSTRUCTURE "
+                         + wire.encode(structure.bodystructure(True)) + b")\r\n")
+        assert again == (b"* 1 FETCH (BODYSTRUCTURE " + wire.encode(structure.bodystructure(True)) + b" ENVELOPE "
+                         + wire.encode(structure.envelope()) + b" BODY "
+                         + wire.encode(structure.bodystructure(False)) + b")\r\n")
+        assert len(reads) == 1
+        await client.do("c FETCH 1 (BODYSTRUCTURE BODY.PEEK[HEADER])")
+        assert len(reads) == 2  # a section needs the bytes
+
+    run(scenario)
+
+
+def test_the_structure_cache_keeps_to_its_size() -> None:
+    from mssante_operator.imap.handlers.fetch import StructureCache
+
+    cache = StructureCache(max_bytes=1000)  # an entry of this message is ~400 bytes: two fit
+    structure = MessageStructure.parse(raw_message(1))
+    for key in ("a", "b", "c", "d", "e"):
+        cache.put(key, structure)
+    assert cache.get("a") is None and cache.get("c") is None and cache.get("d") and cache.get("e")

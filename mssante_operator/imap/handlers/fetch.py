@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from ...store.folders import FlagMode, MessageMeta
@@ -105,7 +107,53 @@ def _sets_seen(item: FetchItem) -> bool:
     return item.name in _SEEN_ITEMS
 
 
-def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None, recent: set[int]) -> bytes:
+class StructureCache:
+    """ENVELOPE, BODYSTRUCTURE and BODY of recently fetched messages, encoded, by blob key (per process).
+
+    A stored message never changes, so neither do these: a client fetching the same window again, or
+    another session fetching the same message, is answered without reading and parsing the file.
+    Bounded by bytes; the least recently used go first."""
+
+    ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+
+    def __init__(self, max_bytes: int = 4 << 20) -> None:
+        self._entries: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._max = max_bytes
+        self._lock = threading.Lock()  # one event loop per worker, but tests run several in threads
+
+    def get(self, key: str) -> dict[str, bytes] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: str, structure: MessageStructure) -> dict[str, bytes]:
+        entry = {"ENVELOPE": b"ENVELOPE " + wire.encode(structure.envelope()),
+                 "BODYSTRUCTURE": b"BODYSTRUCTURE " + wire.encode(structure.bodystructure(extensible=True)),
+                 "BODY": b"BODY " + wire.encode(structure.bodystructure(extensible=False))}
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = entry
+                self._bytes += sum(map(len, entry.values()))
+                while self._bytes > self._max and self._entries:
+                    _, dropped = self._entries.popitem(last=False)
+                    self._bytes -= sum(map(len, dropped.values()))
+        return entry
+
+
+STRUCTURES = StructureCache()
+
+
+def _cached_only(items: tuple[FetchItem, ...]) -> bool:
+    """Whether the cache can answer every content item of this FETCH (no section, no whole message)."""
+    return all(not _needs_content(item) or (not isinstance(item, BodySection) and item.name in StructureCache.ITEMS)
+               for item in items)
+
+
+def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None, recent: set[int],
+          cached: dict[str, bytes] | None = None) -> bytes:
     """One ``label SP value`` of a FETCH response."""
     if isinstance(item, BodySection):
         assert structure is not None
@@ -125,6 +173,8 @@ def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None
         return b"RFC822.SIZE %d" % meta.size
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % meta.modseq
+    if cached is not None and name in cached:
+        return cached[name]
     assert structure is not None
     if name == "ENVELOPE":
         return b"ENVELOPE " + wire.encode(structure.envelope())
@@ -224,13 +274,21 @@ async def fetch(session: Session, command: Fetch) -> Reply:
         implied = [item for item in implied if item not in items]
 
     content = any(_needs_content(item) for item in items)
+    cacheable = content and _cached_only((*items, *implied))
     missing = 0
     for chunk in _chunks(uids, metas) if content else [uids]:
         structures: dict[int, MessageStructure | None] = {}
+        cached: dict[int, dict[str, bytes]] = {}
         if content:
             present = [metas[uid] for uid in chunk if uid in metas and view.seq_of(uid) is not None]
-            loaded = await session.run(_load, folders.read, present)
+            if cacheable:
+                cached = {meta.uid: entry for meta in present if (entry := STRUCTURES.get(meta.blob_key))}
+                present = [meta for meta in present if meta.uid not in cached]
+            loaded = await session.run(_load, folders.read, present) if present else []
             structures = {meta.uid: structure for meta, structure in zip(present, loaded, strict=True)}
+            for meta, structure in zip(present, loaded, strict=True):
+                if structure is not None:
+                    cached[meta.uid] = STRUCTURES.put(meta.blob_key, structure)
         for uid in chunk:
             seq = view.seq_of(uid)
             if seq is None:
@@ -243,7 +301,7 @@ async def fetch(session: Session, command: Fetch) -> Reply:
                     missing += 1
                 continue
             structure = structures.get(uid)
-            if content and structure is None:
+            if content and structure is None and uid not in cached:
                 missing += 1
                 continue
             wanted = (*items, *implied) if uid in seen_now else items
@@ -251,7 +309,7 @@ async def fetch(session: Session, command: Fetch) -> Reply:
             for index, item in enumerate(wanted):
                 if index:
                     pieces.append(b" ")
-                pieces.append(_item(item, meta, structure, view.recent))
+                pieces.append(_item(item, meta, structure, view.recent, cached.get(uid)))
             pieces.append(b")\r\n")
             await _send(session, pieces)
     if missing:
