@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from mssante_operator.store import NewMessage, Store
 from mssante_operator.store.folders import INBOX, FlagMode, FolderError, FolderExists, NoSuchFolder
@@ -250,8 +251,9 @@ def test_metas_by_uid_ranges_and_lists_first_unseen_keywords_and_count(store: St
     assert sorted(dense) == list(range(3, 30))
     scattered = store.folders.metas(box, [1, 20, 40, 41])  # 41 does not exist: absent, not an error
     assert sorted(scattered) == [1, 20, 40] and scattered[1].flags == {"\\Seen"}
-    assert store.folders.first_unseen(box) == 6
-    assert store.folders.keywords(box) == {"$Urgent", "Dossier"}  # $urgent is the same keyword
+    found = store.folders.index(box)
+    assert found is not None and found[1].first_unseen == 6
+    assert found[1].keywords == {"$Urgent", "Dossier"}  # $urgent is the same keyword
     assert store.folders.changes(box, (0, 0)).count == 40 and len(store.folders.uids(box)) == 40
     first = store.folders.claim_recent(box, 41)
     assert first == 1 and store.folders.claim_recent(box, 41) == 41  # nothing new: nothing claimed
@@ -315,3 +317,56 @@ def test_renaming_inbox_waits_for_a_store_holding_it_instead_of_deadlocking(stor
     store.folders.append(ALICE, INBOX, message("a"), [], WHEN)
     _behind_a_store(store, lambda: store.folders.rename(ALICE, INBOX, "Ancien"))
     assert [m.flags for m in store.folders.messages(folder_id(store, "Ancien"))] == [{"\\Deleted", "\\Seen"}]
+
+
+def test_folder_index_follows_every_writer_of_another_process_without_reading_every_message(
+        store_url: str, tmp_path: Path, store: Store) -> None:
+    """SELECT's index (UIDs, first unseen, keywords) is read in full once per process; after that, changes made
+    by another process (another Store on the same database) are read as two range queries: the messages
+    changed since the index's MODSEQ and the expunge log, never the whole folder."""
+    box = folder_id(store, INBOX)
+    for n in range(30):
+        store.folders.append(ALICE, INBOX, message(f"m{n}", None), ["\\Seen"] if n < 3 else [], WHEN)
+    found = store.folders.index(box)
+    assert found is not None and found[1].uids.tolist() == list(range(1, 31)) and found[1].first_unseen == 4
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    other = Store(store_url, tmp_path / "blobs")
+    try:
+        other.folders.store_flags(box, [4, 5], FlagMode.ADD, ["\\Seen", "Dossier"])
+        other.folders.store_flags(box, [6, 7], FlagMode.ADD, ["\\Deleted"])
+        assert other.folders.expunge(box) == [6, 7]
+        other.folders.append(ALICE, INBOX, message("new", None), ["$Urgent"], WHEN)
+        archive = other.folders.create(ALICE, "Archive2")
+        other.folders.copy(box, [8], archive.id, move=True)
+        sqlalchemy.event.listen(store.engine, "before_cursor_execute", record)
+        found = store.folders.index(box)
+        sqlalchemy.event.remove(store.engine, "before_cursor_execute", record)
+        assert found is not None
+        _, index = found
+        expected = [n for n in range(1, 32) if n not in (6, 7, 8)]
+        assert index.uids.tolist() == expected == [m.uid for m in store.folders.messages(box)]
+        assert index.first_unseen == 9 and index.keywords == {"Dossier", "$Urgent"}
+        reads = [s for s in statements if "FROM messages" in s or "FROM expunged_messages" in s]
+        assert len(reads) == 2 and all("modseq >" in s for s in reads), statements
+        other.folders.rename(ALICE, INBOX, "Ancien")  # INBOX's messages leave it: logged as expunged
+        found = store.folders.index(box)
+        assert found is not None and found[1].uids.tolist() == [] and found[1].first_unseen is None
+        other.folders.delete(ALICE, "Ancien")
+        assert store.folders.index(folder_id(store, "Archive2"))[1].uids.tolist() == [1]  # type: ignore[index]
+    finally:
+        other.close()
+
+
+def test_folder_index_of_a_folder_created_again_is_read_afresh(store: Store) -> None:
+    """A folder deleted and created again may get the same id: its counters tell the index it is new."""
+    folder = store.folders.create(ALICE, "Projet")
+    store.folders.append(ALICE, "Projet", message("a", None), [], WHEN)
+    assert store.folders.index(folder.id)[1].uids.tolist() == [1]  # type: ignore[index]
+    store.folders.delete(ALICE, "Projet")
+    assert store.folders.index(folder.id) is None
+    again = store.folders.create(ALICE, "Projet")
+    assert store.folders.index(again.id)[1].uids.tolist() == []  # type: ignore[index]

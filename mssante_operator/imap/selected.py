@@ -40,11 +40,13 @@ class SelectedFolder:
     """
 
     def __init__(self, folder: Folder, readonly: bool, uids: Iterable[int], first_recent_uid: int, *,
-                 condstore: bool = False, keywords: Iterable[str] = ()) -> None:
+                 condstore: bool = False, keywords: Iterable[str] = (), first_unseen: int | None = None) -> None:
         self.folder = folder
         self.readonly = readonly
         self.condstore = condstore
-        self.uids = array("q", uids)
+        # A copy (of the shared index's array: a memory copy, not a loop): this view changes on its own.
+        self.uids = uids[:] if isinstance(uids, array) else array("q", uids)
+        self.first_unseen = first_unseen  # at SELECT: its UID, for [UNSEEN n]
         self.recent: set[int] = {uid for uid in self.uids[bisect.bisect_left(self.uids, first_recent_uid):]}
         self.uidnext = max(folder.uidnext, self.max_uid + 1)
         self.highestmodseq = folder.highestmodseq

@@ -232,19 +232,21 @@ class Session:
         store = self.ctx.store.folders
         # Watching starts before the first read, so no change after that read goes unnoticed.
         self.watch = self.ctx.watcher.watch(folder.id)
-        # Counters first, messages next: a message arriving in between is then in the view and above
-        # its HIGHESTMODSEQ, never below it where the next refresh would not look. \Recent is claimed
-        # last, only up to what the view holds (EXAMINE reports it without claiming it).
+        # The folder's index (its counters, then its messages: see Folders.index), costing what the changes
+        # since this process last looked cost, not the folder's size. \Recent is claimed last, only up to
+        # what the view holds (EXAMINE reports it without claiming it).
         try:
-            fresh = await self.run(store.get_by_id, folder.id) or folder
-            uids = await self.run(store.uids, folder.id)
-            keywords = await self.run(store.keywords, folder.id)
-            to = max(fresh.uidnext, uids[-1] + 1 if uids else 0)
+            found = await self.run(store.index, folder.id)
+            if found is None:
+                raise NoSuchFolder("no such mailbox")
+            fresh, index = found
+            to = max(fresh.uidnext, index.uids[-1] + 1 if index.uids else 0)
             first_recent = await self.run(store.claim_recent, folder.id, to, peek=readonly)
         except BaseException:
             await self.unselect()
             raise
-        self.selected = SelectedFolder(fresh, readonly, uids, first_recent, condstore=condstore, keywords=keywords)
+        self.selected = SelectedFolder(fresh, readonly, index.uids, first_recent, condstore=condstore,
+                                       keywords=index.keywords, first_unseen=index.first_unseen)
         self.watch.seen = (self.selected.uidnext, self.selected.highestmodseq)
         self.state = State.SELECTED
         return self.selected

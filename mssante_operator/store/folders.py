@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from .database import INBOX, Database
-from .models import Blob, Mailbox, Message, Subscription
+from .folder_index import FolderIndex, FolderIndexes
+from .models import Blob, ExpungedMessage, Mailbox, Message, Subscription
 from .write_unit import FolderError, FolderExists, NewMessage, NoSuchFolder
 
 DELIMITER = "/"
@@ -164,6 +165,7 @@ class Folders:
 
     def __init__(self, store: Database) -> None:
         self._store = store
+        self._indexes = FolderIndexes()  # shared by every session of the process
 
     # -- folders -----------------------------------------------------------------------------
 
@@ -289,8 +291,8 @@ class Folders:
                 assert target is not None
                 conn.execute(update(Mailbox).where(Mailbox.id == target.id).values(
                     uidnext=source.uidnext, highestmodseq=source.highestmodseq))
+                tx.log_expunged(source.id, tx.bump_modseq(source.id))  # INBOX's messages leave it
                 conn.execute(update(Message).where(Message.mailbox_id == source.id).values(mailbox_id=target.id))
-                tx.bump_modseq(source.id)
                 return
             children = conn.execute(select(Mailbox.id, Mailbox.name).where(
                 Mailbox.account_id == account_id, Mailbox.name.startswith(old + DELIMITER, autoescape=True)))
@@ -332,10 +334,39 @@ class Folders:
             return [_meta(row) for row in conn.execute(query)]
 
     def uids(self, folder_id: int) -> list[int]:
-        """Every UID of a folder, ascending: a session's view at SELECT (its metas are read per command)."""
+        """Every UID of a folder, ascending (from the folder's index, see :meth:`index`); [] once it is gone."""
+        found = self.index(folder_id)
+        return found[1].uids.tolist() if found is not None else []
+
+    def index(self, folder_id: int) -> tuple[Folder, FolderIndex] | None:
+        """The folder and its UIDs, unseen UIDs and keywords (SELECT's view, FLAGS and UNSEEN), from this
+        process's index brought up to date by two range reads (folder_index.py); None once it is gone.
+
+        The folder's counters are read first: a message arriving meanwhile is then in the index and
+        above its HIGHESTMODSEQ, never below it where the next refresh would not look."""
         with self._store.reading() as conn:
-            return [row[0] for row in conn.execute(select(Message.uid).where(Message.mailbox_id == folder_id)
-                                                   .order_by(Message.uid))]
+            row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.id == folder_id)).one_or_none()
+            if row is None:
+                self._indexes.drop(folder_id)
+                return None
+            folder = _folder(row)
+            counters = (folder.uidvalidity, folder.uidnext, folder.highestmodseq)
+            cached = self._indexes.get(folder_id)
+            if cached is not None and (cached.uidvalidity, cached.uidnext, cached.highestmodseq) == counters:
+                return folder, cached
+            if cached is None or cached.uidvalidity != folder.uidvalidity or cached.uidnext > folder.uidnext \
+                    or cached.highestmodseq > folder.highestmodseq:  # another folder now has this id
+                entry = FolderIndex.build(counters, conn.execute(
+                    select(Message.uid, Message.flags).where(Message.mailbox_id == folder_id).order_by(Message.uid)))
+            else:
+                since = cached.highestmodseq
+                changed = conn.execute(select(Message.uid, Message.flags).where(
+                    Message.mailbox_id == folder_id, Message.modseq > since).order_by(Message.uid)).all()
+                expunged = conn.scalars(select(ExpungedMessage.uid).where(
+                    ExpungedMessage.mailbox_id == folder_id, ExpungedMessage.modseq > since)).all()
+                entry = cached.updated(counters, changed, expunged)
+        self._indexes.put(folder_id, entry)
+        return folder, entry
 
     def metas(self, folder_id: int, uids: Sequence[int]) -> dict[int, MessageMeta]:
         """The metas of these messages (ascending UIDs), by UID; an expunged one is simply absent.
@@ -355,18 +386,6 @@ class Folders:
                     if row.uid in wanted:
                         found[row.uid] = _meta(row)
         return found
-
-    def first_unseen(self, folder_id: int) -> int | None:
-        """The lowest UID without \\Seen (SELECT's UNSEEN), found by the database."""
-        with self._store.reading() as conn:
-            return conn.scalar(select(func.min(Message.uid)).where(
-                Message.mailbox_id == folder_id, ~Message.flags.contains("\\Seen", autoescape=True)))
-
-    def keywords(self, folder_id: int) -> set[str]:
-        """The keywords in use in a folder (SELECT's FLAGS): the distinct flag strings are few."""
-        with self._store.reading() as conn:
-            texts = conn.scalars(select(Message.flags).where(Message.mailbox_id == folder_id).distinct())
-            return {flag for text in texts for flag in text.split() if not flag.startswith("\\")}
 
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """(uidnext, highestmodseq) of several folders in one query (the change poller's question)."""
@@ -503,7 +522,7 @@ class Folders:
                 raise NoSuchFolder("no such mailbox")
             pairs = list(zip([row.uid for row in rows], tx.copy(rows, target_id), strict=True))
             if move and rows:
-                tx.remove_messages(folder_id, [row.id for row in rows], ())
+                tx.remove_messages(folder_id, rows, ())
         return int(target.uidvalidity), pairs
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
@@ -517,7 +536,7 @@ class Folders:
             doomed = [row for row in rows.all() if "\\Deleted" in row.flags.split()]
             if not doomed:
                 return []
-            keys = tx.remove_messages(folder_id, [row.id for row in doomed], {row.blob_id for row in doomed})
+            keys = tx.remove_messages(folder_id, doomed, {row.blob_id for row in doomed})
         self._store.remove_files(keys)
         return sorted(row.uid for row in doomed)
 

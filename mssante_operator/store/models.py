@@ -146,6 +146,19 @@ class Message(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ExpungedMessage(Base):
+    """A UID removed from a folder (EXPUNGE, MOVE, INBOX's messages moved by a rename), at the MODSEQ of its
+    removal, written in the same transaction. A cached UID list is brought up to date from it (UIDs
+    expunged since the cache's MODSEQ), and QRESYNC's VANISHED (EARLIER) (RFC 7162 3.2.10) needs the same."""
+
+    __tablename__ = "expunged_messages"
+    __table_args__ = (Index("ix_expunged_messages_mailbox_id_modseq", "mailbox_id", "modseq"),)
+
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # a folder never gives a UID twice
+    modseq: Mapped[int] = mapped_column(BigInteger)
+
+
 class RecipientStatus(enum.StrEnum):
     """The states of a queued recipient (OutboundRecipient.status)."""
 

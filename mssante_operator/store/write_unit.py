@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
@@ -35,6 +35,7 @@ from .models import (
     Blob,
     Conversation,
     ConversationEventRow,
+    ExpungedMessage,
     Mailbox,
     Message,
     OutboundMessage,
@@ -282,12 +283,25 @@ class WriteUnit:
         values |= {"mailbox_id": folder_id, "uid": uid, "modseq": modseq}
         return self.conn.execute(self._statements.insert_message, values).scalar_one_or_none() is not None
 
-    def remove_messages(self, folder_id: int, message_ids: Sequence[int], blob_ids: Iterable[int]) -> list[str]:
-        """Delete message rows of a locked folder (EXPUNGE, MOVE), with a new MODSEQ, and the blob rows
-        nothing uses any more: returns their keys (remove the files after commit)."""
-        self.conn.execute(delete(Message).where(Message.id.in_(list(message_ids))))
-        self.bump_modseq(folder_id)
+    def remove_messages(self, folder_id: int, rows: Sequence[Any], blob_ids: Iterable[int]) -> list[str]:
+        """Delete message rows (with ``id`` and ``uid``) of a locked folder (EXPUNGE, MOVE), with a new MODSEQ
+        recorded in the expunge log, and the blob rows nothing uses any more: returns their keys (remove the
+        files after commit)."""
+        modseq = self.bump_modseq(folder_id)
+        self.log_expunged(folder_id, modseq, [row.uid for row in rows])
+        self.conn.execute(delete(Message).where(Message.id.in_([row.id for row in rows])))
         return self.drop_unreferenced_blobs(blob_ids)
+
+    def log_expunged(self, folder_id: int, modseq: int, uids: Sequence[int] | None = None) -> None:
+        """Record UIDs leaving a locked folder at ``modseq`` (every message it holds when ``uids`` is None),
+        before their rows go: readers of the log (cached UID lists, QRESYNC) learn of every removal."""
+        if uids is None:
+            self.conn.execute(insert(ExpungedMessage).from_select(
+                ["mailbox_id", "uid", "modseq"],
+                select(Message.mailbox_id, Message.uid, literal(modseq)).where(Message.mailbox_id == folder_id)))
+        elif uids:
+            self.conn.execute(insert(ExpungedMessage),
+                              [{"mailbox_id": folder_id, "uid": uid, "modseq": modseq} for uid in uids])
 
     # -- outbound queue ----------------------------------------------------------------------
 

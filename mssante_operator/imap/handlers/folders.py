@@ -111,8 +111,7 @@ async def select(session: Session, command: Select) -> Reply:
     await session.announce_flags()
     await session.untagged(f"{view.exists} EXISTS")
     await session.untagged(f"{len(view.recent)} RECENT")
-    first_unseen = await session.run(session.ctx.store.folders.first_unseen, folder.id)
-    unseen = view.seq_of(first_unseen) if first_unseen is not None else None
+    unseen = view.seq_of(view.first_unseen) if view.first_unseen is not None else None
     if unseen is not None:
         await session.untagged(f"OK [UNSEEN {unseen}] first unseen message")
     await session.untagged(f"OK [UIDVALIDITY {view.folder.uidvalidity}] UIDs valid")
