@@ -12,7 +12,7 @@ import mimetypes
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -152,12 +152,7 @@ def patients_ls(home: Path) -> None:
 @click.option("--by", "by", default=None, help="Who makes the change (default: the system user).")
 def patients_set_state(ins: Ins, state: str, home: Path, by: str | None) -> None:
     """Override the state of a known patient's space (audited; a deleted space stays deleted)."""
-    with _store(home) as store:
-        try:
-            record = store.set_state(ins, PatientState(state), actor=_actor(by))
-        except (PatientNotFound, ChangeRefused) as exc:
-            raise click.ClickException(str(exc)) from exc
-    _echo_state(record)
+    _change_state(home, by, lambda store, actor: store.set_state(ins, PatientState(state), actor=actor))
 
 
 @main.command()
@@ -299,13 +294,19 @@ def patient_activate(ins: Ins, home: Path, code: str, email: str | None, passwor
     _echo_json({"ins": record.ins, "state": record.state.value})
 
 
-def _change(ins: Ins, home: Path, change: Change, by: str | None) -> None:
+def _change_state(home: Path, by: str | None, apply: Callable[[BridgeStore, str], PatientRecord]) -> None:
+    """Apply one audited change of a space's state (``apply(store, actor)``) and print the new state; the
+    store's refusal, in words, otherwise."""
     with _store(home) as store:
         try:
-            record = store.change(ins, change, actor=_actor(by))
+            record = apply(store, _actor(by))
         except (PatientNotFound, ChangeRefused) as exc:
             raise click.ClickException(str(exc)) from exc
     _echo_state(record)
+
+
+def _change(ins: Ins, home: Path, change: Change, by: str | None) -> None:
+    _change_state(home, by, lambda store, actor: store.change(ins, change, actor=actor))
 
 
 @patient.command("oppose")
@@ -333,12 +334,7 @@ def patient_close(ins: Ins, home: Path, by: str | None) -> None:
 def patient_delete(ins: Ins, home: Path, by: str) -> None:
     """The person's request to delete their space: closed to everyone, its content archived and readable
     through no page or command, then destroyed by `purge` after `archive_retention`."""
-    with _store(home) as store:
-        try:
-            record = store.delete_space(ins, actor=_actor(by))
-        except (PatientNotFound, ChangeRefused) as exc:
-            raise click.ClickException(str(exc)) from exc
-    _echo_state(record)
+    _change_state(home, by, lambda store, actor: store.delete_space(ins, actor=actor))
 
 
 @patient.command("export")

@@ -71,8 +71,12 @@ class _Welcome:
 
 class SpaceStore(MessageStore):
     @contextmanager
-    def _welcome(self, ins: str) -> Iterator[_Welcome]:
-        """The welcome's blob, durable before the rows; removed again if the transaction did not use it."""
+    def _welcome(self, ins: str, *, needed: bool = True) -> Iterator[_Welcome | None]:
+        """The welcome's blob, durable before the rows; removed again if the transaction did not use it.
+        None when the change cannot open a space (no file written for nothing)."""
+        if not needed:
+            yield None
+            return
         raw, meta = welcome_message(Ins(ins), now())
         welcome = _Welcome(self.blobs.write(raw), meta)
         try:
@@ -146,12 +150,18 @@ class SpaceStore(MessageStore):
         that takes mail gets its welcome message."""
         added = []
         patients = list(patients)
+        with self._engine.connect() as conn:  # every start seeds the file again: the known ones cost one read
+            known = set(conn.execute(select(_TABLE.c.ins).where(
+                _TABLE.c.ins.in_([patient.ins.value for patient in patients]))).scalars())
         for patient in patients:
-            with self._welcome(patient.ins.value) as welcome, self._writing() as conn:
+            if patient.ins.value in known:
+                continue
+            receiving = patient.state in RECEIVING
+            with self._welcome(patient.ins.value, needed=receiving) as welcome, self._writing() as conn:
                 at = now()
                 if not self._insert_patient(conn, patient, actor=actor, at=at, code_hash=patient.activation_code_hash):
                     continue
-                if patient.state in RECEIVING:
+                if welcome is not None:
                     conn.execute(update(_TABLE).where(_TABLE.c.ins == patient.ins.value).values(space_opened_at=at))
                     self._open_space(conn, patient.ins.value, welcome)
                 added.append(patient.ins.value)
@@ -271,7 +281,7 @@ class SpaceStore(MessageStore):
         commands (create, delete). A space that takes mail for the first time gets its welcome."""
         if state not in OVERRIDE_STATES:
             raise ValueError(f"state {state!r} cannot be set directly")
-        with self._welcome(ins.value) as welcome, self._writing() as conn:
+        with self._welcome(ins.value, needed=state in RECEIVING) as welcome, self._writing() as conn:
             row = self._row(conn, ins.value, lock=True)
             if row is None:
                 raise PatientNotFound(f"no patient space is known for INS {ins.value}")
