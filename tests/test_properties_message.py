@@ -249,3 +249,15 @@ mime_junk = st.lists(st.sampled_from([
 def test_any_bytes_parse_and_every_view_works(raw: bytes) -> None:
     with no_error_logged():
         everything(MessageStructure.parse(raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | mime_junk)
+def test_a_header_only_parse_answers_header_views_as_the_full_parse_does(raw: bytes) -> None:
+    """FETCH of ENVELOPE and header sections alone parses only the header (parse_header): the same answers."""
+    with no_error_logged():
+        full, head = MessageStructure.parse(raw), MessageStructure.parse_header(raw)
+        assert encode(head.envelope()) == encode(full.envelope())
+        assert head.header_bytes() == full.header_bytes()
+        for text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            assert head.section((), text, ("From", "Subject")) == full.section((), text, ("From", "Subject"))

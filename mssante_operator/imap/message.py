@@ -644,7 +644,7 @@ class MessageStructure:
     """A stored message as IMAP FETCH sees it. Parse with :meth:`parse`; results are cached, and the
     lists returned by :meth:`envelope` and :meth:`bodystructure` are shared: do not modify them."""
 
-    __slots__ = ("_body", "_bodystructure", "_envelope", "_root", "raw", "size")
+    __slots__ = ("_body", "_bodystructure", "_envelope", "_header_only", "_root", "raw", "size")
 
     def __init__(self, raw: bytes, root: _Part) -> None:
         self.raw = raw
@@ -653,6 +653,7 @@ class MessageStructure:
         self._envelope: list | None = None
         self._body: list | None = None
         self._bodystructure: list | None = None
+        self._header_only = False
 
     @classmethod
     def parse(cls, raw: bytes) -> MessageStructure:
@@ -668,6 +669,26 @@ class MessageStructure:
             root.end = len(raw)
         return cls(raw, root)
 
+    @classmethod
+    def parse_header(cls, raw: bytes) -> MessageStructure:
+        """Only the message's own header: all that ENVELOPE, BODY[HEADER], BODY[HEADER.FIELDS ...] and
+        RFC822.HEADER need (see :func:`header_only`), without walking the MIME tree of a large body.
+        Parts, BODYSTRUCTURE and the text of such a structure are not known: asking for them is a bug."""
+        raw = bytes(raw)
+        if raw.startswith(b"\r\n"):
+            body_start, blank = 2, b"\r\n"
+        elif raw.startswith(b"\n"):
+            body_start, blank = 1, b"\n"
+        elif (found := _BLANK_LINE.search(raw)) is not None:
+            body_start, blank = found.end(), raw[found.start() + 1 : found.end()]
+        else:
+            body_start, blank = len(raw), b""
+        root = _Part(0, body_start, blank, _split_fields(raw[:body_start]))
+        root.end = len(raw)
+        structure = cls(raw, root)
+        structure._header_only = True
+        return structure
+
     # -- sections --
 
     def header_bytes(self) -> bytes:
@@ -679,6 +700,7 @@ class MessageStructure:
         return self.raw[self._root.body_start :]
 
     def _find(self, parts: tuple[int, ...]) -> _Part | None:
+        assert not self._header_only, "the parts of a message parsed by parse_header"
         part, is_message = self._root, True
         last = len(parts) - 1
         for position, number in enumerate(parts):
@@ -776,6 +798,7 @@ class MessageStructure:
 
     def bodystructure(self, extensible: bool = True) -> list:
         """BODYSTRUCTURE (``extensible``) or BODY, ready for :func:`.wire.encode`."""
+        assert not self._header_only, "the BODYSTRUCTURE of a message parsed by parse_header"
         if extensible:
             if self._bodystructure is None:
                 self._bodystructure = self._safe(lambda p: self._structure(p, True), self._root, _empty_body(True))
@@ -861,6 +884,7 @@ class MessageStructure:
     def body_text(self) -> str:
         """The decoded text (transfer encoding and charset) of the text/* parts, in order, joined by
         newlines; encapsulated messages included."""
+        assert not self._header_only, "the text of a message parsed by parse_header"
         texts: list[str] = []
         stack = [self._root]
         while stack:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 
 from mssante_base.storage.blobs import BlobFile, BlobStore
+from mssante_base.storage.compiled import Reader, read_transaction
 from mssante_base.storage.engines import lazy_commit, open_engines
 
 from .models import Account, Mailbox
@@ -73,6 +74,11 @@ class Database:
     def reading(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             yield conn
+
+    def reader(self) -> AbstractContextManager[Reader]:
+        """One read transaction for :class:`~mssante_base.storage.compiled.Compiled` statements (the hot
+        reads: without SQLAlchemy's execution layer)."""
+        return read_transaction(self.engine)
 
     @contextmanager
     def writing(self, *, durable: bool = True) -> Iterator[Connection]:

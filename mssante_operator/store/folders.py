@@ -9,14 +9,16 @@ Message files are shared by copies; a file is removed once no row points at it, 
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+
+from mssante_base.storage.compiled import Compiled, CompiledIn, Row
 
 from .database import INBOX, Database
 from .folder_index import FolderIndex, FolderIndexes
@@ -140,24 +142,47 @@ def _zone(offset_minutes: int) -> timezone:
     return timezone(timedelta(minutes=offset_minutes))
 
 
-def _internaldate(row: Any) -> datetime:
-    """The stored instant in the zone it was given in (APPEND's date-time), UTC otherwise."""
-    offset = row.internaldate_offset
-    return row.internaldate.astimezone(_zone(offset)) if offset else row.internaldate
+def _meta(row: Row) -> MessageMeta:
+    """A row of _META_COLUMNS; INTERNALDATE in the zone it was given in (APPEND's date-time), UTC otherwise."""
+    uid, modseq, flags, internaldate, offset, size, key = row
+    if offset:
+        internaldate = internaldate.astimezone(_zone(offset))
+    return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key)
 
 
-def _meta(row: Any) -> MessageMeta:
-    return MessageMeta(row.uid, row.modseq, frozenset(row.flags.split()), _internaldate(row), row.size, row.key)
-
-
-def _folder(row: Any) -> Folder:
-    return Folder(row.id, row.name, row.uidvalidity, row.uidnext, row.highestmodseq, row.special_use)
+def _folder(row: Row) -> Folder:
+    """A row of _FOLDER_COLUMNS."""
+    return Folder(*row)
 
 
 _FOLDER_COLUMNS = (Mailbox.id, Mailbox.name, Mailbox.uidvalidity, Mailbox.uidnext, Mailbox.highestmodseq,
                    Mailbox.special_use)
 _META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.internaldate_offset,
                  Message.size, Blob.key)
+
+# The reads an IMAP session makes at nearly every command, compiled once (mssante_base/storage/compiled.py).
+_FOLDER = bindparam("folder")
+_SINCE = bindparam("since")
+_COUNTERS = Compiled(select(Mailbox.uidnext, Mailbox.highestmodseq).where(Mailbox.id == _FOLDER))
+_FOLDER_ROW = Compiled(select(*_FOLDER_COLUMNS).where(Mailbox.id == _FOLDER))
+_RECENT_UID = Compiled(select(Mailbox.recent_uid).where(Mailbox.id == _FOLDER))
+_METAS = select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
+_METAS_CHANGED = Compiled(_METAS.where(Message.mailbox_id == _FOLDER, Message.modseq > _SINCE).order_by(Message.uid))
+_METAS_RANGE = Compiled(_METAS.where(Message.mailbox_id == _FOLDER, Message.uid >= bindparam("low"),
+                                     Message.uid <= bindparam("high")))
+_METAS_IN = CompiledIn(lambda uids: _METAS.where(Message.mailbox_id == _FOLDER, Message.uid.in_(uids)))
+_MESSAGE_COUNT = Compiled(select(func.count(Message.id)).where(Message.mailbox_id == _FOLDER))
+_FLAGS_ALL = Compiled(select(Message.uid, Message.flags).where(Message.mailbox_id == _FOLDER).order_by(Message.uid))
+_FLAGS_CHANGED = Compiled(select(Message.uid, Message.flags).where(Message.mailbox_id == _FOLDER,
+                                                                   Message.modseq > _SINCE).order_by(Message.uid))
+_EXPUNGED_SINCE = Compiled(select(ExpungedMessage.uid).where(ExpungedMessage.mailbox_id == _FOLDER,
+                                                             ExpungedMessage.modseq > _SINCE))
+_FLAGS_OF = CompiledIn(lambda uids: select(Message.id, Message.uid, Message.modseq, Message.flags).where(
+    Message.mailbox_id == _FOLDER, Message.uid.in_(uids)))
+_SET_FLAGS = Compiled(update(Message).where(Message.id == bindparam("message"))
+                      .values(flags=bindparam("new_flags"), modseq=bindparam("new_modseq")))
+_METAS_OF = CompiledIn(lambda ids: _METAS.where(Message.id.in_(ids)))
+_FOLDER_SIZE = Compiled(select(func.coalesce(func.sum(Message.size), 0)).where(Message.mailbox_id == _FOLDER))
 
 
 class Folders:
@@ -219,8 +244,8 @@ class Folders:
             return self._get(conn, address, canonical_name(name))
 
     def get_by_id(self, folder_id: int) -> Folder | None:
-        with self._store.reading() as conn:
-            row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.id == folder_id)).one_or_none()
+        with self._store.reader() as reader:
+            row = _FOLDER_ROW.first(reader, folder=folder_id)
         return _folder(row) if row is not None else None
 
     def _get(self, conn: Connection, address: str, name: str) -> Folder | None:
@@ -344,8 +369,8 @@ class Folders:
 
         The folder's counters are read first: a message arriving meanwhile is then in the index and
         above its HIGHESTMODSEQ, never below it where the next refresh would not look."""
-        with self._store.reading() as conn:
-            row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.id == folder_id)).one_or_none()
+        with self._store.reader() as reader:
+            row = _FOLDER_ROW.first(reader, folder=folder_id)
             if row is None:
                 self._indexes.drop(folder_id)
                 return None
@@ -356,14 +381,11 @@ class Folders:
                 return folder, cached
             if cached is None or cached.uidvalidity != folder.uidvalidity or cached.uidnext > folder.uidnext \
                     or cached.highestmodseq > folder.highestmodseq:  # another folder now has this id
-                entry = FolderIndex.build(counters, conn.execute(
-                    select(Message.uid, Message.flags).where(Message.mailbox_id == folder_id).order_by(Message.uid)))
+                entry = FolderIndex.build(counters, _FLAGS_ALL.rows(reader, folder=folder_id))
             else:
                 since = cached.highestmodseq
-                changed = conn.execute(select(Message.uid, Message.flags).where(
-                    Message.mailbox_id == folder_id, Message.modseq > since).order_by(Message.uid)).all()
-                expunged = conn.scalars(select(ExpungedMessage.uid).where(
-                    ExpungedMessage.mailbox_id == folder_id, ExpungedMessage.modseq > since)).all()
+                changed = _FLAGS_CHANGED.rows(reader, folder=folder_id, since=since)
+                expunged = [uid for uid, in _EXPUNGED_SINCE.rows(reader, folder=folder_id, since=since)]
                 entry = cached.updated(counters, changed, expunged)
         self._indexes.put(folder_id, entry)
         return folder, entry
@@ -377,14 +399,13 @@ class Folders:
         if not uids:
             return found
         wanted = set(uids)
-        base = select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id).where(Message.mailbox_id == folder_id)
-        with self._store.reading() as conn:
-            for low, high, scattered in _runs(uids):
-                query = base.where(Message.uid.in_(scattered)) if scattered else \
-                    base.where(Message.uid >= low, Message.uid <= high)
-                for row in conn.execute(query):
-                    if row.uid in wanted:
-                        found[row.uid] = _meta(row)
+        with self._store.reader() as reader:
+            for low, high, scattered in _runs(uids, in_list=_METAS_IN.widest):
+                rows = _METAS_IN.rows(reader, scattered, folder=folder_id) if scattered else \
+                    _METAS_RANGE.rows(reader, folder=folder_id, low=low, high=high)
+                for row in rows:
+                    if row[0] in wanted:
+                        found[row[0]] = _meta(row)
         return found
 
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
@@ -401,40 +422,37 @@ class Folders:
         """What an IMAP session needs to bring its view up to date, in one read: the folder's counters and,
         when they moved from ``seen`` (uidnext, highestmodseq) or ``force``, the messages changed since the
         session's HIGHESTMODSEQ and the message count. None once the folder is gone."""
-        with self._store.reading() as conn:
-            row = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq)
-                               .where(Mailbox.id == folder_id)).one_or_none()
+        with self._store.reader() as reader:
+            row = _COUNTERS.first(reader, folder=folder_id)
             if row is None:
                 return None
-            counters = (row.uidnext, row.highestmodseq)
+            counters = (row[0], row[1])
             if counters == seen and not force:
                 return FolderChanges(*counters)
-            changed = [_meta(meta) for meta in conn.execute(
-                select(*_META_COLUMNS).join(Blob, Message.blob_id == Blob.id)
-                .where(Message.mailbox_id == folder_id, Message.modseq > seen[1]).order_by(Message.uid))]
-            count = int(conn.scalar(select(func.count(Message.id)).where(Message.mailbox_id == folder_id)) or 0)
+            changed = [_meta(meta) for meta in _METAS_CHANGED.rows(reader, folder=folder_id, since=seen[1])]
+            count = int(_MESSAGE_COUNT.scalar(reader, folder=folder_id) or 0)
         return FolderChanges(*counters, changed=changed, count=count)
 
     def counters(self, folder_id: int) -> tuple[int, int] | None:
         """(uidnext, highestmodseq): cheap enough to poll; None once the folder is gone."""
-        with self._store.reading() as conn:
-            row = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq)
-                               .where(Mailbox.id == folder_id)).one_or_none()
-        return (row.uidnext, row.highestmodseq) if row is not None else None
+        with self._store.reader() as reader:
+            row = _COUNTERS.first(reader, folder=folder_id)
+        return (row[0], row[1]) if row is not None else None
 
-    def status(self, folder: Folder) -> FolderStatus:
-        with self._store.reading() as conn:
-            row = conn.execute(
-                select(func.count(Message.id), func.coalesce(func.sum(Message.size), 0),
-                       func.count(Message.id).filter(~Message.flags.contains("\\Seen", autoescape=True)))
-                .where(Message.mailbox_id == folder.id)
-            ).one()
-            current = conn.execute(select(Mailbox.uidnext, Mailbox.highestmodseq, Mailbox.recent_uid)
-                                   .where(Mailbox.id == folder.id)).one()
-            recent = conn.scalar(select(func.count(Message.id)).where(
-                Message.mailbox_id == folder.id, Message.uid >= current.recent_uid))
-        return FolderStatus(messages=row[0], recent=recent or 0, unseen=row[2], uidnext=current.uidnext,
-                            uidvalidity=folder.uidvalidity, highestmodseq=current.highestmodseq, size=int(row[1]))
+    def status(self, folder: Folder, *, size: bool = False) -> FolderStatus | None:
+        """STATUS of a folder, from the process's index (see :meth:`index`); its size in bytes (a sum over
+        its messages) only when asked. None once the folder is gone."""
+        found = self.index(folder.id)
+        if found is None:
+            return None
+        current, entry = found
+        with self._store.reader() as reader:
+            first_recent = int(_RECENT_UID.scalar(reader, folder=folder.id) or current.uidnext)
+            total = int(_FOLDER_SIZE.scalar(reader, folder=folder.id) or 0) if size else 0
+        recent = len(entry.uids) - bisect.bisect_left(entry.uids, first_recent)
+        return FolderStatus(messages=len(entry.uids), recent=recent, unseen=len(entry.unseen),
+                            uidnext=current.uidnext, uidvalidity=current.uidvalidity,
+                            highestmodseq=current.highestmodseq, size=total)
 
     def read(self, blob_key: str) -> bytes:
         return self._store.blobs.read(blob_key)
@@ -448,8 +466,8 @@ class Folders:
         ``to`` is the UIDNEXT of what the session has read (its view holds every message below it),
         so a message appended meanwhile is neither claimed unseen (nobody would see it \\Recent) nor
         seen unclaimed (two sessions would). ``peek``: EXAMINE reports \\Recent without taking it."""
-        with self._store.reading() as conn:  # the usual case, nothing new: no write lock taken
-            first = int(conn.execute(select(Mailbox.recent_uid).where(Mailbox.id == folder_id)).scalar_one())
+        with self._store.reader() as reader:  # the usual case, nothing new: no write lock taken
+            first = int(_RECENT_UID.scalar(reader, folder=folder_id))
             if peek or first >= to:
                 return first
         with self._store.transaction(durable=False) as tx:  # lost in a power cut: recent again, harmless
@@ -470,24 +488,27 @@ class Folders:
         changed_rows: list[tuple[int, str]] = []
         failed: list[int] = []
         with self._store.transaction(durable=False) as tx:  # flags, as Dovecot: not fsync'd (lazy_commit)
-            conn = tx.conn
             tx.lock_folders([folder_id])
-            rows = conn.execute(select(Message.id, Message.uid, Message.modseq, Message.flags).where(
-                Message.mailbox_id == folder_id, Message.uid.in_(list(uids))))
-            for row in rows.all():
-                if unchangedsince is not None and row.modseq > unchangedsince:
-                    failed.append(row.uid)
+            reader = tx.reader
+            rows = [row for start in range(0, len(uids), _FLAGS_OF.widest)
+                    for row in _FLAGS_OF.rows(reader, uids[start : start + _FLAGS_OF.widest], folder=folder_id)]
+            for message_id, uid, modseq, text in rows:
+                if unchangedsince is not None and modseq > unchangedsince:
+                    failed.append(uid)
                     continue
-                current = set(row.flags.split())
+                current = set(text.split())
                 new = changed_flags(current, mode, wanted)
                 if new != current:
-                    changed_rows.append((row.id, flags_text(new)))
+                    changed_rows.append((message_id, flags_text(new)))
             if not changed_rows:  # RFC 7162 3.2: a STORE that changes nothing leaves every MODSEQ alone
                 return [], sorted(failed)
             modseq = tx.bump_modseq(folder_id)
             for message_id, text in changed_rows:
-                conn.execute(update(Message).where(Message.id == message_id).values(flags=text, modseq=modseq))
-            changed = self._metas(conn, [message_id for message_id, _ in changed_rows])
+                _SET_FLAGS.run(reader, message=message_id, new_flags=text, new_modseq=modseq)
+            ids = [message_id for message_id, _ in changed_rows]
+            changed = sorted((_meta(row) for start in range(0, len(ids), _METAS_OF.widest)
+                              for row in _METAS_OF.rows(reader, ids[start : start + _METAS_OF.widest])),
+                             key=lambda meta: meta.uid)
         return changed, sorted(failed)
 
     def append(self, address: str, name: str, message: NewMessage, flags: Iterable[str],

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mssante_base.patients.conversations import ConversationAction, ConversationEvent, ConversationStatus
 from mssante_base.storage.blobs import BlobFile
+from mssante_base.storage.compiled import Compiled, CompiledIn, Reader
 from mssante_base.storage.message_ids import dedup_key
 
 from .blob_refs import drop_unreferenced_blobs
@@ -125,8 +126,8 @@ class WriteStatements:
 
     def __init__(self, dialect: str) -> None:
         self.insert = (postgresql if dialect == "postgresql" else sqlite).insert  # INSERT with ON CONFLICT
-        self.lock_folders = (select(Mailbox.id).where(Mailbox.id.in_(bindparam("ids", expanding=True)))
-                             .order_by(Mailbox.id).with_for_update())
+        self.lock_folders = CompiledIn(lambda ids: select(Mailbox.id).where(Mailbox.id.in_(ids))
+                                       .order_by(Mailbox.id).with_for_update())
         self.find_duplicate = (
             select(Message.id)
             .where(Message.mailbox_id == bindparam("mailbox_id"), Message.dedup_key == bindparam("message_id"))
@@ -139,8 +140,8 @@ class WriteStatements:
             .values(uidnext=Mailbox.uidnext + bindparam("count"), highestmodseq=Mailbox.highestmodseq + 1)
             .returning(Mailbox.uidnext, Mailbox.highestmodseq)
         )
-        self.bump_modseq = (update(Mailbox).where(Mailbox.id == bindparam("mailbox_id"))
-                            .values(highestmodseq=Mailbox.highestmodseq + 1).returning(Mailbox.highestmodseq))
+        self.bump_modseq = Compiled(update(Mailbox).where(Mailbox.id == bindparam("mailbox_id"))
+                                    .values(highestmodseq=Mailbox.highestmodseq + 1).returning(Mailbox.highestmodseq))
         # Belt and braces: a writer that skipped the duplicate check still cannot create a duplicate.
         self.insert_message = self.insert(Message).on_conflict_do_nothing(
             index_elements=["mailbox_id", "dedup_key"], index_where=Message.dedup_key.is_not(None)
@@ -171,6 +172,14 @@ class WriteUnit:
         self.conn = conn
         self._statements = statements
         self._changed: set[int] = set()
+        self._reader: Reader | None = None
+
+    @property
+    def reader(self) -> Reader:
+        """This transaction's connection for Compiled statements (the hot paths)."""
+        if self._reader is None:
+            self._reader = Reader.on(self.conn)
+        return self._reader
 
     # -- folders -----------------------------------------------------------------------------
 
@@ -182,7 +191,10 @@ class WriteUnit:
         ids = sorted(set(folder_ids))
         if not ids:
             return
-        if len(self.conn.scalars(self._statements.lock_folders, {"ids": ids}).all()) != len(ids):
+        lock = self._statements.lock_folders
+        found = sum(len(lock.rows(self.reader, ids[start : start + lock.widest]))
+                    for start in range(0, len(ids), lock.widest))
+        if found != len(ids):
             raise NoSuchFolder("no such mailbox")
 
     def allocate(self, folder_id: int, count: int = 1) -> tuple[int, int]:
@@ -196,7 +208,7 @@ class WriteUnit:
 
     def bump_modseq(self, folder_id: int) -> int:
         """A new MODSEQ for this folder (a flag change, an expunge)."""
-        modseq = self.conn.execute(self._statements.bump_modseq, {"mailbox_id": folder_id}).scalar_one_or_none()
+        modseq = self._statements.bump_modseq.scalar(self.reader, mailbox_id=folder_id)
         if modseq is None:
             raise NoSuchFolder("no such mailbox")
         self._changed.add(folder_id)

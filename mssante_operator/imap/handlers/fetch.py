@@ -152,6 +152,21 @@ def _cached_only(items: tuple[FetchItem, ...]) -> bool:
                for item in items)
 
 
+_HEADER_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def _header_only(items: tuple[FetchItem, ...]) -> bool:
+    """Whether every content item of this FETCH is in the message's own header (ENVELOPE,
+    BODY[HEADER], BODY[HEADER.FIELDS ...], RFC822.HEADER): the MIME tree need not be parsed."""
+    for item in items:
+        if isinstance(item, BodySection):
+            if item.parts or item.text not in _HEADER_SECTIONS:
+                return False
+        elif item.name in _CONTENT_ITEMS and item.name not in ("ENVELOPE", "RFC822.HEADER"):
+            return False
+    return True
+
+
 def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None, recent: set[int],
           cached: dict[str, bytes] | None = None) -> bytes:
     """One ``label SP value`` of a FETCH response."""
@@ -200,13 +215,14 @@ async def _send(session: Session, pieces: list[bytes]) -> None:
         await session.write(piece)
 
 
-def _load(read: Callable[[str], bytes], metas: list[MessageMeta]) -> list[MessageStructure | None]:
+def _load(read: Callable[[str], bytes], metas: list[MessageMeta], header_only: bool) -> list[MessageStructure | None]:
     """The parsed messages (in a thread: one hand-off for several), None for one whose file is gone
-    (expunged by another session meanwhile)."""
+    (expunged by another session meanwhile); only their headers when that is all the FETCH needs."""
+    parse = MessageStructure.parse_header if header_only else MessageStructure.parse
     loaded: list[MessageStructure | None] = []
     for meta in metas:
         try:
-            loaded.append(MessageStructure.parse(read(meta.blob_key)))
+            loaded.append(parse(read(meta.blob_key)))
         except OSError:
             log.info("message file %s is gone (expunged meanwhile?)", meta.blob_key)
             loaded.append(None)
@@ -275,6 +291,7 @@ async def fetch(session: Session, command: Fetch) -> Reply:
 
     content = any(_needs_content(item) for item in items)
     cacheable = content and _cached_only((*items, *implied))
+    header_only = not cacheable and _header_only(items)
     missing = 0
     for chunk in _chunks(uids, metas) if content else [uids]:
         structures: dict[int, MessageStructure | None] = {}
@@ -284,11 +301,12 @@ async def fetch(session: Session, command: Fetch) -> Reply:
             if cacheable:
                 cached = {meta.uid: entry for meta in present if (entry := STRUCTURES.get(meta.blob_key))}
                 present = [meta for meta in present if meta.uid not in cached]
-            loaded = await session.run(_load, folders.read, present) if present else []
+            loaded = await session.run(_load, folders.read, present, header_only) if present else []
             structures = {meta.uid: structure for meta, structure in zip(present, loaded, strict=True)}
-            for meta, structure in zip(present, loaded, strict=True):
-                if structure is not None:
-                    cached[meta.uid] = STRUCTURES.put(meta.blob_key, structure)
+            if cacheable:  # what a section FETCH parsed is not encoded for the cache: it would cost more than it saves
+                for meta, structure in zip(present, loaded, strict=True):
+                    if structure is not None:
+                        cached[meta.uid] = STRUCTURES.put(meta.blob_key, structure)
         for uid in chunk:
             seq = view.seq_of(uid)
             if seq is None:

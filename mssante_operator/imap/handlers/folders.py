@@ -239,7 +239,10 @@ async def status(session: Session, command: Status) -> Reply:
     folder = await _folder(session, ref) if ref is not None else None
     if folder is None:
         return no("no such mailbox", "NONEXISTENT")
-    current = await session.run(session.ctx.store.folders.status, folder)
+    wanted = {item.upper() for item in command.items}
+    current = await session.run(session.ctx.store.folders.status, folder, size="SIZE" in wanted)
+    if current is None:
+        return no("no such mailbox", "NONEXISTENT")
     values = {
         "MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
         "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "HIGHESTMODSEQ": current.highestmodseq,
