@@ -57,6 +57,12 @@ class Database:
         return self._dialect
 
     @property
+    def local_reads(self) -> bool:
+        """Whether a read is a local file access that never waits for a lock (SQLite in WAL), not a network
+        round trip (PostgreSQL): an event loop may then make a small one itself."""
+        return self._dialect == "sqlite"
+
+    @property
     def url(self) -> str:
         return self._url
 

@@ -18,12 +18,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from mssante_base.storage.compiled import Compiled, CompiledIn, Row
+from mssante_base.storage.compiled import Compiled, CompiledIn, Reader, Row
 
 from .database import INBOX, Database
 from .folder_index import FolderIndex, FolderIndexes
-from .models import Blob, ExpungedMessage, Mailbox, Message, Subscription
-from .write_unit import FolderError, FolderExists, NewMessage, NoSuchFolder
+from .models import Account, Blob, ExpungedMessage, Mailbox, Message, Subscription
+from .write_unit import FolderError, FolderExists, NewMessage, NoSuchFolder, normalize_address
 
 DELIMITER = "/"
 # Created with every account (RFC 6154 SPECIAL-USE): clients file sent mail, drafts and trash there.
@@ -150,6 +150,12 @@ def _meta(row: Row) -> MessageMeta:
     return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key)
 
 
+def _named(reader: Reader, address: str, name: str) -> Folder | None:
+    """The folder ``name`` (canonical) of the account ``address``; None when either does not exist."""
+    row = _FOLDER_NAMED.first(reader, address=normalize_address(address), name=name)
+    return _folder(row) if row is not None else None
+
+
 def _folder(row: Row) -> Folder:
     """A row of _FOLDER_COLUMNS."""
     return Folder(*row)
@@ -177,6 +183,10 @@ _FLAGS_CHANGED = Compiled(select(Message.uid, Message.flags).where(Message.mailb
                                                                    Message.modseq > _SINCE).order_by(Message.uid))
 _EXPUNGED_SINCE = Compiled(select(ExpungedMessage.uid).where(ExpungedMessage.mailbox_id == _FOLDER,
                                                              ExpungedMessage.modseq > _SINCE))
+_FOLDER_NAMED = Compiled(select(*_FOLDER_COLUMNS).join(Account, Mailbox.account_id == Account.id).where(
+    Account.address == bindparam("address"), Mailbox.name == bindparam("name")))
+_FOLDERS_OF = Compiled(select(*_FOLDER_COLUMNS).join(Account, Mailbox.account_id == Account.id)
+                       .where(Account.address == bindparam("address")).order_by(Mailbox.name))
 _FLAGS_OF = CompiledIn(lambda uids: select(Message.id, Message.uid, Message.modseq, Message.flags).where(
     Message.mailbox_id == _FOLDER, Message.uid.in_(uids)))
 _SET_FLAGS = Compiled(update(Message).where(Message.id == bindparam("message"))
@@ -231,30 +241,21 @@ class Folders:
         ))
 
     def list(self, address: str) -> list[Folder]:
-        with self._store.reading() as conn:
-            account_id = self._store.account_id(conn, address)
-            if account_id is None:
-                return []
-            rows = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.account_id == account_id)
-                                .order_by(Mailbox.name))
-            return [_folder(row) for row in rows]
+        with self._store.reader() as reader:
+            return [_folder(row) for row in _FOLDERS_OF.rows(reader, address=normalize_address(address))]
 
     def get(self, address: str, name: str) -> Folder | None:
-        with self._store.reading() as conn:
-            return self._get(conn, address, canonical_name(name))
+        with self._store.reader() as reader:
+            return _named(reader, address, canonical_name(name))
 
     def get_by_id(self, folder_id: int) -> Folder | None:
         with self._store.reader() as reader:
             row = _FOLDER_ROW.first(reader, folder=folder_id)
         return _folder(row) if row is not None else None
 
-    def _get(self, conn: Connection, address: str, name: str) -> Folder | None:
-        account_id = self._store.account_id(conn, address)
-        if account_id is None:
-            return None
-        row = conn.execute(select(*_FOLDER_COLUMNS).where(Mailbox.account_id == account_id,
-                                                          Mailbox.name == name)).one_or_none()
-        return _folder(row) if row is not None else None
+    @staticmethod
+    def _get(conn: Connection, address: str, name: str) -> Folder | None:
+        return _named(Reader.on(conn), address, name)
 
     def create(self, address: str, name: str, special_use: str | None = None) -> Folder:
         """Create a folder and any missing parent (RFC 3501 6.3.3: superior names SHOULD be created)."""

@@ -262,7 +262,7 @@ async def fetch(session: Session, command: Fetch) -> Reply:
     requested = selected_uids(view, command.sequence_set, command.uid)
     metas: dict[int, MessageMeta] = {}
     for batch in batches(requested):
-        metas.update(await session.run(folders.metas, view.folder.id, batch))
+        metas.update(await session.read(folders.metas, view.folder.id, batch, rows=len(batch)))
     # A message the view still numbers but another session expunged (the EXPUNGE waits for a command
     # that may carry it) has no data left but its UID (RFC 2180 4.1.2: the rest, then NO).
     uid_only = set(items) <= {FetchAttribute("UID")}

@@ -67,7 +67,7 @@ def _quoted_name(name: str) -> bytes:
 async def _folder(session: Session, ref: MailboxRef) -> Folder | None:
     if not ref.address or not ref.folder:
         return None
-    return await session.run(session.ctx.store.folders.get, ref.address, ref.folder)
+    return await session.read(session.ctx.store.folders.get, ref.address, ref.folder)
 
 
 async def _visible_folders(session: Session) -> list[Listed]:
@@ -77,7 +77,7 @@ async def _visible_folders(session: Session) -> list[Listed]:
     entries: dict[str, tuple[str, ...]] = {}
     accounts = [session.principal.login, *session.shared_addresses()]
     for address in accounts:
-        for folder in await session.run(store.list, address):
+        for folder in await session.read(store.list, address):
             # Only the user's own folders carry special uses: a client must not file its Sent mail in a
             # service's Sent folder.
             own = address == session.principal.login
@@ -215,7 +215,7 @@ async def lsub(session: Session, command: Lsub) -> Reply:
     pattern = command.reference + command.pattern
     regex = pattern_regex(pattern)
     visible = {entry.name for entry in await _visible_folders(session)}
-    subscribed = await session.run(session.ctx.store.folders.subscriptions, session.principal.login)
+    subscribed = await session.read(session.ctx.store.folders.subscriptions, session.principal.login)
     answer: dict[str, str] = {}
     for name in subscribed:
         if regex.fullmatch(name):
@@ -240,7 +240,7 @@ async def status(session: Session, command: Status) -> Reply:
     if folder is None:
         return no("no such mailbox", "NONEXISTENT")
     wanted = {item.upper() for item in command.items}
-    current = await session.run(session.ctx.store.folders.status, folder, size="SIZE" in wanted)
+    current = await session.read(session.ctx.store.folders.status, folder, size="SIZE" in wanted)
     if current is None:
         return no("no such mailbox", "NONEXISTENT")
     values = {

@@ -95,7 +95,7 @@ async def store(session: Session, command: StoreCommand) -> Reply:
     if not command.silent:  # the flags of the messages this STORE left as they were, to echo them too
         unchanged = [uid for uid in uids if uid not in metas and uid not in failed_uids]
         for batch in batches(unchanged):
-            metas.update(await session.run(session.ctx.store.folders.metas, view.folder.id, batch))
+            metas.update(await session.read(session.ctx.store.folders.metas, view.folder.id, batch, rows=len(batch)))
     await session.learn_keywords(metas.values())  # before the FETCH responses that show them
     for uid in uids:
         seq = view.seq_of(uid)
@@ -166,7 +166,7 @@ async def search(session: Session, command: Search) -> Reply:
     await session.refresh(expunges_allowed=command.uid)  # RFC 3501 7.4.1: none during a SEARCH by number
     folders = session.ctx.store.folders
     exists, max_uid = view.exists, view.max_uid
-    metas = await session.run(folders.metas, view.folder.id, view.uids)
+    metas = await session.read(folders.metas, view.folder.id, view.uids, rows=len(view.uids))
     # A message expunged by another session but still numbered in this view is searched as an
     # empty message without flags: ALL and sequence sets still count it, as the client expects.
     candidates = [
@@ -194,7 +194,7 @@ async def _target(session: Session, mailbox: str) -> tuple[MailboxRef, Folder] |
     ref = session.resolve(mailbox)
     if ref is None or not ref.folder:
         return no("No such mailbox")
-    folder = await session.run(session.ctx.store.folders.get, ref.address, ref.folder)
+    folder = await session.read(session.ctx.store.folders.get, ref.address, ref.folder)
     if folder is None:
         return no("No such mailbox", "TRYCREATE")
     return ref, folder
