@@ -20,6 +20,7 @@ from mssante_base.annuaire import Annuaire
 from mssante_base.annuaire.factory import open_annuaire
 from mssante_base.connection_limits import ConnectionLimiter, KeyedCounter
 from mssante_base.listening import Acceptor, WorkerLoad, bind_listener
+from mssante_base.memory import trim_periodically
 from mssante_base.ratelimit import FailureLimiter
 from mssante_base.smtp.server import GuardedSMTP, recipient_failures
 from mssante_base.trust.dn import parse_dn
@@ -196,6 +197,7 @@ class Operator:
         downloads = TrustDownloads(settings) if load is None or load.slot == 0 else None
         self._downloads = downloads if downloads is not None and downloads.sources else None
         self._downloader: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None  # gives freed memory back (mssante_base/memory.py)
         self._imap_limiter: ConnectionLimiter | None = None
         self._recipient_failures = recipient_failures(settings.limits)  # per peer certificate, both MTA listeners
         self._imap_users = KeyedCounter(settings.imap.max_connections_per_user)
@@ -428,6 +430,7 @@ class Operator:
                 await self._start_imap(name, listener)
         self._start_metrics()
         self._refresher = asyncio.create_task(self._refresh_periodically())
+        self._trimmer = asyncio.create_task(trim_periodically())
         if self._downloads is not None:
             self._downloader = asyncio.create_task(self._download_periodically())
         self.queue_runner.start()
@@ -467,7 +470,7 @@ class Operator:
     async def stop(self) -> None:
         """Stop accepting, say BYE to IMAP clients, finish commits in progress, close the store."""
         self._stopping = True
-        for task in (self._refresher, self._downloader):
+        for task in (self._refresher, self._downloader, self._trimmer):
             if task is not None:
                 task.cancel()
         for acceptor in self._acceptors:

@@ -1020,7 +1020,7 @@ def test_structures_fetched_again_come_from_the_cache_without_reading_the_file(
 def test_the_structure_cache_keeps_to_its_size() -> None:
     from mssante_operator.imap.handlers.fetch import StructureCache
 
-    cache = StructureCache(max_bytes=1000)  # an entry of this message is ~400 bytes: two fit
+    cache = StructureCache(max_bytes=2 * (StructureCache.ENTRY_OVERHEAD + 500))  # an entry: ~400 bytes + overhead
     structure = MessageStructure.parse(raw_message(1))
     for key in ("a", "b", "c", "d", "e"):
         cache.put(key, structure)

@@ -112,9 +112,11 @@ class StructureCache:
 
     A stored message never changes, so neither do these: a client fetching the same window again, or
     another session fetching the same message, is answered without reading and parsing the file.
-    Bounded by bytes; the least recently used go first."""
+    Bounded by bytes, each entry's Python objects counted with its encoded items (ENTRY_OVERHEAD: about
+    a third of a lab report's entry); the least recently used go first."""
 
     ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+    ENTRY_OVERHEAD = 512  # the entry's dict, its three bytes objects, the key and the LRU link
 
     def __init__(self, max_bytes: int = 4 << 20) -> None:
         self._entries: OrderedDict[str, dict[str, bytes]] = OrderedDict()
@@ -136,11 +138,14 @@ class StructureCache:
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = entry
-                self._bytes += sum(map(len, entry.values()))
+                self._bytes += self._weight(entry)
                 while self._bytes > self._max and self._entries:
                     _, dropped = self._entries.popitem(last=False)
-                    self._bytes -= sum(map(len, dropped.values()))
+                    self._bytes -= self._weight(dropped)
         return entry
+
+    def _weight(self, entry: dict[str, bytes]) -> int:
+        return self.ENTRY_OVERHEAD + sum(map(len, entry.values()))
 
 
 STRUCTURES = StructureCache()
