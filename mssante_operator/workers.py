@@ -13,9 +13,14 @@ With [metrics], the supervisor also binds the metrics port (the workers share it
 and gives every child a fresh private directory for prometheus_client's multiprocess mode (see
 ``metrics``); it forgets a dead worker's live gauges (``mark_process_dead``).
 
-The supervisor lives as long as the workers but only binds, waits and forwards signals, so it never
-imports the application (SQLAlchemy, cryptography, aiosmtpd, the IMAP server): 36 MB resident instead
-of 100. This module and what it imports must stay light (tests/test_process_footprint.py).
+Workers are forked from the supervisor, which loads the application (SQLAlchemy, cryptography, aiosmtpd,
+the IMAP server) once, after the store is migrated and the ports bound, just before the first fork: the
+~50 MB of imported code and data are then shared copy-on-write by every worker instead of loaded by
+each (``gc.freeze`` keeps the collector from writing to them), which took ~30 MB off a two-worker
+tree (docs/benchmarks.md, Memory). The supervisor never runs any of it: it binds, forks, waits and
+forwards signals; a worker starts exactly as ``serve --worker`` would (same command-line entry).
+mes_bridge, a separate program, is still started by exec. Until the first fork, this module and what
+it imports stay light (tests/test_process_footprint.py): a failed start costs no import.
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn, Protocol
+
+import click
 
 from mssante_base.listening import WorkerLoad
 
@@ -47,6 +56,17 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's (metrics.
 # mapping, returned on free. (MALLOC_ARENA_MAX=2 made no measurable difference once this is set.) Measured
 # with 1,000 IDLE TLS clients: docs/benchmarks.md, Memory.
 MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def use_malloc_settings() -> bool:
+    """Apply MALLOC_ENVIRONMENT's mmap threshold (or the environment's) to this process, which forked workers
+    inherit (glibc read the environment at exec, before any of it was set); True when glibc took it."""
+    value = child_environment()["MALLOC_MMAP_THRESHOLD_"]
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, int(value)))
+    except (OSError, AttributeError, ValueError):  # not glibc
+        return False
 
 
 def _die_with_parent() -> None:
@@ -91,7 +111,89 @@ def start_companion(argv: list[str]) -> subprocess.Popen[bytes]:
     return process
 
 
-def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float = 30.0) -> int:
+class Child(Protocol):
+    """A child process as the supervisor watches it: a companion's Popen or a :class:`ForkedWorker`."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+class ForkedWorker:
+    """A worker forked from the supervisor, watched as a Popen is (poll, wait, signals)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+            time.sleep(0.05)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _load_application() -> None:
+    """Import what a worker runs, in the supervisor, for the forked workers to share (see the module's
+    docstring); then freeze it out of the garbage collector's reach (its passes would write to every
+    object, copying the shared pages into each worker)."""
+    import gc
+
+    from . import app, cli  # noqa: F401  (the worker's entry and everything it imports)
+
+    gc.collect()
+    gc.freeze()
+
+
+def _run_forked_worker(argv: list[str], environment: dict[str, str]) -> NoReturn:
+    """In the forked child: become ``serve --worker`` (``argv``), and never return to the supervisor's code."""
+    code = 1
+    try:
+        _die_with_parent()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)  # the worker's event loop installs its own
+        os.environ.update(environment)
+        from .cli import main
+
+        try:
+            main.main(args=argv, prog_name="mssante-operator", standalone_mode=False)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def stop_processes(processes: Sequence[Child], grace: float = 30.0) -> int:
     """SIGTERM each, wait up to ``grace`` seconds in all, kill the late; the first non-zero status."""
     for process in processes:
         if process.poll() is None:
@@ -121,7 +223,8 @@ class Supervisor:
         self.load = WorkerLoad.create(count)
         self.companion_argvs = companions or []
         self.companions: list[subprocess.Popen[bytes]] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[Child] = []
+        self._loaded = False
         self._stopping = False
         self._reload = False
         self.metrics_dir = home / METRICS_DIRECTORY if METRICS_LISTENER in sockets else None
@@ -141,16 +244,20 @@ class Supervisor:
 
             multiprocess.mark_process_dead(pid, str(self.metrics_dir))
 
-    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        argv = _serve_argv(self.home, self.log_level, "--worker")
-        environment, fds = export_listeners(self.sockets)
-        load_environment, load_fd = self.load.handover(slot)
-        process = subprocess.Popen(  # preexec only sets PDEATHSIG
-            argv, preexec_fn=_die_with_parent, pass_fds=(*fds, load_fd),
-            env=child_environment({**environment, **load_environment}),
-        )
-        log.info("worker %d started", process.pid)
-        return process
+    def _spawn(self, slot: int) -> Child:
+        """Fork the worker of ``slot``: it inherits the listening sockets and its load slot."""
+        environment, _ = export_listeners(self.sockets)
+        load_environment, _ = self.load.handover(slot)
+        if not self._loaded:
+            use_malloc_settings()
+            _load_application()
+            self._loaded = True
+        argv = _serve_argv(self.home, self.log_level, "--worker")[3:]  # after `python -m mssante_operator.cli`
+        pid = os.fork()
+        if pid == 0:
+            _run_forked_worker(argv, {**environment, **load_environment})
+        log.info("worker %d started", pid)
+        return ForkedWorker(pid)
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True

@@ -12,7 +12,7 @@ import pytest
 from support.harness import make_kit, serve_process, wait_for_log
 
 from mssante_base.storage.engines import SQLITE_CACHE_KIB, open_engines
-from mssante_operator.workers import MALLOC_ENVIRONMENT, child_environment
+from mssante_operator.workers import MALLOC_ENVIRONMENT, child_environment, use_malloc_settings
 
 HEAVY = ("alembic", "psycopg", "jwt", "ldap3")
 
@@ -60,17 +60,29 @@ def test_the_children_get_a_fixed_mmap_threshold_unless_the_environment_sets_one
     assert child_environment()["MALLOC_MMAP_THRESHOLD_"] == "4194304"
 
 
-def test_the_supervisor_gives_its_malloc_settings_to_the_workers_and_mes_bridge(
+def test_the_supervisor_gives_its_malloc_settings_to_mes_bridge_and_forks_the_workers_sharing_its_pages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers and mes_bridge get workers.MALLOC_ENVIRONMENT (glibc reads it at exec)."""
+    """mes_bridge gets workers.MALLOC_ENVIRONMENT (glibc reads it at exec); the workers are forked from the
+    supervisor (its command line, no exec) after it applied the threshold and loaded the application, so
+    a large part of each worker's memory is the supervisor's pages, shared."""
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     manifest = make_kit(tmp_path)  # two workers and mes_bridge
     with serve_process(tmp_path, manifest) as process:
-        children = psutil.Process(process.pid).children()
-        environments = {" ".join(child.cmdline()[2:3]): child.environ() for child in children}
-    assert set(environments) == {"mes_bridge", "mssante_operator.cli"} and len(children) == 3
-    for environment in environments.values():
-        assert environment["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+        wait_for_log(tmp_path / "serve.log", f"operator {manifest['operator']['domain']} ready", count=2)
+        supervisor = psutil.Process(process.pid)
+        children = supervisor.children()
+        bridges = [child for child in children if "mes_bridge" in child.cmdline()]
+        workers = [child for child in children if child not in bridges]
+        assert len(bridges) == 1 and len(workers) == 2
+        assert bridges[0].environ()["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+        for worker in workers:
+            assert worker.cmdline() == supervisor.cmdline()  # forked, not exec'd
+            memory = worker.memory_full_info()
+            assert memory.rss - memory.uss > 20 * 2**20  # the application's pages, the supervisor's
+
+
+def test_the_malloc_threshold_is_applied_to_the_supervisor_itself() -> None:
+    assert use_malloc_settings()  # Debian's glibc: forked workers inherit it
 
 
 def _maps(process: psutil.Process, fragment: str) -> bool:
@@ -82,7 +94,7 @@ def test_only_the_first_worker_serves_autoconfig_and_loads_aiohttp(tmp_path: Pat
     """aiohttp's server (~7 MB) in one worker, not in each: Thunderbird asks for its setup once."""
     manifest = make_kit(tmp_path)  # two workers, an autoconfig listener
     with serve_process(tmp_path, manifest) as process:
-        workers = [child for child in psutil.Process(process.pid).children() if "--worker" in child.cmdline()]
+        workers = [child for child in psutil.Process(process.pid).children() if "mes_bridge" not in child.cmdline()]
         wait_for_log(tmp_path / "serve.log", f"operator {manifest['operator']['domain']} ready", count=2)
         assert len(workers) == 2
         assert sorted(_maps(worker, "aiohttp/_http_parser") for worker in workers) == [False, True]
