@@ -253,6 +253,8 @@ class Supervisor:
             _load_application()
             self._loaded = True
         argv = _serve_argv(self.home, self.log_level, "--worker")[3:]  # after `python -m mssante_operator.cli`
+        sys.stdout.flush()  # or the child would write what the supervisor had buffered a second time
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             _run_forked_worker(argv, {**environment, **load_environment})
