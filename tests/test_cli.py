@@ -100,7 +100,7 @@ def test_serve_with_one_worker_restarts_a_crashed_bridge(tmp_path: Path) -> None
     manifest = make_kit(tmp_path, server={"workers": 1})
     registry = manifest["listeners"]["bridge_registry"]
     with serve_process(tmp_path, manifest) as process:
-        wait_for_port(registry["host"], registry["port"])
+        wait_for_log(tmp_path / "serve.log", "bridge ready")  # its port may accept before it logs so
         first = _bridge_process(psutil.Process(process.pid))
         first.kill()
         wait_for_log(tmp_path / "serve.log", "restarting it")
