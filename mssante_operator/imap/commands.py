@@ -128,6 +128,16 @@ class DateKey:
 
 
 @dataclass(frozen=True)
+class AgeKey:
+    """OLDER (``older``) or YOUNGER ``seconds`` (RFC 5032 WITHIN), on the internal date against the time of
+    the SEARCH: OLDER n matches a message received n seconds ago or earlier, YOUNGER n one received later
+    (each message matches exactly one of the two)."""
+
+    older: bool
+    seconds: int
+
+
+@dataclass(frozen=True)
 class SizeKey:
     """LARGER (``larger``) or SMALLER than ``size`` octets (RFC822.SIZE), strictly."""
 
@@ -177,7 +187,8 @@ class And:
 
 
 SearchKey = (
-    AllKey | FlagKey | HeaderContains | TextContains | DateKey | SizeKey | SequenceKey | ModSeqKey | Not | Or | And
+    AllKey | FlagKey | HeaderContains | TextContains | DateKey | AgeKey | SizeKey | SequenceKey | ModSeqKey | Not | Or
+    | And
 )
 
 
@@ -409,11 +420,14 @@ class Expunge(Command):
 
 @dataclass(frozen=True)
 class Search(Command):
-    """[UID] SEARCH [CHARSET c] keys; ``charset`` is "UTF-8", "US-ASCII" or None; strings are decoded."""
+    """[UID] SEARCH [RETURN (options)] [CHARSET c] keys; ``charset`` is "UTF-8", "US-ASCII" or None; strings are
+    decoded. ``returns``: None for a plain SEARCH, else the ESEARCH result options asked (RFC 4731: MIN, MAX,
+    ALL, COUNT; ``RETURN ()`` means ALL)."""
 
     key: SearchKey
     charset: str | None = None
     uid: bool = False
+    returns: tuple[str, ...] | None = None
     name: ClassVar[str] = "SEARCH"
 
 

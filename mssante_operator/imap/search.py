@@ -1,4 +1,4 @@
-"""SEARCH: does a message match a search key (RFC 3501 6.4.4, RFC 7162 MODSEQ)?
+"""SEARCH: does a message match a search key (RFC 3501 6.4.4, RFC 7162 MODSEQ, RFC 5032 OLDER/YOUNGER)?
 
 Pure: a message is seen through ``Candidate`` (its place in the session's view, its stored
 metadata, whether it is \\Recent for this session) and a lazily parsed ``MessageStructure``,
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 
 from ..store.folders import MessageMeta
 from .commands import (
+    AgeKey,
     AllKey,
     And,
     DateKey,
@@ -47,6 +48,7 @@ class Candidate:
     max_seq: int
     max_uid: int
     load: Callable[[], MessageStructure]
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # the SEARCH's time, one for all its messages
     _structure: MessageStructure | None = field(default=None, repr=False)
 
     @property
@@ -74,6 +76,9 @@ def matches(key: SearchKey, message: Candidate) -> bool:
             if uid:
                 return sequence_set.contains(message.meta.uid, message.max_uid)
             return sequence_set.contains(message.seq, message.max_seq)
+        case AgeKey(older, seconds):
+            age = (message.now - message.meta.internaldate).total_seconds()
+            return age >= seconds if older else age < seconds
         case SizeKey(larger, size):
             return message.meta.size > size if larger else message.meta.size < size
         case ModSeqKey(modseq):

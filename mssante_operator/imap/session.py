@@ -107,7 +107,7 @@ _HANDLERS: dict[type[Command], tuple[Handler, tuple[State, ...]]] = {}
 
 BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT",
-    "SPECIAL-USE", "CHILDREN", "CONDSTORE",
+    "SPECIAL-USE", "CHILDREN", "CONDSTORE", "ESEARCH", "STATUS=SIZE", "WITHIN",
 )
 
 

@@ -169,8 +169,9 @@ async def search(session: Session, command: Search) -> Reply:
     metas = await session.read(folders.metas, view.folder.id, view.uids, rows=len(view.uids))
     # A message expunged by another session but still numbered in this view is searched as an
     # empty message without flags: ALL and sequence sets still count it, as the client expects.
+    now = datetime.now(UTC)
     candidates = [
-        Candidate(seq, meta, uid in view.recent, exists, max_uid, _loader(folders, meta.blob_key))
+        Candidate(seq, meta, uid in view.recent, exists, max_uid, _loader(folders, meta.blob_key), now)
         for seq, uid in enumerate(view.uids, start=1)
         for meta in (metas.get(uid) or _ghost(uid),)
     ]
@@ -178,11 +179,32 @@ async def search(session: Session, command: Search) -> Reply:
         found = await session.run(_evaluate, command.key, candidates)
     else:
         found = _evaluate(command.key, candidates)
-    line = "SEARCH" + "".join(f" {c.meta.uid if command.uid else c.seq}" for c in found)
-    if modseq and found:  # RFC 7162 3.1.5: the highest MODSEQ of the messages found
-        line += f" (MODSEQ {max(c.meta.modseq for c in found)})"
+    numbers = [c.meta.uid if command.uid else c.seq for c in found]
+    highest = max(c.meta.modseq for c in found) if modseq and found else None  # RFC 7162 3.1.5
+    if command.returns is None:
+        line = "SEARCH" + "".join(f" {n}" for n in numbers)
+        if highest is not None:
+            line += f" (MODSEQ {highest})"
+    else:
+        line = esearch_line(command.tag, command.uid, command.returns, numbers, highest)
     await session.untagged(line)
     return ok("SEARCH completed")
+
+
+def esearch_line(tag: str, uid: bool, returns: tuple[str, ...], numbers: list[int], highest: int | None) -> str:
+    """An ESEARCH response (RFC 4731 3.1) for ``numbers`` (ascending): MIN, MAX and ALL only when something
+    matched, COUNT always when asked; MODSEQ (RFC 7162 3.1.5) the highest of the messages found."""
+    parts = ["ESEARCH", f"(TAG {wire.quoted(tag).decode()})"]
+    if uid:
+        parts.append("UID")
+    if numbers:
+        values = {"MIN": str(numbers[0]), "MAX": str(numbers[-1]), "ALL": str(SequenceSet.from_numbers(numbers))}
+        parts += [f"{option} {values[option]}" for option in returns if option in values]
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if highest is not None:
+        parts.append(f"MODSEQ {highest}")
+    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- COPY, MOVE

@@ -1,10 +1,12 @@
-"""SEARCH criteria: every RFC 3501 key, OR/NOT/parenthesised nesting (bounded), CONDSTORE MODSEQ."""
+"""SEARCH criteria: every RFC 3501 key, OR/NOT/parenthesised nesting (bounded), CONDSTORE MODSEQ, WITHIN's
+OLDER and YOUNGER (RFC 5032)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from ..commands import (
+    AgeKey,
     AllKey,
     And,
     Command,
@@ -24,9 +26,21 @@ from ..commands import (
 from .errors import SUPPORTED_CHARSETS, BadCharset
 from .lexer import MAX_MODSEQ, MAX_SEARCH_DEPTH, Reader, snippet
 
+ESEARCH_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")  # RFC 4731 3.1, in the order an ESEARCH response gives them
+
 
 def parse_search(r: Reader, tag: str, uid: bool) -> Command:
     r.sp("search criteria")
+    returns: tuple[str, ...] | None = None
+    if r.peek_word("RETURN"):  # RFC 4731: search-return-opts come before CHARSET
+        r.keyword("RETURN")
+        r.sp("result options")
+        asked = r.items(lambda: r.keyword("result option"), "result option", allow_empty=True)
+        unknown = [option for option in asked if option not in ESEARCH_OPTIONS]
+        if unknown:
+            raise r.fail(f"Unknown SEARCH result option {unknown[0]}")
+        returns = tuple(option for option in ESEARCH_OPTIONS if option in asked) or ("ALL",)
+        r.sp("search criteria")
     charset = None
     if r.peek_word("CHARSET"):
         r.keyword("CHARSET")
@@ -38,7 +52,7 @@ def parse_search(r: Reader, tag: str, uid: bool) -> Command:
     keys = [_search_key(r, 0)]
     while r.optional_sp():
         keys.append(_search_key(r, 0))
-    return Search(tag, keys[0] if len(keys) == 1 else And(tuple(keys)), charset, uid)
+    return Search(tag, keys[0] if len(keys) == 1 else And(tuple(keys)), charset, uid, returns)
 
 
 _FLAG_KEYS = {
@@ -115,6 +129,10 @@ def _size_key(r: Reader, name: str, _depth: int) -> SearchKey:
     return SizeKey(larger=name == "LARGER", size=r.number("size"))
 
 
+def _age_key(r: Reader, name: str, _depth: int) -> SearchKey:
+    return AgeKey(older=name == "OLDER", seconds=r.number("interval in seconds", nonzero=True))
+
+
 def _uid_key(r: Reader, _name: str, _depth: int) -> SearchKey:
     return SequenceKey(True, r.sequence_set())
 
@@ -147,6 +165,7 @@ _SEARCH_ARGUMENT_KEYS: dict[str, Callable[[Reader, str, int], SearchKey]] = {
     **dict.fromkeys(_DATE_KEYS, _date_key),
     **dict.fromkeys(("KEYWORD", "UNKEYWORD"), _keyword_key),
     **dict.fromkeys(("LARGER", "SMALLER"), _size_key),
+    **dict.fromkeys(("OLDER", "YOUNGER"), _age_key),
     "UID": _uid_key,
     "NOT": _not_key,
     "OR": _or_key,

@@ -1,0 +1,129 @@
+"""IMAP extensions beyond IMAP4rev1 and CONDSTORE, each with its RFC's example (issue: IMAP extensions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_imap_handlers import ALICE, Client, raw_message, run
+
+from mssante_operator.imap.parser import parse_command
+from mssante_operator.imap.session import BASE_CAPABILITIES
+from mssante_operator.store import NewMessage, Store
+
+
+@pytest.fixture(name="store")
+def _store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite store with ALICE's account."""
+    opened = Store(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "blobs")
+    opened.migrate()
+    opened.folders.ensure_account(ALICE)
+    yield opened
+    opened.close()
+
+
+def _append(store: Store, n: int, when: datetime, flags: tuple[str, ...] = ()) -> int:
+    message = NewMessage(raw=raw_message(n), message_id=None, from_addr="bob@peer.example", subject="s",
+                         authentication_results="", received_at=when)
+    return store.folders.append(ALICE, "INBOX", message, flags, when)[1]
+
+
+def test_status_size_is_the_sum_of_the_messages_sizes(store: Store) -> None:
+    """RFC 8438 3: ``A042 STATUS blurdybloop (SIZE)`` -> ``* STATUS blurdybloop (SIZE 44421)``."""
+    store.folders.create(ALICE, "blurdybloop")
+    now = datetime.now(UTC)
+    sizes = []
+    for n, body in enumerate((b"x" * 44000, b"y" * 21)):
+        message = NewMessage(raw=raw_message(n, body), message_id=None, from_addr="bob@peer.example",
+                             subject="s", authentication_results="", received_at=now)
+        store.folders.append(ALICE, "blurdybloop", message, (), now)
+        sizes.append(len(message.raw))
+    assert "STATUS=SIZE" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store)
+        untagged, tagged = await client.do("A042 STATUS blurdybloop (SIZE)")
+        assert untagged == f"* STATUS \"blurdybloop\" (SIZE {sum(sizes)})\r\n".encode()
+        assert tagged == b"A042 OK STATUS completed\r\n"
+        untagged, _ = await client.do("A043 STATUS blurdybloop (MESSAGES SIZE UNSEEN)")
+        assert untagged == f"* STATUS \"blurdybloop\" (MESSAGES 2 SIZE {sum(sizes)} UNSEEN 2)\r\n".encode()
+
+    run(scenario)
+
+
+def test_within_older_and_younger_split_the_mailbox_by_internal_date(store: Store) -> None:
+    """RFC 5032 3: ``a1 SEARCH UNSEEN YOUNGER 259200`` finds the unseen messages of the last three days;
+    OLDER n and YOUNGER n split every message between them; a zero interval is a syntax error."""
+    now = datetime.now(UTC)
+    ages = [timedelta(days=10), timedelta(days=4), timedelta(days=2), timedelta(hours=5), timedelta(minutes=1)]
+    for n, age in enumerate(ages, start=1):
+        _append(store, n, now - age, ("\\Seen",) if n == 4 else ())
+    assert "WITHIN" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        untagged, tagged = await client.do("a1 SEARCH UNSEEN YOUNGER 259200")
+        assert (untagged, tagged) == (b"* SEARCH 3 5\r\n", b"a1 OK SEARCH completed\r\n")
+        assert (await client.do("a2 SEARCH OLDER 259200"))[0] == b"* SEARCH 1 2\r\n"
+        assert (await client.do("a3 SEARCH YOUNGER 259200"))[0] == b"* SEARCH 3 4 5\r\n"
+        assert (await client.do("a4 UID SEARCH OLDER 3600 YOUNGER 86400"))[0] == b"* SEARCH 4\r\n"
+        assert (await client.do("a5 SEARCH NOT OLDER 60000000"))[0] == b"* SEARCH 1 2 3 4 5\r\n"
+
+    run(scenario)
+
+
+def test_within_refuses_a_zero_or_missing_interval() -> None:
+    from mssante_operator.imap.parser import ParseError
+
+    for line in (b"a SEARCH OLDER 0", b"a SEARCH YOUNGER", b"a SEARCH YOUNGER -5"):
+        with pytest.raises(ParseError):
+            parse_command(line)
+
+
+def _smith_mailbox(store: Store) -> None:
+    """Eleven messages; FLAGGED ones 2, 5, 10, 11, and 5 is from Smith (RFC 4731's examples then find 2,10:11)."""
+    when = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    for n in range(1, 12):
+        sender = "From: Smith <smith@peer.example>" if n == 5 else "From: Bob <bob@peer.example>"
+        raw = raw_message(n).replace(b"From: Bob <bob@peer.example>", sender.encode("ascii"))
+        message = NewMessage(raw=raw, message_id=None, from_addr="x", subject="s", authentication_results="",
+                             received_at=when)
+        store.folders.append(ALICE, "INBOX", message, ("\\Flagged",) if n in (2, 5, 10, 11) else (), when)
+
+
+def test_esearch_answers_the_rfc_4731_examples(store: Store) -> None:
+    _smith_mailbox(store)
+    assert "ESEARCH" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        criteria = 'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"'
+        assert await client.do(f"A282 SEARCH RETURN (MIN COUNT) {criteria}") == (
+            b'* ESEARCH (TAG "A282") MIN 2 COUNT 3\r\n', b"A282 OK SEARCH completed\r\n")
+        assert (await client.do(f"A283 SEARCH RETURN () {criteria}"))[0] == b'* ESEARCH (TAG "A283") ALL 2,10:11\r\n'
+        assert (await client.do('A284 SEARCH RETURN (MIN) FLAGGED FROM "Nobody"'))[0] == b'* ESEARCH (TAG "A284")\r\n'
+        assert (await client.do("A285 UID SEARCH RETURN (MIN MAX) 1:5000"))[0] == (
+            b'* ESEARCH (TAG "A285") UID MIN 1 MAX 11\r\n')
+        assert (await client.do("A286 SEARCH RETURN (ALL) 1:500 UNFLAGGED"))[0] == (
+            b'* ESEARCH (TAG "A286") ALL 1,3:4,6:9\r\n')
+        assert (await client.do("A287 SEARCH RETURN (COUNT) KEYWORD Absent"))[0] == (
+            b'* ESEARCH (TAG "A287") COUNT 0\r\n')
+        # RFC 7162 3.1.5 with RFC 4731: the highest MODSEQ of what was found.
+        untagged, _ = await client.do("A288 SEARCH RETURN (COUNT) MODSEQ 1")
+        assert untagged.startswith(b"* OK [HIGHESTMODSEQ ")  # MODSEQ in a search enables CONDSTORE
+        assert untagged.splitlines()[-1].startswith(b'* ESEARCH (TAG "A288") COUNT 11 MODSEQ ')
+        untagged, tagged = await client.do("A289 SEARCH RETURN (MIN) CHARSET UTF-8 FLAGGED")
+        assert untagged == b'* ESEARCH (TAG "A289") MIN 2\r\n' and tagged.startswith(b"A289 OK")
+
+    run(scenario)
+
+
+def test_esearch_refuses_unknown_result_options() -> None:
+    from mssante_operator.imap.parser import ParseError
+
+    with pytest.raises(ParseError):
+        parse_command(b"a SEARCH RETURN (SOMETHING) ALL")
