@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_imap_handlers import ALICE, Client, raw_message, run
+from test_imap_handlers import ALICE, Client, alice_store, raw_message, run
 
 from mssante_operator.imap.parser import parse_command
 from mssante_operator.imap.session import BASE_CAPABILITIES
@@ -16,12 +16,7 @@ from mssante_operator.store import NewMessage, Store
 
 @pytest.fixture(name="store")
 def _store(tmp_path: Path) -> Iterator[Store]:
-    """A SQLite store with ALICE's account."""
-    opened = Store(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "blobs")
-    opened.migrate()
-    opened.folders.ensure_account(ALICE)
-    yield opened
-    opened.close()
+    yield from alice_store(tmp_path)
 
 
 def _append(store: Store, n: int, when: datetime, flags: tuple[str, ...] = ()) -> int:

@@ -42,13 +42,18 @@ MULTIPART = (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def alice_store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite store with ALICE's account (the body of the ``store`` fixtures of the IMAP handler tests)."""
     store = Store(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "blobs")
     store.migrate()
     store.folders.ensure_account(ALICE)
     yield store
     store.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    yield from alice_store(tmp_path)
 
 
 def put(store: Store, raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> int:
