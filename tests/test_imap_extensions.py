@@ -122,3 +122,32 @@ def test_esearch_refuses_unknown_result_options() -> None:
 
     with pytest.raises(ParseError):
         parse_command(b"a SEARCH RETURN (SOMETHING) ALL")
+
+
+def test_multiappend_stores_every_message_or_none(store: Store) -> None:
+    """RFC 3502 6: ``A003 APPEND saved-messages (\\Seen) {310} ... {383} ...`` stores both, one APPENDUID set;
+    one message over APPENDLIMIT refuses them all and stores nothing."""
+    store.folders.create(ALICE, "saved-messages")
+    first, second = raw_message(1), raw_message(2) + b"a second one\r\n"
+    assert "MULTIAPPEND" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store, append_limit=1000)
+        line = (b"A003 APPEND saved-messages (\\Seen) {%d}\r\n%s (\\Flagged) \"21-Nov-2026 10:00:00 +0100\" {%d}\r\n%s"
+                % (len(first), first, len(second), second))
+        _, tagged = await client.do(line)
+        folder = store.folders.get(ALICE, "saved-messages")
+        assert folder is not None
+        assert tagged == b"A003 OK [APPENDUID %d 1:2] APPEND completed\r\n" % folder.uidvalidity
+        stored = store.folders.messages(folder.id)
+        assert [(m.uid, sorted(m.flags)) for m in stored] == [(1, ["\\Seen"]), (2, ["\\Flagged"])]
+        assert [store.folders.read(m.blob_key) for m in stored] == [first, second]
+        assert stored[1].internaldate.utcoffset().total_seconds() == 3600
+
+        too_big = b"x" * 2000
+        line = b"A004 APPEND saved-messages {%d}\r\n%s {%d}\r\n%s" % (len(first), first, len(too_big), too_big)
+        _, tagged = await client.do(line)
+        assert tagged.startswith(b"A004 NO [TOOBIG]")
+        assert len(store.folders.messages(folder.id)) == 2  # the first of that command was not stored either
+
+    run(scenario)

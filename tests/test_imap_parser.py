@@ -10,6 +10,7 @@ from mssante_operator.imap.commands import (
     AllKey,
     And,
     Append,
+    AppendedMessage,
     Authenticate,
     BodySection,
     Capability,
@@ -205,10 +206,22 @@ def test_framer_misuse():
         framer.feed_literal(b"abc")
 
 
+def test_framed_multiappend_parses_every_message():
+    """MULTIAPPEND (RFC 3502): literals one after the other, each with its own flags and date."""
+    data = frame(b"A003 APPEND saved-messages (\\Seen) {3}\r\n", b"abc", b' "21-Nov-2026 10:00:00 +0100" {2+}\r\n',
+                 b"de", b"\r\n")
+    command = parse(data)
+    assert isinstance(command, Append)
+    assert [(m.message, m.flags, m.internal_date is not None) for m in command.messages] == [
+        (b"abc", ("\\Seen",), False), (b"de", (), True)]
+    with pytest.raises(ParseError):
+        parse(frame(b"A004 APPEND box {3}\r\n", b"abc", b" junk\r\n"))
+
+
 def test_framed_append_parses():
     message = b"From: a@b\r\n\r\nhello\r\n"
     data = frame(b"A003 APPEND saved-messages (\\Seen) {%d+}\r\n" % len(message), message, b"\r\n")
-    assert parse(data) == Append("A003", "saved-messages", message, ("\\Seen",))
+    assert parse(data) == Append("A003", "saved-messages", (AppendedMessage(message, ("\\Seen",)),))
 
 
 # --------------------------------------------------------------------------- tags, names, separators
@@ -584,12 +597,12 @@ def test_status_errors(line, message):
     ],
 )
 def test_append(line, flags, when):
-    assert parse(line) == Append("a", "INBOX", b"abc", flags, when)
+    assert parse(line) == Append("a", "INBOX", (AppendedMessage(b"abc", flags, when),))
 
 
 def test_append_keeps_message_bytes_exactly():
     message = "Subject: é\r\n\r\n\x01\xff".encode("latin-1")
-    assert parse(b"a APPEND Sent {%d}\r\n" % len(message) + message + b"\r\n").message == message
+    assert parse(b"a APPEND Sent {%d}\r\n" % len(message) + message + b"\r\n").messages[0].message == message
 
 
 @pytest.mark.parametrize(

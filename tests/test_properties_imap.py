@@ -22,6 +22,7 @@ from mssante_operator.imap.commands import (
     AllKey,
     And,
     Append,
+    AppendedMessage,
     Authenticate,
     BodySection,
     Command,
@@ -367,7 +368,7 @@ def append(draw: st.DrawFn) -> tuple[bytes, Expected]:
         wire += b" " + when_wire
     message = draw(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\x01")))
     wire += b" {%d%s}\r\n" % (len(message), draw(st.sampled_from([b"", b"+"]))) + message
-    return wire, lambda tag: Append(tag, box, message, flags, when)
+    return wire, lambda tag: Append(tag, box, (AppendedMessage(message, flags, when),))
 
 
 # FETCH ---------------------------------------------------------------------------------------------------

@@ -378,13 +378,20 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
-class Append(Command):
-    """APPEND mailbox [flags] [date-time] literal; ``internal_date`` is timezone-aware."""
+class AppendedMessage:
+    """One message of an APPEND: its bytes, flags and internal date (timezone-aware, or None: now)."""
 
-    mailbox: str
     message: bytes = field(repr=False)
     flags: tuple[str, ...] = ()
     internal_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    """APPEND mailbox [flags] [date-time] literal, repeated for MULTIAPPEND (RFC 3502): every message or none."""
+
+    mailbox: str
+    messages: tuple[AppendedMessage, ...]
     name: ClassVar[str] = "APPEND"
 
 

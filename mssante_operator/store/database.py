@@ -122,6 +122,8 @@ class Database:
 
     def write_blobs(self, contents: list[bytes | None]) -> list[BlobFile | None]:
         """Write (and fsync) one blob per message that has content, concurrently; all or none."""
+        if len(contents) == 1:  # one: here, without a hand-off
+            return [None if contents[0] is None else self.blobs.write(contents[0])]
         futures = [None if raw is None else self._blob_writers.submit(self.blobs.write, raw) for raw in contents]
         wait([f for f in futures if f is not None])
         failed = [f.exception() for f in futures if f is not None and f.exception() is not None]

@@ -515,19 +515,29 @@ class Folders:
     def append(self, address: str, name: str, message: NewMessage, flags: Iterable[str],
                internaldate: datetime) -> tuple[int, int]:
         """Store a message into a folder (IMAP APPEND): durable when this returns; (UIDVALIDITY, UID)."""
-        blob = self._store.blobs.write(message.raw)
+        uidvalidity, (uid,) = self.append_many(address, name, [(message, flags, internaldate)])
+        return uidvalidity, uid
+
+    def append_many(self, address: str, name: str,
+                    messages: Sequence[tuple[NewMessage, Iterable[str], datetime]]) -> tuple[int, list[int]]:
+        """Store messages into a folder, all or none (MULTIAPPEND, RFC 3502), in one transaction: durable when
+        this returns; (UIDVALIDITY, their UIDs in order)."""
+        blobs = self._store.write_blobs([message.raw for message, _, _ in messages])
         try:
             with self._store.transaction() as tx:
                 folder = self._get(tx.conn, address, canonical_name(name))
                 if folder is None:
                     raise NoSuchFolder("no such mailbox")
                 tx.lock_folders([folder.id])
-                uid = tx.append(folder.id, message, tx.insert_blob(blob), internaldate=internaldate,
-                                flags=flags_text(changed_flags(set(), FlagMode.REPLACE, flags)))
+                uids = []
+                for (message, flags, internaldate), blob in zip(messages, blobs, strict=True):
+                    assert blob is not None  # every message has bytes
+                    uids.append(tx.append(folder.id, message, tx.insert_blob(blob), internaldate=internaldate,
+                                          flags=flags_text(changed_flags(set(), FlagMode.REPLACE, flags))))
         except BaseException:
-            self._store.blobs.remove(blob.key)
+            self._store.remove_blobs(blobs)
             raise
-        return folder.uidvalidity, uid
+        return folder.uidvalidity, uids
 
     def copy(self, folder_id: int, uids: Sequence[int], target_id: int, *, move: bool = False
              ) -> tuple[int, list[tuple[int, int]]]:

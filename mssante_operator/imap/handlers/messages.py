@@ -22,6 +22,7 @@ from .. import wire
 from ..commands import (
     And,
     Append,
+    AppendedMessage,
     Check,
     Close,
     Copy,
@@ -335,15 +336,17 @@ def _clean(text: str) -> str:
     return text.replace("\0", "")  # PostgreSQL text cannot hold NUL
 
 
-def _append(folders: Folders, address: str, name: str, raw: bytes, flags: tuple[str, ...],
-            internaldate: datetime | None) -> tuple[int, int]:
-    """Summarise and store the message (in a thread: headers of any size are parsed here)."""
-    summary = summarise(raw)
+def _append(folders: Folders, address: str, name: str, appended: tuple[AppendedMessage, ...]) -> tuple[int, list[int]]:
+    """Summarise and store the messages, all or none (in a thread: headers of any size are parsed here)."""
     now = datetime.now(UTC)
-    message = NewMessage(raw=raw, message_id=_clean(summary.message_id) if summary.message_id else None,
-                         from_addr=_clean(summary.from_text), subject=_clean(summary.subject),
-                         authentication_results="", received_at=now)
-    return folders.append(address, name, message, flags, internaldate or now)
+    messages = []
+    for item in appended:
+        summary = summarise(item.message)
+        message = NewMessage(raw=item.message, message_id=_clean(summary.message_id) if summary.message_id else None,
+                             from_addr=_clean(summary.from_text), subject=_clean(summary.subject),
+                             authentication_results="", received_at=now)
+        messages.append((message, item.flags, item.internal_date or now))
+    return folders.append_many(address, name, messages)
 
 
 @handles(Append, LOGGED_IN)
@@ -352,16 +355,17 @@ async def append(session: Session, command: Append) -> Reply:
     if isinstance(found, Reply):
         return found
     ref, target = found
-    if len(command.message) > session.ctx.append_limit:
+    # RFC 3502: one refused message refuses the whole command.
+    if any(len(item.message) > session.ctx.append_limit for item in command.messages):
         return no(f"The message is larger than {session.ctx.append_limit} octets", "TOOBIG")
-    if not command.message:
+    if not all(item.message for item in command.messages):
         return no("Empty messages cannot be stored")
     try:
-        uidvalidity, uid = await session.run(_append, session.ctx.store.folders, ref.address, ref.folder,
-                                             command.message, command.flags, command.internal_date)
+        uidvalidity, uids = await session.run(_append, session.ctx.store.folders, ref.address, ref.folder,
+                                              command.messages)
     except NoSuchFolder:
         return no("No such mailbox", "TRYCREATE")
     view = session.selected
     if view is not None and view.folder.id == target.id:
-        await session.refresh()  # the new message: EXISTS, RECENT
-    return ok("APPEND completed", f"APPENDUID {uidvalidity} {uid}")
+        await session.refresh()  # the new messages: EXISTS, RECENT
+    return ok("APPEND completed", f"APPENDUID {uidvalidity} {SequenceSet.from_numbers(uids)}")

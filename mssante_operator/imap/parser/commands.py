@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..commands import (
     Append,
+    AppendedMessage,
     Authenticate,
     Capability,
     Check,
@@ -246,7 +247,16 @@ def _status(r: Reader, tag: str, _uid: bool) -> Command:
 def _append(r: Reader, tag: str, _uid: bool) -> Command:
     r.sp("mailbox name")
     mailbox = r.mailbox()
-    r.sp("message literal")
+    messages = []
+    while True:  # MULTIAPPEND (RFC 3502): more messages after SP
+        r.sp("message literal")
+        messages.append(_appended_message(r))
+        if r.at_end():
+            return Append(tag, mailbox, tuple(messages))
+
+
+def _appended_message(r: Reader) -> AppendedMessage:
+    """[flag-list SP] [date-time SP] literal."""
     flags: tuple[str, ...] = ()
     internal_date = None
     if r.peek() == b"(":
@@ -259,7 +269,7 @@ def _append(r: Reader, tag: str, _uid: bool) -> Command:
         raise r.fail("literal8 is not supported (no BINARY extension)")
     if r.peek() != b"{":
         raise r.expected("message literal")
-    return Append(tag, mailbox, r.literal(), flags, internal_date)
+    return AppendedMessage(r.literal(), flags, internal_date)
 
 
 def _expunge(r: Reader, tag: str, uid: bool) -> Command:
