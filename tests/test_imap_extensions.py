@@ -151,3 +151,43 @@ def test_multiappend_stores_every_message_or_none(store: Store) -> None:
         assert len(store.folders.messages(folder.id)) == 2  # the first of that command was not stored either
 
     run(scenario)
+
+
+def test_objectid_mailbox_ids_survive_rename_and_email_ids_follow_copies(store: Store) -> None:
+    """RFC 8474 4 and 5's examples: CREATE gives [MAILBOXID], SELECT and STATUS repeat it, RENAME keeps it,
+    a re-created name gets another; FETCH EMAILID is the same for a message and its copy, THREADID NIL;
+    SEARCH EMAILID finds the message."""
+    assert "OBJECTID" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store)
+        _, created = await client.do("3 create foo")
+        assert created.startswith(b"3 OK [MAILBOXID (M") and created.endswith(b")] CREATE completed\r\n")
+        foo = created[len(b"3 OK [MAILBOXID (") : created.index(b")]")]
+        _, bar = await client.do("4 create bar")
+        assert bar.startswith(b"4 OK [MAILBOXID (") and foo not in bar
+        assert (await client.do("5 create foo"))[1].startswith(b"5 NO [ALREADYEXISTS]")
+        untagged, _ = await client.do('6 select "foo"')
+        assert b"* OK [MAILBOXID (" + foo + b")] Ok\r\n" in untagged
+        assert (await client.do("7 status foo (mailboxid)"))[0] == b'* STATUS "foo" (MAILBOXID (' + foo + b"))\r\n"
+        await client.do("8 unselect")
+        await client.do("9 rename foo renamed")
+        assert (await client.do("10 status renamed (mailboxid)"))[0] == (
+            b'* STATUS "renamed" (MAILBOXID (' + foo + b"))\r\n")
+        await client.do("11 create foo")
+        again = (await client.do("12 status foo (mailboxid)"))[0]
+        assert foo not in again
+
+        _append(store, 1, datetime.now(UTC))
+        await client.select()
+        fetched, _ = await client.do("28 fetch 1 (emailid threadid)")
+        assert fetched.startswith(b"* 1 FETCH (EMAILID (E") and fetched.endswith(b") THREADID NIL)\r\n")
+        email = fetched[len(b"* 1 FETCH (EMAILID (") : fetched.index(b") THREADID")]
+        await client.do("29 copy 1 renamed")
+        assert (await client.do("30 search emailid " + email.decode()))[0] == b"* SEARCH 1\r\n"
+        assert (await client.do("31 search threadid T1"))[0] == b"* SEARCH\r\n"
+        await client.select("renamed")
+        copied, _ = await client.do("32 fetch 1 (emailid)")
+        assert copied == b"* 1 FETCH (EMAILID (" + email + b"))\r\n"
+
+    run(scenario)

@@ -138,6 +138,14 @@ class AgeKey:
 
 
 @dataclass(frozen=True)
+class ObjectIdKey:
+    """EMAILID or THREADID ``value`` (RFC 8474 6)."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
 class SizeKey:
     """LARGER (``larger``) or SMALLER than ``size`` octets (RFC822.SIZE), strictly."""
 
@@ -187,8 +195,8 @@ class And:
 
 
 SearchKey = (
-    AllKey | FlagKey | HeaderContains | TextContains | DateKey | AgeKey | SizeKey | SequenceKey | ModSeqKey | Not | Or
-    | And
+    AllKey | FlagKey | HeaderContains | TextContains | DateKey | AgeKey | SizeKey | SequenceKey | ModSeqKey
+    | ObjectIdKey | Not | Or | And
 )
 
 

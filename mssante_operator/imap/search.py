@@ -27,6 +27,7 @@ from .commands import (
     HeaderContains,
     ModSeqKey,
     Not,
+    ObjectIdKey,
     Or,
     SearchKey,
     SequenceKey,
@@ -34,6 +35,7 @@ from .commands import (
     TextContains,
 )
 from .message import MessageStructure
+from .object_ids import email_id
 
 RECENT = "\\Recent"
 
@@ -79,6 +81,8 @@ def matches(key: SearchKey, message: Candidate) -> bool:
         case AgeKey(older, seconds):
             age = (message.now - message.meta.internaldate).total_seconds()
             return age >= seconds if older else age < seconds
+        case ObjectIdKey(kind, value):  # no threads are kept: THREADID is NIL and matches nothing
+            return kind == "EMAILID" and email_id(message.meta.blob_key) == value
         case SizeKey(larger, size):
             return message.meta.size > size if larger else message.meta.size < size
         case ModSeqKey(modseq):

@@ -21,6 +21,7 @@ from ...store.folders import FlagMode, MessageMeta
 from .. import wire
 from ..commands import BodySection, Fetch, FetchAttribute, FetchItem
 from ..message import MessageStructure
+from ..object_ids import email_id
 from ..selected import SelectedFolder
 from ..sequence import SequenceSet
 from ..session import SELECTED_ONLY, Reply, Session, bad, flag_list, handles, no, ok
@@ -193,6 +194,10 @@ def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None
         return b"RFC822.SIZE %d" % meta.size
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % meta.modseq
+    if name == "EMAILID":
+        return b"EMAILID (%s)" % email_id(meta.blob_key).encode()
+    if name == "THREADID":
+        return b"THREADID NIL"
     if cached is not None and name in cached:
         return cached[name]
     assert structure is not None

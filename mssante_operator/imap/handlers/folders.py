@@ -24,6 +24,7 @@ from ..commands import (
     UnreadableName,
     Unsubscribe,
 )
+from ..object_ids import mailbox_id
 from ..session import LOGGED_IN, SHARED_PREFIX, MailboxRef, Reply, Session, bad, handles, no, ok
 
 
@@ -117,6 +118,7 @@ async def select(session: Session, command: Select) -> Reply:
     await session.untagged(f"OK [UIDVALIDITY {view.folder.uidvalidity}] UIDs valid")
     await session.untagged(f"OK [UIDNEXT {view.uidnext}] predicted next UID")
     await session.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] highest mod-sequence")
+    await session.untagged(f"OK [MAILBOXID ({mailbox_id(view.folder)})] Ok")
     mode = "READ-ONLY" if view.readonly else "READ-WRITE"
     return ok(f"{command.name} completed", mode)
 
@@ -134,13 +136,13 @@ async def create(session: Session, command: Create) -> Reply:
     if len(command.special_use) > 1 or any(use not in SPECIAL_USES for use in command.special_use):
         return no("unsupported special-use attribute", "USEATTR")
     try:
-        await session.run(session.ctx.store.folders.create, ref.address, ref.folder,
-                          command.special_use[0] if command.special_use else None)
+        folder = await session.run(session.ctx.store.folders.create, ref.address, ref.folder,
+                                   command.special_use[0] if command.special_use else None)
     except FolderExists:
         return no("mailbox already exists", "ALREADYEXISTS")
     except FolderError as exc:
         return no(str(exc), "USEATTR" if "use" in str(exc) else "CANNOT")
-    return ok("CREATE completed")
+    return ok("CREATE completed", f"MAILBOXID ({mailbox_id(folder)})")
 
 
 
@@ -246,7 +248,7 @@ async def status(session: Session, command: Status) -> Reply:
     values = {
         "MESSAGES": current.messages, "RECENT": current.recent, "UIDNEXT": current.uidnext,
         "UIDVALIDITY": current.uidvalidity, "UNSEEN": current.unseen, "HIGHESTMODSEQ": current.highestmodseq,
-        "SIZE": current.size, "APPENDLIMIT": session.ctx.append_limit,
+        "SIZE": current.size, "APPENDLIMIT": session.ctx.append_limit, "MAILBOXID": [wire.Atom(mailbox_id(folder))],
     }
     items: list[object] = []
     for item in command.items:

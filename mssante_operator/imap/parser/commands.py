@@ -230,7 +230,8 @@ def _lsub(r: Reader, tag: str, _uid: bool) -> Command:
     return Lsub(tag, reference, r.list_mailbox())
 
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE", "APPENDLIMIT",
+                 "MAILBOXID"}
 
 
 def _status(r: Reader, tag: str, _uid: bool) -> Command:

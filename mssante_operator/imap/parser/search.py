@@ -16,6 +16,7 @@ from ..commands import (
     HeaderContains,
     ModSeqKey,
     Not,
+    ObjectIdKey,
     Or,
     Search,
     SearchKey,
@@ -133,6 +134,14 @@ def _age_key(r: Reader, name: str, _depth: int) -> SearchKey:
     return AgeKey(older=name == "OLDER", seconds=r.number("interval in seconds", nonzero=True))
 
 
+def _object_id_key(r: Reader, name: str, _depth: int) -> SearchKey:
+    """EMAILID / THREADID objectid (RFC 8474 6): 1 to 255 of ALPHA, DIGIT, "_" and "-"."""
+    value = r.atom("object id")
+    if len(value) > 255 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value):
+        raise r.fail(f"Invalid object id {snippet(value.encode())}")
+    return ObjectIdKey(name, value)
+
+
 def _uid_key(r: Reader, _name: str, _depth: int) -> SearchKey:
     return SequenceKey(True, r.sequence_set())
 
@@ -166,6 +175,7 @@ _SEARCH_ARGUMENT_KEYS: dict[str, Callable[[Reader, str, int], SearchKey]] = {
     **dict.fromkeys(("KEYWORD", "UNKEYWORD"), _keyword_key),
     **dict.fromkeys(("LARGER", "SMALLER"), _size_key),
     **dict.fromkeys(("OLDER", "YOUNGER"), _age_key),
+    **dict.fromkeys(("EMAILID", "THREADID"), _object_id_key),
     "UID": _uid_key,
     "NOT": _not_key,
     "OR": _or_key,
