@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from support.browser import horizontal_overflow, open_page, page_problems
 from support.browser_story import (
     LAB_SUBJECT,
@@ -189,8 +189,10 @@ def test_desktop_files_an_attachment_and_reads_the_history(desktop: Visit) -> No
     assert photo.get_by_role("link", name="Voir dans mes documents").count() == 1
 
     desktop.go("/documents")
-    page.get_by_role("navigation", name="Catégories").get_by_role("link", name="Ordonnances et soins").click()
-    assert [row.split("\n")[0] for row in page.locator("ul.documents li").all_inner_texts()] == ["ordonnance-photo"]
+    category = page.get_by_role("navigation", name="Catégories").get_by_role("link", name="Ordonnances et soins")
+    category.click()
+    expect(category).to_have_attribute("aria-current", "page")  # the filtered page is the one shown
+    assert page.locator("ul.documents li .subject").all_inner_texts() == ["ordonnance-photo"]
 
     desktop.go("/historique")
     history = page.locator("ol.history").inner_text()
@@ -287,7 +289,7 @@ def test_parent_activates_the_child_space_and_reads_her_report_but_not_what_is_h
     _fits(page)
 
     phone.go("/documents")
-    assert [row.split("\n")[0] for row in page.locator("ul.documents li").all_inner_texts()] == [CHILD_TITLE]
+    assert page.locator("ul.documents li .subject").all_inner_texts() == [CHILD_TITLE]
     phone.go("/historique")
     history = page.locator("ol.history").inner_text()
     assert f"Vous avez lu le message « {CHILD_SUBJECT} »" in history and HIDDEN_TITLE not in history

@@ -11,6 +11,7 @@ from test_imap_handlers import ALICE, Client, alice_store, raw_message, run
 
 from mssante_operator.imap.parser import parse_command
 from mssante_operator.imap.session import BASE_CAPABILITIES
+from mssante_operator.imap.wire import format_internaldate
 from mssante_operator.store import NewMessage, Store
 
 
@@ -189,5 +190,33 @@ def test_objectid_mailbox_ids_survive_rename_and_email_ids_follow_copies(store: 
         await client.select("renamed")
         copied, _ = await client.do("32 fetch 1 (emailid)")
         assert copied == b"* 1 FETCH (EMAILID (" + email + b"))\r\n"
+
+    run(scenario)
+
+
+def test_savedate_is_when_the_message_entered_its_folder(store: Store) -> None:
+    """RFC 8514: FETCH SAVEDATE and SEARCH SAVEDBEFORE/SAVEDON/SAVEDSINCE/SAVEDATESUPPORTED; a copy's save date
+    is the COPY's time, its INTERNALDATE the original's."""
+    long_ago = datetime(2019, 1, 1, 12, 0, tzinfo=UTC)
+    _append(store, 1, long_ago)
+    assert "SAVEDATE" in BASE_CAPABILITIES
+
+    async def scenario() -> None:
+        client = Client(store)
+        await client.select()
+        fetched, _ = await client.do("a FETCH 1 (INTERNALDATE SAVEDATE)")
+        today = datetime.now(UTC)
+        assert b'INTERNALDATE " 1-Jan-2019 12:00:00 +0000"' in fetched
+        assert b'SAVEDATE "' + format_internaldate(today)[:11].encode() in fetched
+        day = today.strftime("%d-%b-%Y")
+        assert (await client.do(f"b SEARCH SAVEDON {day}"))[0] == b"* SEARCH 1\r\n"
+        assert (await client.do(f"c SEARCH SAVEDBEFORE {day}"))[0] == b"* SEARCH\r\n"
+        assert (await client.do("d SEARCH SAVEDSINCE 1-Jan-2019 SAVEDATESUPPORTED"))[0] == b"* SEARCH 1\r\n"
+        assert (await client.do("e SEARCH BEFORE 2-Jan-2019"))[0] == b"* SEARCH 1\r\n"  # the internal date stays
+        await client.do("f COPY 1 Archive")
+        await client.select("Archive")
+        copied, _ = await client.do("g FETCH 1 (INTERNALDATE SAVEDATE)")
+        assert b'INTERNALDATE " 1-Jan-2019 12:00:00 +0000"' in copied
+        assert b'SAVEDATE "' + format_internaldate(today)[:11].encode() in copied
 
     run(scenario)

@@ -138,6 +138,14 @@ class AgeKey:
 
 
 @dataclass(frozen=True)
+class SavedDateKey:
+    """SAVEDBEFORE/SAVEDON/SAVEDSINCE (RFC 8514): on the day the message was saved into its folder (UTC)."""
+
+    kind: DateRelation
+    date: date
+
+
+@dataclass(frozen=True)
 class ObjectIdKey:
     """EMAILID or THREADID ``value`` (RFC 8474 6)."""
 
@@ -196,7 +204,7 @@ class And:
 
 SearchKey = (
     AllKey | FlagKey | HeaderContains | TextContains | DateKey | AgeKey | SizeKey | SequenceKey | ModSeqKey
-    | ObjectIdKey | Not | Or | And
+    | ObjectIdKey | SavedDateKey | Not | Or | And
 )
 
 

@@ -29,6 +29,7 @@ from .commands import (
     Not,
     ObjectIdKey,
     Or,
+    SavedDateKey,
     SearchKey,
     SequenceKey,
     SizeKey,
@@ -81,6 +82,9 @@ def matches(key: SearchKey, message: Candidate) -> bool:
         case AgeKey(older, seconds):
             age = (message.now - message.meta.internaldate).total_seconds()
             return age >= seconds if older else age < seconds
+        case SavedDateKey(kind, day):
+            saved = message.meta.saved_at
+            return saved is not None and _compare(saved.astimezone(UTC).date(), kind, day)
         case ObjectIdKey(kind, value):  # no threads are kept: THREADID is NIL and matches nothing
             return kind == "EMAILID" and email_id(message.meta.blob_key) == value
         case SizeKey(larger, size):

@@ -59,6 +59,7 @@ class MessageMeta:
     internaldate: datetime
     size: int
     blob_key: str
+    saved_at: datetime | None = None  # when it was saved into this folder (SAVEDATE); None: not known
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,10 @@ def _zone(offset_minutes: int) -> timezone:
 
 def _meta(row: Row) -> MessageMeta:
     """A row of _META_COLUMNS; INTERNALDATE in the zone it was given in (APPEND's date-time), UTC otherwise."""
-    uid, modseq, flags, internaldate, offset, size, key = row
+    uid, modseq, flags, internaldate, offset, size, key, saved_at = row
     if offset:
         internaldate = internaldate.astimezone(_zone(offset))
-    return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key)
+    return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key, saved_at)
 
 
 def _named(reader: Reader, address: str, name: str) -> Folder | None:
@@ -164,7 +165,7 @@ def _folder(row: Row) -> Folder:
 _FOLDER_COLUMNS = (Mailbox.id, Mailbox.name, Mailbox.uidvalidity, Mailbox.uidnext, Mailbox.highestmodseq,
                    Mailbox.special_use)
 _META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.internaldate_offset,
-                 Message.size, Blob.key)
+                 Message.size, Blob.key, Message.saved_at)
 
 # The reads an IMAP session makes at nearly every command, compiled once (mssante_base/storage/compiled.py).
 _FOLDER = bindparam("folder")

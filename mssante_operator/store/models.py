@@ -144,6 +144,7 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text)
     authentication_results: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    saved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # into this folder (SAVEDATE)
 
 
 class ExpungedMessage(Base):

@@ -173,6 +173,7 @@ class WriteUnit:
         self._statements = statements
         self._changed: set[int] = set()
         self._reader: Reader | None = None
+        self.saved_at = datetime.now(UTC)  # every message row this transaction inserts was saved now (SAVEDATE)
 
     @property
     def reader(self) -> Reader:
@@ -292,7 +293,7 @@ class WriteUnit:
 
     def _insert(self, folder_id: int, uid: int, modseq: int, values: dict[str, Any]) -> bool:
         """One message row at an allocated UID; False when the dedup index refused it."""
-        values |= {"mailbox_id": folder_id, "uid": uid, "modseq": modseq}
+        values |= {"mailbox_id": folder_id, "uid": uid, "modseq": modseq, "saved_at": self.saved_at}
         return self.conn.execute(self._statements.insert_message, values).scalar_one_or_none() is not None
 
     def remove_messages(self, folder_id: int, rows: Sequence[Any], blob_ids: Iterable[int]) -> list[str]:

@@ -198,6 +198,10 @@ def _item(item: FetchItem, meta: MessageMeta, structure: MessageStructure | None
         return b"EMAILID (%s)" % email_id(meta.blob_key).encode()
     if name == "THREADID":
         return b"THREADID NIL"
+    if name == "SAVEDATE":
+        if meta.saved_at is None:
+            return b"SAVEDATE NIL"
+        return b"SAVEDATE " + wire.quoted(wire.format_internaldate(meta.saved_at))
     if cached is not None and name in cached:
         return cached[name]
     assert structure is not None

@@ -18,6 +18,7 @@ from ..commands import (
     Not,
     ObjectIdKey,
     Or,
+    SavedDateKey,
     Search,
     SearchKey,
     SequenceKey,
@@ -92,7 +93,7 @@ def _search_key(r: Reader, depth: int) -> SearchKey:
     if first.isdigit() or first == b"*":
         return SequenceKey(False, r.sequence_set())
     name = r.keyword("search key")
-    if name == "ALL":
+    if name in ("ALL", "SAVEDATESUPPORTED"):  # RFC 8514: every folder here keeps save dates
         return AllKey()
     if name in _FLAG_KEYS:
         return FlagKey(*_FLAG_KEYS[name])
@@ -132,6 +133,13 @@ def _size_key(r: Reader, name: str, _depth: int) -> SearchKey:
 
 def _age_key(r: Reader, name: str, _depth: int) -> SearchKey:
     return AgeKey(older=name == "OLDER", seconds=r.number("interval in seconds", nonzero=True))
+
+
+_SAVED_DATE_KEYS = {"SAVEDBEFORE": DateRelation.BEFORE, "SAVEDON": DateRelation.ON, "SAVEDSINCE": DateRelation.SINCE}
+
+
+def _saved_date_key(r: Reader, name: str, _depth: int) -> SearchKey:
+    return SavedDateKey(_SAVED_DATE_KEYS[name], r.date())
 
 
 def _object_id_key(r: Reader, name: str, _depth: int) -> SearchKey:
@@ -176,6 +184,7 @@ _SEARCH_ARGUMENT_KEYS: dict[str, Callable[[Reader, str, int], SearchKey]] = {
     **dict.fromkeys(("LARGER", "SMALLER"), _size_key),
     **dict.fromkeys(("OLDER", "YOUNGER"), _age_key),
     **dict.fromkeys(("EMAILID", "THREADID"), _object_id_key),
+    **dict.fromkeys(_SAVED_DATE_KEYS, _saved_date_key),
     "UID": _uid_key,
     "NOT": _not_key,
     "OR": _or_key,
