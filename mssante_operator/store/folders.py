@@ -10,6 +10,7 @@ Message files are shared by copies; a file is removed once no row points at it, 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import functools
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,7 +60,7 @@ class MessageMeta:
     internaldate: datetime
     size: int
     blob_key: str
-    saved_at: datetime | None = None  # when it was saved into this folder (SAVEDATE); None: not known
+    saved_at: datetime | None = None  # when it entered this folder (SAVEDATE): read only when asked (with_saved_dates)
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,10 @@ def _zone(offset_minutes: int) -> timezone:
 
 def _meta(row: Row) -> MessageMeta:
     """A row of _META_COLUMNS; INTERNALDATE in the zone it was given in (APPEND's date-time), UTC otherwise."""
-    uid, modseq, flags, internaldate, offset, size, key, saved_at = row
+    uid, modseq, flags, internaldate, offset, size, key = row
     if offset:
         internaldate = internaldate.astimezone(_zone(offset))
-    return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key, saved_at)
+    return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key)
 
 
 def _named(reader: Reader, address: str, name: str) -> Folder | None:
@@ -165,7 +166,7 @@ def _folder(row: Row) -> Folder:
 _FOLDER_COLUMNS = (Mailbox.id, Mailbox.name, Mailbox.uidvalidity, Mailbox.uidnext, Mailbox.highestmodseq,
                    Mailbox.special_use)
 _META_COLUMNS = (Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.internaldate_offset,
-                 Message.size, Blob.key, Message.saved_at)
+                 Message.size, Blob.key)
 
 # The reads an IMAP session makes at nearly every command, compiled once (mssante_base/storage/compiled.py).
 _FOLDER = bindparam("folder")
@@ -193,6 +194,10 @@ _FLAGS_OF = CompiledIn(lambda uids: select(Message.id, Message.uid, Message.mods
 _SET_FLAGS = Compiled(update(Message).where(Message.id == bindparam("message"))
                       .values(flags=bindparam("new_flags"), modseq=bindparam("new_modseq")))
 _METAS_OF = CompiledIn(lambda ids: _METAS.where(Message.id.in_(ids)))
+_SAVED_RANGE = Compiled(select(Message.uid, Message.saved_at).where(
+    Message.mailbox_id == _FOLDER, Message.uid >= bindparam("low"), Message.uid <= bindparam("high")))
+_SAVED_IN = CompiledIn(lambda uids: select(Message.uid, Message.saved_at).where(Message.mailbox_id == _FOLDER,
+                                                                                 Message.uid.in_(uids)))
 _FOLDER_SIZE = Compiled(select(func.coalesce(func.sum(Message.size), 0)).where(Message.mailbox_id == _FOLDER))
 
 
@@ -409,6 +414,20 @@ class Folders:
                     if row[0] in wanted:
                         found[row[0]] = _meta(row)
         return found
+
+    def with_saved_dates(self, folder_id: int, metas: dict[int, MessageMeta]) -> dict[int, MessageMeta]:
+        """``metas`` with their save dates (SAVEDATE, RFC 8514): a column only FETCH SAVEDATE and SEARCH SAVED*
+        need, kept out of every other read (a third more time for FETCH 1:*)."""
+        uids = sorted(metas)
+        if not uids:
+            return metas
+        saved: dict[int, datetime | None] = {}
+        with self._store.reader() as reader:
+            for low, high, scattered in _runs(uids, in_list=_SAVED_IN.widest):
+                rows = _SAVED_IN.rows(reader, scattered, folder=folder_id) if scattered else \
+                    _SAVED_RANGE.rows(reader, folder=folder_id, low=low, high=high)
+                saved.update(rows)
+        return {uid: dataclasses.replace(meta, saved_at=saved.get(uid)) for uid, meta in metas.items()}
 
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """(uidnext, highestmodseq) of several folders in one query (the change poller's question)."""

@@ -35,6 +35,7 @@ INVALID_SEQUENCE = "invalid message sequence number"
 _CONTENT_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})  # RFC822.HEADER is BODY.PEEK[HEADER]
 _MODSEQ = FetchAttribute("MODSEQ")
+_SAVEDATE = FetchAttribute("SAVEDATE")
 LOAD_BYTES = 1 << 20  # message files read and parsed in one thread hand-off, at most (or one message)
 LOAD_MESSAGES = 64
 _JOIN_LIMIT = 1 << 16  # responses above this size are written piece by piece, not joined
@@ -277,6 +278,8 @@ async def fetch(session: Session, command: Fetch) -> Reply:
     metas: dict[int, MessageMeta] = {}
     for batch in batches(requested):
         metas.update(await session.read(folders.metas, view.folder.id, batch, rows=len(batch)))
+    if _SAVEDATE in items:
+        metas = await session.read(folders.with_saved_dates, view.folder.id, metas, rows=len(metas))
     # A message the view still numbers but another session expunged (the EXPUNGE waits for a command
     # that may carry it) has no data left but its UID (RFC 2180 4.1.2: the rest, then NO).
     uid_only = set(items) <= {FetchAttribute("UID")}

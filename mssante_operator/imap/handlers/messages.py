@@ -31,6 +31,7 @@ from ..commands import (
     Move,
     Not,
     Or,
+    SavedDateKey,
     Search,
     SearchKey,
     StoreMode,
@@ -125,15 +126,16 @@ async def store(session: Session, command: StoreCommand) -> Reply:
 # --------------------------------------------------------------------------- SEARCH
 
 
-def _mentions_modseq(key: SearchKey) -> bool:
-    if isinstance(key, ModSeqKey):
+def _mentions(key: SearchKey, kind: type) -> bool:
+    """Whether ``key`` holds a key of type ``kind`` anywhere (MODSEQ enables CONDSTORE, SAVED* needs save dates)."""
+    if isinstance(key, kind):
         return True
     if isinstance(key, And):
-        return any(_mentions_modseq(k) for k in key.keys)
+        return any(_mentions(k, kind) for k in key.keys)
     if isinstance(key, Or):
-        return _mentions_modseq(key.left) or _mentions_modseq(key.right)
+        return _mentions(key.left, kind) or _mentions(key.right, kind)
     if isinstance(key, Not):
-        return _mentions_modseq(key.key)
+        return _mentions(key.key, kind)
     return False
 
 
@@ -161,13 +163,15 @@ def _evaluate(key: SearchKey, candidates: list[Candidate]) -> list[Candidate]:
 async def search(session: Session, command: Search) -> Reply:
     view = session.selected
     assert view is not None
-    modseq = _mentions_modseq(command.key)
+    modseq = _mentions(command.key, ModSeqKey)
     if modseq:
         await enable_condstore(session)
     await session.refresh(expunges_allowed=command.uid)  # RFC 3501 7.4.1: none during a SEARCH by number
     folders = session.ctx.store.folders
     exists, max_uid = view.exists, view.max_uid
     metas = await session.read(folders.metas, view.folder.id, view.uids, rows=len(view.uids))
+    if _mentions(command.key, SavedDateKey):
+        metas = await session.read(folders.with_saved_dates, view.folder.id, metas, rows=len(metas))
     # A message expunged by another session but still numbered in this view is searched as an
     # empty message without flags: ALL and sequence sets still count it, as the client expects.
     now = datetime.now(UTC)
