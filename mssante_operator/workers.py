@@ -78,9 +78,13 @@ def _die_with_parent() -> None:
         pass
 
 
+def _serve_args(home: Path, log_level: str, flag: str) -> list[str]:
+    """The command line of ``serve`` after the program: for a forked worker's entry, or behind _serve_argv."""
+    return ["--log-level", log_level, "serve", "--home", str(home), flag]
+
+
 def _serve_argv(home: Path, log_level: str, flag: str) -> list[str]:
-    return [sys.executable, "-m", "mssante_operator.cli", "--log-level", log_level,
-            "serve", "--home", str(home), flag]
+    return [sys.executable, "-m", "mssante_operator.cli", *_serve_args(home, log_level, flag)]
 
 
 def prepare_in_child(home: Path, log_level: str) -> int:
@@ -252,7 +256,7 @@ class Supervisor:
             use_malloc_settings()
             _load_application()
             self._loaded = True
-        argv = _serve_argv(self.home, self.log_level, "--worker")[3:]  # after `python -m mssante_operator.cli`
+        argv = _serve_args(self.home, self.log_level, "--worker")
         sys.stdout.flush()  # or the child would write what the supervisor had buffered a second time
         sys.stderr.flush()
         pid = os.fork()

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_imap_handlers import ALICE, Client, alice_store, raw_message, run
+from test_imap_handlers import ALICE, Client, alice_store, put, raw_message, run
 
 from mssante_operator.imap.parser import parse_command
 from mssante_operator.imap.session import BASE_CAPABILITIES
 from mssante_operator.imap.wire import format_internaldate
-from mssante_operator.store import NewMessage, Store
+from mssante_operator.store import Store
 
 
 @pytest.fixture(name="store")
@@ -20,22 +20,13 @@ def _store(tmp_path: Path) -> Iterator[Store]:
     yield from alice_store(tmp_path)
 
 
-def _append(store: Store, n: int, when: datetime, flags: tuple[str, ...] = ()) -> int:
-    message = NewMessage(raw=raw_message(n), message_id=None, from_addr="bob@peer.example", subject="s",
-                         authentication_results="", received_at=when)
-    return store.folders.append(ALICE, "INBOX", message, flags, when)[1]
-
-
 def test_status_size_is_the_sum_of_the_messages_sizes(store: Store) -> None:
     """RFC 8438 3: ``A042 STATUS blurdybloop (SIZE)`` -> ``* STATUS blurdybloop (SIZE 44421)``."""
     store.folders.create(ALICE, "blurdybloop")
-    now = datetime.now(UTC)
     sizes = []
     for n, body in enumerate((b"x" * 44000, b"y" * 21)):
-        message = NewMessage(raw=raw_message(n, body), message_id=None, from_addr="bob@peer.example",
-                             subject="s", authentication_results="", received_at=now)
-        store.folders.append(ALICE, "blurdybloop", message, (), now)
-        sizes.append(len(message.raw))
+        put(store, raw_message(n, body), "blurdybloop")
+        sizes.append(len(raw_message(n, body)))
     assert "STATUS=SIZE" in BASE_CAPABILITIES
 
     async def scenario() -> None:
@@ -55,7 +46,7 @@ def test_within_older_and_younger_split_the_mailbox_by_internal_date(store: Stor
     now = datetime.now(UTC)
     ages = [timedelta(days=10), timedelta(days=4), timedelta(days=2), timedelta(hours=5), timedelta(minutes=1)]
     for n, age in enumerate(ages, start=1):
-        _append(store, n, now - age, ("\\Seen",) if n == 4 else ())
+        put(store, raw_message(n), flags=("\\Seen",) if n == 4 else (), when=now - age)
     assert "WITHIN" in BASE_CAPABILITIES
 
     async def scenario() -> None:
@@ -81,13 +72,10 @@ def test_within_refuses_a_zero_or_missing_interval() -> None:
 
 def _smith_mailbox(store: Store) -> None:
     """Eleven messages; FLAGGED ones 2, 5, 10, 11, and 5 is from Smith (RFC 4731's examples then find 2,10:11)."""
-    when = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
     for n in range(1, 12):
         sender = "From: Smith <smith@peer.example>" if n == 5 else "From: Bob <bob@peer.example>"
         raw = raw_message(n).replace(b"From: Bob <bob@peer.example>", sender.encode("ascii"))
-        message = NewMessage(raw=raw, message_id=None, from_addr="x", subject="s", authentication_results="",
-                             received_at=when)
-        store.folders.append(ALICE, "INBOX", message, ("\\Flagged",) if n in (2, 5, 10, 11) else (), when)
+        put(store, raw, flags=("\\Flagged",) if n in (2, 5, 10, 11) else ())
 
 
 def test_esearch_answers_the_rfc_4731_examples(store: Store) -> None:
@@ -179,7 +167,7 @@ def test_objectid_mailbox_ids_survive_rename_and_email_ids_follow_copies(store: 
         again = (await client.do("12 status foo (mailboxid)"))[0]
         assert foo not in again
 
-        _append(store, 1, datetime.now(UTC))
+        put(store, raw_message(1), when=datetime.now(UTC))
         await client.select()
         fetched, _ = await client.do("28 fetch 1 (emailid threadid)")
         assert fetched.startswith(b"* 1 FETCH (EMAILID (E") and fetched.endswith(b") THREADID NIL)\r\n")
@@ -198,7 +186,7 @@ def test_savedate_is_when_the_message_entered_its_folder(store: Store) -> None:
     """RFC 8514: FETCH SAVEDATE and SEARCH SAVEDBEFORE/SAVEDON/SAVEDSINCE/SAVEDATESUPPORTED; a copy's save date
     is the COPY's time, its INTERNALDATE the original's."""
     long_ago = datetime(2019, 1, 1, 12, 0, tzinfo=UTC)
-    _append(store, 1, long_ago)
+    put(store, raw_message(1), when=long_ago)
     assert "SAVEDATE" in BASE_CAPABILITIES
 
     async def scenario() -> None:

@@ -56,10 +56,10 @@ def store(tmp_path: Path) -> Iterator[Store]:
     yield from alice_store(tmp_path)
 
 
-def put(store: Store, raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> int:
+def put(store: Store, raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = (), when: datetime = WHEN) -> int:
     message = NewMessage(raw=raw, message_id=None, from_addr="bob@peer.example", subject="s",
-                         authentication_results="", received_at=WHEN)
-    return store.folders.append(ALICE, folder, message, flags, WHEN)[1]
+                         authentication_results="", received_at=when)
+    return store.folders.append(ALICE, folder, message, flags, when)[1]
 
 
 class Client:

@@ -111,13 +111,19 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-def test_tls_connections_read_into_a_small_buffer_and_still_carry_large_messages(tmp_path: Path) -> None:
+def _tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A kit's server context (no client certificate) and a client context trusting it."""
     make_kit(tmp_path)
     settings = load_settings(tmp_path)
     tls = server_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
                          settings.path(settings.trust_space.ca_bundle), client_cert=False)
     client_tls = ssl.create_default_context(cafile=str(settings.path(settings.trust_space.ca_bundle)))
     client_tls.check_hostname = False
+    return tls, client_tls
+
+
+def test_tls_connections_read_into_a_small_buffer_and_still_carry_large_messages(tmp_path: Path) -> None:
+    tls, client_tls = _tls_pair(tmp_path)
     message = os.urandom(200_000)  # a dozen TLS records, six times the buffer
 
     async def scenario() -> tuple[bytes, int | None]:
@@ -150,12 +156,7 @@ def test_the_tls_buffer_limit_gives_up_quietly_without_the_attribute(monkeypatch
 
 def test_tls_connections_of_one_thread_share_one_read_buffer_and_keep_their_bytes_apart(tmp_path: Path) -> None:
     """An idle TLS connection holds no read buffer of its own: the bytes read are copied out at once."""
-    make_kit(tmp_path)
-    settings = load_settings(tmp_path)
-    tls = server_context(settings.path(settings.tls.cert), settings.path(settings.tls.key),
-                         settings.path(settings.trust_space.ca_bundle), client_cert=False)
-    client_tls = ssl.create_default_context(cafile=str(settings.path(settings.trust_space.ca_bundle)))
-    client_tls.check_hostname = False
+    tls, client_tls = _tls_pair(tmp_path)
     messages = [os.urandom(150_000) for _ in range(3)]  # sent at once: their reads interleave
 
     async def echo(port: int, message: bytes) -> bytes:

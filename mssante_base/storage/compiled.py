@@ -99,7 +99,7 @@ class Compiled:
 class CompiledIn:
     """A statement with an IN list of values, compiled for a few widths (powers of two up to ``widest``;
     a list is padded with its last value, which IN ignores). ``build`` makes the statement from the
-    list's bind parameters, named ``in_0`` ... ; longer lists are the caller's to split."""
+    list's bind parameters, named ``in_0`` ... ; a longer list runs as several statements of ``widest``."""
 
     def __init__(self, build: Callable[[list[BindParameter[Any]]], Any], widest: int = 512) -> None:
         self._build = build
@@ -123,13 +123,24 @@ class CompiledIn:
             params[f"in_{n}"] = values[n] if n < len(values) else last
         return params
 
+    def _chunks(self, values: Sequence[Any]) -> list[Sequence[Any]]:
+        return [values[start : start + self.widest] for start in range(0, len(values), self.widest)]
+
     def rows(self, reader: Reader, values: Sequence[Any], **params: Any) -> list[Row]:
-        compiled, width = self._for(len(values))
-        return compiled.rows(reader, **self._params(values, width, params))
+        """Every row, for any number of values (none: no rows)."""
+        found: list[Row] = []
+        for chunk in self._chunks(values):
+            compiled, width = self._for(len(chunk))
+            found += compiled.rows(reader, **self._params(chunk, width, params))
+        return found
 
     def run(self, reader: Reader, values: Sequence[Any], **params: Any) -> int:
-        compiled, width = self._for(len(values))
-        return compiled.run(reader, **self._params(values, width, params))
+        """The rows changed, for any number of values."""
+        changed = 0
+        for chunk in self._chunks(values):
+            compiled, width = self._for(len(chunk))
+            changed += compiled.run(reader, **self._params(chunk, width, params))
+        return changed
 
 
 @dataclass

@@ -152,6 +152,14 @@ def _meta(row: Row) -> MessageMeta:
     return MessageMeta(uid, modseq, frozenset(flags.split()), internaldate, size, key)
 
 
+def _by_uid(reader: Reader, folder_id: int, uids: Sequence[int], listed: CompiledIn, ranged: Compiled) -> Iterator[Row]:
+    """The rows of ``listed`` (``uid IN`` a list) or ``ranged`` (``uid`` from ``low`` to ``high``) for these ascending
+    UIDs, run by run (see _runs); a range may hold rows of UIDs not asked for."""
+    for low, high, scattered in _runs(uids, in_list=listed.widest):
+        yield from (listed.rows(reader, scattered, folder=folder_id) if scattered else
+                    ranged.rows(reader, folder=folder_id, low=low, high=high))
+
+
 def _named(reader: Reader, address: str, name: str) -> Folder | None:
     """The folder ``name`` (canonical) of the account ``address``; None when either does not exist."""
     row = _FOLDER_NAMED.first(reader, address=normalize_address(address), name=name)
@@ -407,12 +415,9 @@ class Folders:
             return found
         wanted = set(uids)
         with self._store.reader() as reader:
-            for low, high, scattered in _runs(uids, in_list=_METAS_IN.widest):
-                rows = _METAS_IN.rows(reader, scattered, folder=folder_id) if scattered else \
-                    _METAS_RANGE.rows(reader, folder=folder_id, low=low, high=high)
-                for row in rows:
-                    if row[0] in wanted:
-                        found[row[0]] = _meta(row)
+            for row in _by_uid(reader, folder_id, uids, _METAS_IN, _METAS_RANGE):
+                if row[0] in wanted:
+                    found[row[0]] = _meta(row)
         return found
 
     def with_saved_dates(self, folder_id: int, metas: dict[int, MessageMeta]) -> dict[int, MessageMeta]:
@@ -421,12 +426,8 @@ class Folders:
         uids = sorted(metas)
         if not uids:
             return metas
-        saved: dict[int, datetime | None] = {}
         with self._store.reader() as reader:
-            for low, high, scattered in _runs(uids, in_list=_SAVED_IN.widest):
-                rows = _SAVED_IN.rows(reader, scattered, folder=folder_id) if scattered else \
-                    _SAVED_RANGE.rows(reader, folder=folder_id, low=low, high=high)
-                saved.update(rows)
+            saved = dict(_by_uid(reader, folder_id, uids, _SAVED_IN, _SAVED_RANGE))
         return {uid: dataclasses.replace(meta, saved_at=saved.get(uid)) for uid, meta in metas.items()}
 
     def counters_many(self, folder_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
@@ -511,8 +512,7 @@ class Folders:
         with self._store.transaction(durable=False) as tx:  # flags, as Dovecot: not fsync'd (lazy_commit)
             tx.lock_folders([folder_id])
             reader = tx.reader
-            rows = [row for start in range(0, len(uids), _FLAGS_OF.widest)
-                    for row in _FLAGS_OF.rows(reader, uids[start : start + _FLAGS_OF.widest], folder=folder_id)]
+            rows = _FLAGS_OF.rows(reader, uids, folder=folder_id)
             for message_id, uid, modseq, text in rows:
                 if unchangedsince is not None and modseq > unchangedsince:
                     failed.append(uid)
@@ -527,9 +527,7 @@ class Folders:
             for message_id, text in changed_rows:
                 _SET_FLAGS.run(reader, message=message_id, new_flags=text, new_modseq=modseq)
             ids = [message_id for message_id, _ in changed_rows]
-            changed = sorted((_meta(row) for start in range(0, len(ids), _METAS_OF.widest)
-                              for row in _METAS_OF.rows(reader, ids[start : start + _METAS_OF.widest])),
-                             key=lambda meta: meta.uid)
+            changed = sorted((_meta(row) for row in _METAS_OF.rows(reader, ids)), key=lambda meta: meta.uid)
         return changed, sorted(failed)
 
     def append(self, address: str, name: str, message: NewMessage, flags: Iterable[str],

@@ -192,10 +192,7 @@ class WriteUnit:
         ids = sorted(set(folder_ids))
         if not ids:
             return
-        lock = self._statements.lock_folders
-        found = sum(len(lock.rows(self.reader, ids[start : start + lock.widest]))
-                    for start in range(0, len(ids), lock.widest))
-        if found != len(ids):
+        if len(self._statements.lock_folders.rows(self.reader, ids)) != len(ids):
             raise NoSuchFolder("no such mailbox")
 
     def allocate(self, folder_id: int, count: int = 1) -> tuple[int, int]:
